@@ -1,0 +1,81 @@
+"""The one helper that picks the environment.
+
+``RECSYS_ENV`` chooses dev (the default), test, acceptance or prod; each has a YAML file under
+``config/environments/``. Plain settings (paths, thresholds) live in those files; secrets never
+do: a setting written as ``{env: NAME}`` is passed to Dagster resources as ``dg.EnvVar(NAME)``
+and read only when a run needs it.
+
+``RECSYS_DATA_CONFIG`` overrides the event source (a YAML under ``data/sources/`` or your own),
+and ``RECSYS_WAREHOUSE`` the local DuckDB file (tests and scratch runs use it).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ENVIRONMENTS_DIR = Path(__file__).resolve().parent / "environments"
+ENV_VAR = "RECSYS_ENV"
+DATA_CONFIG_VAR = "RECSYS_DATA_CONFIG"
+WAREHOUSE_VAR = "RECSYS_WAREHOUSE"
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    TEST = "test"
+    ACCEPTANCE = "acceptance"
+    PROD = "prod"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one environment reads and writes."""
+
+    environment: Environment
+    data_config: Path  # the event source config (YAML)
+    warehouse: str | dg.EnvVar  # DuckDB database file holding the event tables
+    max_quarantine_share: float  # above this share of quarantined rows a partition warns
+
+    @property
+    def warehouse_path(self) -> Path | None:
+        """The DuckDB file when it is a plain local path (None when it comes from a secret)."""
+        return None if isinstance(self.warehouse, dg.EnvVar) else Path(self.warehouse)
+
+
+def _resolve(value: Any) -> str | dg.EnvVar:
+    if isinstance(value, dict) and set(value) == {"env"}:
+        return dg.EnvVar(value["env"])
+    return str(value)
+
+
+def _project_path(value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def get_settings(environment: str | None = None) -> Settings:
+    """Settings of the chosen environment (``RECSYS_ENV``, default dev)."""
+    name = environment or os.environ.get(ENV_VAR, Environment.DEV.value)
+    try:
+        env = Environment(name)
+    except ValueError:
+        valid = [e.value for e in Environment]
+        raise ValueError(f"{ENV_VAR}={name!r} is not an environment; use one of {valid}") from None
+    raw = yaml.safe_load((ENVIRONMENTS_DIR / f"{env.value}.yaml").read_text())
+    data_config = os.environ.get(DATA_CONFIG_VAR) or raw["data_config"]
+    warehouse = _resolve(os.environ.get(WAREHOUSE_VAR) or raw["warehouse"])
+    if isinstance(warehouse, str):
+        warehouse = str(_project_path(warehouse))
+    return Settings(
+        environment=env,
+        data_config=_project_path(data_config),
+        warehouse=warehouse,
+        max_quarantine_share=float(raw.get("max_quarantine_share", 0.5)),
+    )
