@@ -71,7 +71,7 @@ def get_settings(environment: str | None = None) -> Settings:
     raw = yaml.safe_load((ENVIRONMENTS_DIR / f"{env.value}.yaml").read_text())
     data_config = os.environ.get(DATA_CONFIG_VAR) or raw["data_config"]
     warehouse = _resolve(os.environ.get(WAREHOUSE_VAR) or raw["warehouse"])
-    if isinstance(warehouse, str):
+    if not isinstance(warehouse, dg.EnvVar):  # EnvVar subclasses str: test it first
         warehouse = str(_project_path(warehouse))
     return Settings(
         environment=env,

@@ -29,6 +29,7 @@ from recsys_assets import constants as c
 SUPPORTED_FORMATS = ("csv", "parquet")
 PARTITION_GRANULARITIES = ("daily", "monthly")
 NUMERIC_FIELDS = (c.QUANTITY, c.UNIT_PRICE)
+ID_FIELDS = (c.USER_ID, c.ITEM_ID, c.ORDER_ID)
 TEXT_FIELDS = (c.USER_ID, c.ITEM_ID, c.EVENT_TYPE, c.ORDER_ID, c.DESCRIPTION, c.COUNTRY, c.DEVICE)
 
 
@@ -303,7 +304,8 @@ def to_canonical(frame: pd.DataFrame, spec: SourceSpec) -> pd.DataFrame:
             out[fld] = np.full(n, np.nan, dtype="float64")
     for fld in TEXT_FIELDS:
         if fld in source_of:
-            out[fld] = _to_text(frame[source_of[fld]], spec.missing_tokens)
+            text = _to_text(frame[source_of[fld]], spec.missing_tokens)
+            out[fld] = _strip_float_suffix(text) if fld in ID_FIELDS else text
         elif fld == c.EVENT_TYPE:
             out[fld] = pd.array([c.DEFAULT_EVENT_TYPE] * n, dtype="string")
         else:
@@ -368,6 +370,11 @@ def _to_text(values: pd.Series, missing_tokens: tuple[str, ...]) -> pd.Series:
     if missing_tokens:
         missing |= text.isin(missing_tokens)
     return text.mask(missing.fillna(False), None).reset_index(drop=True)
+
+
+def _strip_float_suffix(ids: pd.Series) -> pd.Series:
+    """Numeric ids exported through a float column ("17850.0") become "17850"."""
+    return ids.str.replace(r"^(\d+)\.0+$", r"\1", regex=True)
 
 
 def window(events: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:

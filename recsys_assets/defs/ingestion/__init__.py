@@ -4,7 +4,6 @@ import dagster as dg
 
 from recsys_assets.defs.ingestion.assets import (
     SETTINGS,
-    event_partitions,
     raw_events,
     validate_events,
 )
@@ -13,7 +12,6 @@ from recsys_assets.defs.ingestion.resources import EventSourceResource
 ingestion_job = dg.define_asset_job(
     "ingestion_job",
     selection=dg.AssetSelection.groups("ingestion"),
-    partitions_def=event_partitions,
     description="Read, validate and quarantine the events of one time partition.",
 )
 

@@ -1,0 +1,43 @@
+"""Shared fixtures: every test runs in the test environment with scratch storage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Before any recsys_assets import: definitions read the environment when they load.
+os.environ.setdefault("RECSYS_ENV", "test")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def write_source(tmp_path: Path):
+    """Write an events CSV and a source config mapping it; returns the config path."""
+
+    def write(
+        csv_text: str,
+        *,
+        columns: dict[str, str] | None = None,
+        extra: str = "",
+        name: str = "shop",
+        filename: str = "events.csv",
+    ) -> Path:
+        (tmp_path / filename).write_text(csv_text)
+        mapping = columns or {
+            "user_id": "customer",
+            "item_id": "sku",
+            "event_ts": "ts",
+            "quantity": "qty",
+            "unit_price": "price",
+            "order_id": "order",
+        }
+        lines = [f"name: {name}", f"path: {filename}", "columns:"]
+        lines += [f"  {field}: {column}" for field, column in mapping.items()]
+        config = tmp_path / f"{name}.yaml"
+        config.write_text("\n".join(lines) + "\n" + extra)
+        return config
+
+    return write

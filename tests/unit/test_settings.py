@@ -1,0 +1,42 @@
+"""The environment helper: one setting picks the environment; secrets stay as EnvVars."""
+
+import dagster as dg
+import pytest
+
+from recsys_assets.config import Environment, get_settings
+from recsys_assets.config.settings import PROJECT_ROOT
+
+
+@pytest.mark.parametrize("name", ["dev", "test"])
+def test_local_environments_use_local_files(name, monkeypatch):
+    monkeypatch.delenv("RECSYS_WAREHOUSE", raising=False)
+    monkeypatch.delenv("RECSYS_DATA_CONFIG", raising=False)
+    settings = get_settings(name)
+    assert settings.environment == Environment(name)
+    assert settings.warehouse_path == PROJECT_ROOT / "data" / "warehouse" / f"{name}.duckdb"
+    assert settings.data_config == PROJECT_ROOT / "data" / "sources" / "online_retail.yaml"
+
+
+@pytest.mark.parametrize("name", ["acceptance", "prod"])
+def test_deployed_environments_take_the_warehouse_from_a_secret(name, monkeypatch):
+    monkeypatch.delenv("RECSYS_WAREHOUSE", raising=False)
+    settings = get_settings(name)
+    assert isinstance(settings.warehouse, dg.EnvVar)
+    assert settings.warehouse.env_var_name == f"RECSYS_{name.upper()}_WAREHOUSE"
+    assert settings.warehouse_path is None
+
+
+def test_environment_variable_picks_and_overrides(monkeypatch, tmp_path):
+    monkeypatch.setenv("RECSYS_ENV", "dev")
+    monkeypatch.setenv("RECSYS_DATA_CONFIG", str(tmp_path / "mine.yaml"))
+    monkeypatch.setenv("RECSYS_WAREHOUSE", str(tmp_path / "w.duckdb"))
+    settings = get_settings()
+    assert settings.environment is Environment.DEV
+    assert settings.data_config == tmp_path / "mine.yaml"
+    assert settings.warehouse_path == tmp_path / "w.duckdb"
+
+
+def test_unknown_environment_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("RECSYS_ENV", "staging")
+    with pytest.raises(ValueError, match="RECSYS_ENV='staging' is not an environment"):
+        get_settings()
