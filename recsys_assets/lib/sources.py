@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 from recsys_assets import constants as c
@@ -304,8 +306,7 @@ def to_canonical(frame: pd.DataFrame, spec: SourceSpec) -> pd.DataFrame:
             out[fld] = np.full(n, np.nan, dtype="float64")
     for fld in TEXT_FIELDS:
         if fld in source_of:
-            text = _to_text(frame[source_of[fld]], spec.missing_tokens)
-            out[fld] = _strip_float_suffix(text) if fld in ID_FIELDS else text
+            out[fld] = _to_text(frame[source_of[fld]], spec.missing_tokens, fld in ID_FIELDS)
         elif fld == c.EVENT_TYPE:
             out[fld] = pd.array([c.DEFAULT_EVENT_TYPE] * n, dtype="string")
         else:
@@ -359,22 +360,26 @@ def _parse_numbers(values: pd.Series, spec: SourceSpec, fld: str) -> np.ndarray:
     return parsed.to_numpy(dtype="float64", na_value=np.nan)
 
 
-def _to_text(values: pd.Series, missing_tokens: tuple[str, ...]) -> pd.Series:
-    """Identifiers and labels as strings; 17850.0 (a float id) becomes "17850"."""
+def _to_text(values: pd.Series, missing_tokens: tuple[str, ...], is_id: bool) -> pd.Series:
+    """Labels as trimmed strings, with missing tokens and blanks as nulls (Arrow kernels: fast).
+
+    Numeric ids exported through a float column (17850.0 or "17850.0") become "17850".
+    """
     if pd.api.types.is_float_dtype(values.dtype):
         finite = values.dropna()
         if (finite == np.floor(finite)).all():
             values = values.astype("Int64")
-    text = values.astype("string").str.strip()
-    missing = text.eq("")
+    if values.dtype == object:
+        values = values.astype("string")  # mixed objects (ints, strs) to text first
+    text = pc.cast(pa.Array.from_pandas(values), pa.string())
+    text = pc.utf8_trim_whitespace(text)
+    if is_id:
+        text = pc.replace_substring_regex(text, pattern=r"^(\d+)\.0+$", replacement=r"\1")
+    missing = pc.equal(text, "")
     if missing_tokens:
-        missing |= text.isin(missing_tokens)
-    return text.mask(missing.fillna(False), None).reset_index(drop=True)
-
-
-def _strip_float_suffix(ids: pd.Series) -> pd.Series:
-    """Numeric ids exported through a float column ("17850.0") become "17850"."""
-    return ids.str.replace(r"^(\d+)\.0+$", r"\1", regex=True)
+        missing = pc.or_(missing, pc.is_in(text, value_set=pa.array(missing_tokens)))
+    text = pc.if_else(pc.fill_null(missing, False), pa.scalar(None, pa.string()), text)
+    return pd.Series(pd.array(text.to_pylist(), dtype="string"))
 
 
 def window(events: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
