@@ -1,16 +1,16 @@
 """All Dagster definitions of the project, for the environment that ``RECSYS_ENV`` picks."""
 
 import dagster as dg
-from dagster_duckdb_pandas import DuckDBPandasIOManager
 
 from recsys_assets.config import get_settings
 from recsys_assets.defs import ingestion
+from recsys_assets.defs.warehouse import WarehouseIOManager
 
 settings = get_settings()
 
 shared_resources = {
     # DuckDB file locally; from a secret (dg.EnvVar) in acceptance and prod.
-    "warehouse": DuckDBPandasIOManager(database=settings.warehouse, schema="events"),
+    "warehouse": WarehouseIOManager(database=settings.warehouse, schema="events"),
 }
 
 defs = dg.Definitions.merge(

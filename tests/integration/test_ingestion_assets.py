@@ -8,10 +8,10 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from dagster_duckdb_pandas import DuckDBPandasIOManager
 
 from recsys_assets.defs.ingestion.assets import raw_events, validate_events
 from recsys_assets.defs.ingestion.resources import EventSourceResource
+from recsys_assets.defs.warehouse import WarehouseIOManager
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def _materialize(config: Path, warehouse: Path, key: str, instance) -> dg.Execut
         partition_key=key,
         resources={
             "source": EventSourceResource(config_path=str(config)),
-            "warehouse": DuckDBPandasIOManager(database=str(warehouse), schema="events"),
+            "warehouse": WarehouseIOManager(database=str(warehouse), schema="events"),
         },
         instance=instance,
         raise_on_error=False,
