@@ -90,12 +90,17 @@ def demo(args: argparse.Namespace) -> int:
         os.environ[DATA_CONFIG_VAR] = str(Path(args.data_config).resolve())
     home = prepare_dagster_home()
     from recsys_assets.config import get_settings
+    from recsys_assets.lib.sources import SourceError
 
     settings = get_settings()
     print(f"environment: {settings.environment.value}")
     print(f"source:      {settings.data_config}")
     started = time.perf_counter()
-    rows = run_ingestion(args.partition or None)
+    try:
+        rows = run_ingestion(args.partition or None)
+    except SourceError as exc:  # raised while the definitions load: config or file unusable
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"\n{'partition':<12}{'raw':>9}{'valid':>9}{'quarant.':>9}{'secs':>7}")
     for row in rows:
         status = "" if row["ok"] else f"  FAILED: {row['error']}"
