@@ -114,10 +114,34 @@ def demo(args: argparse.Namespace) -> int:
     print("\noutputs:")
     print(f"  event tables (DuckDB): {settings.warehouse}  (schema 'events')")
     print(f"  Dagster runs, metadata, check results: {home}  (open with: make dev)")
+    print("  per-partition data versions and lineage: python -m recsys_assets lineage")
     failed = [r["partition"] for r in rows if not r["ok"]]
     if failed:
         print(f"\n{len(failed)} partition(s) failed: {failed}", file=sys.stderr)
         return 1
+    return 0
+
+
+def lineage(args: argparse.Namespace) -> int:
+    """Print what each partition was built from: rows, data versions, source and rules."""
+    import dagster as dg
+
+    from recsys_assets.defs.ingestion.assets import event_partitions
+    from recsys_assets.defs.lineage import partition_lineage
+
+    prepare_dagster_home()
+    keys = args.partition or event_partitions.get_partition_keys()
+    rows = partition_lineage(dg.DagsterInstance.get(), keys)
+    print(f"{'partition':<12}{'raw':>9}{'valid':>9}{'quarant.':>9}  "
+          f"{'validated version':<18}{'source sha256':<18}rules")  # fmt: skip
+    for row in rows:
+        version = str(row.get("validated_events.data_version") or "-")[:16]
+        source = str(row.get("raw_events.source_sha256") or "-")[:16]
+        counts = [row.get(f"{t}.rows") for t in ("raw_events", "validated_events")]
+        counts.append(row.get("quarantined_events.rows"))
+        cells = "".join(f"{'-' if n is None else f'{n:,}':>9}" for n in counts)
+        rules = row.get("validated_events.rules_version") or "-"
+        print(f"{row['partition']:<12}{cells}  {version:<18}{source:<18}{rules}")
     return 0
 
 
@@ -146,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         "--partition", action="append", help="run only this partition key (repeatable)"
     )
     demo_parser.set_defaults(handler=demo)
+    lineage_parser = commands.add_parser(
+        "lineage", help="print each partition's rows, data versions, source and rules version"
+    )
+    lineage_parser.add_argument("--partition", action="append", help="only this partition key")
+    lineage_parser.set_defaults(handler=lineage)
     dev_parser = commands.add_parser("dev", help="open the Dagster UI with the daemon")
     dev_parser.add_argument("--host", default="127.0.0.1")
     dev_parser.add_argument("--port", type=int, default=3000)

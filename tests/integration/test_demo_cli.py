@@ -15,7 +15,7 @@ from tests.conftest import PROJECT_ROOT
 pytestmark = pytest.mark.integration
 
 
-def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "RECSYS_ENV": "test",
@@ -24,13 +24,17 @@ def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     }
     env.pop("RECSYS_DATA_CONFIG", None)
     return subprocess.run(
-        [sys.executable, "-m", "recsys_assets", "demo", *args],
+        [sys.executable, "-m", "recsys_assets", *args],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return _cli(tmp_path, "demo", *args)
 
 
 def _query(tmp_path: Path, sql: str) -> list[tuple]:
@@ -53,6 +57,12 @@ def test_bring_your_own_data_example(tmp_path):
     [(priced,)] = _query(tmp_path, "select count(unit_price) from events.validated_events")
     assert priced == 0  # the export has no prices and none were invented
     assert (tmp_path / "dagster_home" / "dagster.yaml").exists()
+
+    lineage = _cli(tmp_path, "lineage", "--partition", "2024-03-01", "--partition", "2024-05-01")
+    assert lineage.returncode == 0, lineage.stderr
+    march, may = lineage.stdout.splitlines()[1:3]
+    assert march.split()[:4] == ["2024-03-01", "6,689", "6,676", "13"]
+    assert may.split()[1:4] == ["-", "-", "-"]  # never ingested: the gap shows
 
 
 def test_unusable_source_config_is_a_clear_error(tmp_path):
