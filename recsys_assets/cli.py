@@ -112,7 +112,8 @@ def demo(args: argparse.Namespace) -> int:
     print(f"{'total':<12}{totals['raw']:>9,}{totals['validated']:>9,}{totals['quarantined']:>9,}")
     print(f"\nfinished in {time.perf_counter() - started:.1f} s")
     print("\noutputs:")
-    print(f"  event tables (DuckDB): {settings.warehouse}  (schema 'events')")
+    warehouse = settings.warehouse_path or f"${settings.warehouse.env_var_name}"
+    print(f"  event tables (DuckDB): {warehouse}  (schema 'events')")
     print(f"  Dagster runs, metadata, check results: {home}  (open with: make dev)")
     print("  per-partition data versions and lineage: python -m recsys_assets lineage")
     failed = [r["partition"] for r in rows if not r["ok"]]

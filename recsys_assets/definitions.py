@@ -7,6 +7,8 @@ from recsys_assets.defs import ingestion
 from recsys_assets.defs.warehouse import WarehouseIOManager
 
 settings = get_settings()
+if settings.warehouse_path is not None:  # a fresh clone has no data/warehouse/ yet
+    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
 
 shared_resources = {
     # DuckDB file locally; from a secret (dg.EnvVar) in acceptance and prod.

@@ -2,7 +2,8 @@
 
 A training run calls :func:`partition_lineage` for the partitions it read and stores the result
 with the model: for each partition, the data version of every table, the source's sha256 and
-the rules version. With the source file of that fingerprint, these rebuild the exact input.
+the hash of the source settings (column mapping, cancellation prefix, ...) and the rules
+version. With the source file of that fingerprint, these rebuild the exact input.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-LINEAGE_KEYS = ("data_version", "source_sha256", "source_path", "rules_version")
+LINEAGE_KEYS = (
+    "data_version",
+    "source_sha256",
+    "source_config_sha256",
+    "source_path",
+    "rules_version",
+)
 TABLES = ("raw_events", "validated_events", "quarantined_events")
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,14 +191,27 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+def config_sha256(spec: SourceSpec) -> str:
+    """A hash of every setting that shapes the events (mapping, rules' settings, partitions)."""
+    settings = {k: v for k, v in asdict(spec).items() if k != "config_path"}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def source_fingerprint(spec: SourceSpec) -> dict[str, Any]:
-    """What identifies the exact input: the file's sha256 and size, or the generator's knobs."""
+    """What identifies the exact input: the file's sha256 and size (or the generator's knobs),
+    and the hash of the source settings that map and judge it."""
     if spec.kind == "synthetic":
         knobs = json.dumps(spec.synthetic, sort_keys=True, default=str)
-        return {"kind": "synthetic", "sha256": hashlib.sha256(knobs.encode()).hexdigest()}
+        return {
+            "kind": "synthetic",
+            "sha256": hashlib.sha256(knobs.encode()).hexdigest(),
+            "config_sha256": config_sha256(spec),
+        }
     assert spec.path is not None
     try:
         stat = spec.path.stat()
+    except FileNotFoundError as exc:
+        raise SourceError(f"{spec.path}: source file not found") from exc
     except OSError as exc:
         raise SourceError(f"{spec.path}: cannot read source file: {exc.strerror}") from exc
     return {
@@ -206,6 +219,7 @@ def source_fingerprint(spec: SourceSpec) -> dict[str, Any]:
         "path": str(spec.path),
         "bytes": stat.st_size,
         "sha256": _file_sha256(str(spec.path), stat.st_size, stat.st_mtime_ns),
+        "config_sha256": config_sha256(spec),
     }
 
 

@@ -4,7 +4,7 @@ Every row of a raw partition ends up in exactly one of two tables: ``validated_e
 ``quarantined_events``. A quarantined row keeps all its columns plus the first reason that applies
 (``reason``) and every reason that applies (``reasons``, ';'-separated), so nothing is dropped
 silently and cancellations (returns are signal) stay queryable:
-``SELECT * FROM quarantined_events WHERE reasons LIKE '%cancellation%'``.
+``SELECT * FROM events.quarantined_events WHERE reasons LIKE '%cancellation%'``.
 
 The rules are plain vectorised masks in one ordered list; docs/data-quality.md is their readable
 form. Bump :data:`RULES_VERSION` whenever a rule's behaviour changes: it is part of the lineage of
@@ -34,17 +34,14 @@ class Rule:
     description: str
     mask: Callable[[pd.DataFrame, SourceSpec], pd.Series]  # True where the row breaks the rule
     needs: tuple[str, ...] = ()  # canonical fields the source must provide for the rule to apply
+    setting: str | None = None  # a SourceSpec setting that must be set for the rule to apply
 
 
 def _is_cancellation(events: pd.DataFrame, spec: SourceSpec) -> pd.Series:
-    if not spec.cancellation_prefix:
-        return pd.Series(False, index=events.index)
     return events[c.ORDER_ID].str.startswith(spec.cancellation_prefix).fillna(False)
 
 
 def _is_non_product(events: pd.DataFrame, spec: SourceSpec) -> pd.Series:
-    if not spec.product_item_pattern:
-        return pd.Series(False, index=events.index)
     pattern = re.compile(spec.product_item_pattern)
     is_product = events[c.ITEM_ID].str.match(pattern).fillna(True)  # null ids: missing_item
     return ~is_product.astype(bool)
@@ -62,13 +59,13 @@ RULES: tuple[Rule, ...] = (
     Rule("unknown_event_type", f"event type is not one of {list(c.EVENT_TYPES)}",
          lambda e, s: ~e[c.EVENT_TYPE].isin(c.EVENT_TYPES).fillna(False).astype(bool)),
     Rule("cancellation", "order id starts with the source's cancellation prefix (a return)",
-         _is_cancellation, needs=(c.ORDER_ID,)),
+         _is_cancellation, needs=(c.ORDER_ID,), setting="cancellation_prefix"),
     Rule("non_positive_quantity", "quantity is missing, zero or negative",
          lambda e, s: ~(e[c.QUANTITY] > 0), needs=(c.QUANTITY,)),
     Rule("non_positive_price", "unit price is missing, zero or negative",
          lambda e, s: ~(e[c.UNIT_PRICE] > 0), needs=(c.UNIT_PRICE,)),
     Rule("non_product_item", "item id is not a product (postage, fees, manual adjustments)",
-         _is_non_product),
+         _is_non_product, setting="product_item_pattern"),
     Rule("missing_description", "product description is missing (or a literal like 'nan')",
          lambda e, s: e[c.DESCRIPTION].isna(), needs=(c.DESCRIPTION,)),
     Rule("duplicate", "exact duplicate of an earlier row (all fields equal)", _is_duplicate),
@@ -78,9 +75,14 @@ RULE_CODES: tuple[str, ...] = tuple(rule.code for rule in RULES)
 
 
 def applicable_rules(spec: SourceSpec) -> tuple[Rule, ...]:
-    """Rules whose inputs the source provides (no price column: no price rule)."""
+    """Rules whose inputs the source provides (no price column: no price rule) and whose
+    setting is configured (no cancellation prefix: no cancellation rule)."""
     present = set(spec.present_fields)
-    return tuple(rule for rule in RULES if set(rule.needs) <= present)
+    return tuple(
+        rule
+        for rule in RULES
+        if set(rule.needs) <= present and (rule.setting is None or getattr(spec, rule.setting))
+    )
 
 
 @dataclass(frozen=True)
@@ -165,3 +167,9 @@ def contract_violations(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.D
     except pa.errors.SchemaErrors as exc:
         return exc.failure_cases
     return pd.DataFrame(columns=["schema_context", "column", "check", "failure_case", "index"])
+
+
+def restore_event_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Event tables read back from DuckDB come as object columns; give them canonical types."""
+    dtypes = {name: str(column.dtype) for name, column in QuarantinedEventSchema.columns.items()}
+    return frame.astype({name: dtypes[name] for name in frame.columns if name in dtypes})

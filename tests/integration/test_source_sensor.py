@@ -53,3 +53,15 @@ def test_unreadable_source_requests_nothing(write_source, tmp_path):
         result = _tick(instance, source)
     assert isinstance(result, dg.SkipReason)
     assert "events.csv" in result.skip_message and "'ts'" in result.skip_message
+
+
+def test_changed_source_settings_request_the_ingested_partitions_again(write_source, tmp_path):
+    source = write_source(EVENTS_CSV)
+    with dg.instance_for_test() as instance:
+        assert _materialize(source, tmp_path / "w.duckdb", JANUARY, instance).success
+        settled = _tick(instance, source)
+        assert JANUARY not in _requested(settled)
+        # Same file, new rule setting: January must be validated again under it.
+        source.write_text(source.read_text() + 'cancellation_prefix: "C"\n')
+        changed = _tick(instance, source, cursor=settled.cursor)
+        assert JANUARY in _requested(changed)

@@ -30,6 +30,7 @@ from recsys_assets.lib.validation import (
     ValidatedEventSchema,
     applicable_rules,
     contract_violations,
+    restore_event_dtypes,
     split_valid_and_quarantined,
 )
 from recsys_assets.lib.versioning import data_version
@@ -56,8 +57,18 @@ TAGS = {"domain": "ingestion", "pii": "customer_id"}
     code_version=RAW_CODE_VERSION,
     metadata=TABLE_METADATA,
     kinds={"duckdb", "pandas"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "all_rows_partitioned",
+            asset="raw_events",
+            description="no source row falls outside the partitions' time range (such rows "
+            "would never be ingested); widen partitions.start / end in the source config",
+        )
+    ],
 )
-def raw_events(context: dg.AssetExecutionContext, source: EventSourceResource) -> dg.Output:
+def raw_events(
+    context: dg.AssetExecutionContext, source: EventSourceResource
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Events of one time partition, read from the configured source and mapped onto the
     canonical event table (column names in ``recsys_assets.constants``), before any rule.
 
@@ -68,9 +79,10 @@ def raw_events(context: dg.AssetExecutionContext, source: EventSourceResource) -
     spec = source.spec
     start, end = naive_bounds(context.partition_time_window)
     try:
-        events = window(load_events(spec), start, end)
+        all_events = load_events(spec)
     except SourceError as exc:
         raise dg.Failure(description=str(exc)) from exc
+    events = window(all_events, start, end)
     violations = contract_violations(RawEventSchema, events)
     if not violations.empty:
         raise dg.Failure(
@@ -79,7 +91,7 @@ def raw_events(context: dg.AssetExecutionContext, source: EventSourceResource) -
         )
     version = data_version(events)
     fingerprint = source_fingerprint(spec)
-    return dg.Output(
+    yield dg.Output(
         events,
         data_version=dg.DataVersion(version),
         metadata={
@@ -88,10 +100,20 @@ def raw_events(context: dg.AssetExecutionContext, source: EventSourceResource) -
             "source_name": spec.name,
             "source_path": spec.describe(),
             "source_sha256": fingerprint["sha256"],
+            "source_config_sha256": fingerprint["config_sha256"],
             "source_fields": list(spec.present_fields),
             "window_start": str(start),
             "window_end": str(end),
         },
+    )
+    first, _ = naive_bounds(event_partitions.get_first_partition_window())
+    _, last = naive_bounds(event_partitions.get_last_partition_window())
+    outside = int((~all_events[c.EVENT_TS].between(first, last, inclusive="left")).sum())
+    yield dg.AssetCheckResult(
+        check_name="all_rows_partitioned",
+        passed=outside == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"rows_outside": outside, "range_start": str(first), "range_end": str(last)},
     )
 
 
@@ -155,7 +177,7 @@ def validate_events(
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Split a raw partition into validated and quarantined events by the rules of
     ``recsys_assets.lib.validation``, then check that no row was lost or invented."""
-    raw_events = _restore_dtypes(raw_events)
+    raw_events = restore_event_dtypes(raw_events)
     spec = source.spec
     result = split_valid_and_quarantined(raw_events, spec)
     rules = [rule.code for rule in applicable_rules(spec)]
@@ -218,9 +240,3 @@ def validate_events(
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"share": share, "limit": limit},
     )
-
-
-def _restore_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
-    """Tables read back from DuckDB come as object columns; give them the canonical types."""
-    dtypes = {name: str(column.dtype) for name, column in RawEventSchema.columns.items()}
-    return frame.astype({name: dtypes[name] for name in frame.columns if name in dtypes})

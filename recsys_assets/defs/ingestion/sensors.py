@@ -18,16 +18,20 @@ def stale_partitions(
     partitions_def: dg.TimeWindowPartitionsDefinition,
 ) -> dict[str, str]:
     """Partition key -> the source's data version, for partitions whose stored raw_events
-    version differs (or that were never ingested). Cost: one read of the source, one hash per
-    partition, so it suits the monthly or daily partitions of a few years of events."""
+    version differs, that were ingested under other source settings, or never ingested.
+    Cost: one read of the source, one hash per partition, so it suits the monthly or daily
+    partitions of a few years of events."""
     events = load_events(source.spec)
+    settings = source_fingerprint(source.spec)["config_sha256"]
     stale = {}
     for key in partitions_def.get_partition_keys():
         start, end = naive_bounds(partitions_def.time_window_for_partition_key(key))
         version = data_version(window(events, start, end))
         record = instance.get_latest_data_version_record(RAW_EVENTS, partition_key=key)
-        stored = record.asset_materialization.tags.get("dagster/data_version") if record else None
-        if stored != version:
+        materialization = record.asset_materialization if record else None
+        stored = materialization.tags.get("dagster/data_version") if materialization else None
+        stored_settings = materialization.metadata.get("source_config_sha256") if record else None
+        if stored != version or getattr(stored_settings, "value", None) != settings:
             stale[key] = version
     return stale
 
@@ -44,7 +48,9 @@ def stale_partitions(
 )
 def source_change_sensor(context: dg.SensorEvaluationContext, source: EventSourceResource):
     try:
-        fingerprint = source_fingerprint(source.spec)["sha256"]
+        fingerprint = ":".join(
+            source_fingerprint(source.spec)[k] for k in ("sha256", "config_sha256")
+        )
     except SourceError as exc:
         return dg.SkipReason(f"source unreadable: {exc}")
     if context.cursor == fingerprint:
