@@ -81,3 +81,168 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
 
 # Who answers for the assets (Dagster owners) and how the catalogue groups them.
 OWNER_DATA = "team:recsys-data"
+
+# === Feature tables (recsys_assets.lib.features) and the Feast repository =====================
+# Appended as one block. Names of the feature tables' columns; FEATURE_DESCRIPTIONS describes
+# every field a Feast view declares. Customer and item return rates, and the customer's home
+# country, have distinct names: one feature service joins them into one row next to the session's
+# `country`, and Feast refuses two features of the same name.
+
+FEATURE_TS = "event_timestamp"  # when a row's values became known (the close of their day), UTC
+CREATED_TS = "created_ts"  # equal to FEATURE_TS; Feast breaks ties on it
+REQUEST_TS = "request_ts"  # when a recommendation is requested (request source of Feast)
+
+# Customer profile: one row per customer and day they bought, cumulative to that day.
+ORDERS_TOTAL = "orders_total"
+UNITS_TOTAL = "units_total"
+REVENUE_TOTAL = "revenue_total"
+AVG_BASKET_VALUE = "avg_basket_value"
+AVG_BASKET_SIZE = "avg_basket_size"
+FIRST_ORDER_TS = "first_order_ts"
+LAST_ORDER_TS = "last_order_ts"
+PRICE_BAND = "price_band"
+HOME_COUNTRY = "home_country"
+CUSTOMER_RETURN_RATE = "customer_return_rate"
+
+# Item popularity: a daily snapshot per item from its first sale on.
+SALES_7D = "sales_7d"
+SALES_30D = "sales_30d"
+SALES_90D = "sales_90d"
+BUYERS_30D = "buyers_30d"
+TREND_7_30 = "trend_7_30"
+ITEM_PRICE = "item_price"
+REPURCHASE_RATE = "repurchase_rate"
+ITEM_RETURN_RATE = "item_return_rate"
+ITEM_AGE_DAYS = "item_age_days"
+
+# Customer-item history: one row per customer, item and day the customer bought the item.
+TIMES_BOUGHT = "times_bought"
+UNITS_BOUGHT = "units_bought"
+LAST_BOUGHT_TS = "last_bought_ts"
+
+# Request-time features (on-demand: computed when a recommendation is requested).
+HOUR_OF_DAY = "hour_of_day"
+DAY_OF_WEEK = "day_of_week"
+IS_WEEKEND = "is_weekend"
+DAYS_SINCE_LAST_ORDER = "days_since_last_order"
+CUSTOMER_TENURE_DAYS = "customer_tenure_days"
+DAYS_SINCE_LAST_BOUGHT = "days_since_last_bought"
+
+# Price bands (terciles of the purchased unit prices).
+PRICE_BAND_LOW = "low"
+PRICE_BAND_MID = "mid"
+PRICE_BAND_HIGH = "high"
+PRICE_BAND_UNKNOWN = "unknown"  # the source has no prices
+PRICE_BANDS: tuple[str, ...] = (PRICE_BAND_LOW, PRICE_BAND_MID, PRICE_BAND_HIGH, PRICE_BAND_UNKNOWN)
+
+# The feature columns of each table (entity keys, FEATURE_TS and CREATED_TS come first).
+CUSTOMER_FEATURES: tuple[str, ...] = (
+    ORDERS_TOTAL,
+    UNITS_TOTAL,
+    REVENUE_TOTAL,
+    AVG_BASKET_VALUE,
+    AVG_BASKET_SIZE,
+    FIRST_ORDER_TS,
+    LAST_ORDER_TS,
+    PRICE_BAND,
+    HOME_COUNTRY,
+    CUSTOMER_RETURN_RATE,
+)
+ITEM_FEATURES: tuple[str, ...] = (
+    SALES_7D,
+    SALES_30D,
+    SALES_90D,
+    BUYERS_30D,
+    TREND_7_30,
+    ITEM_PRICE,
+    REPURCHASE_RATE,
+    ITEM_RETURN_RATE,
+    ITEM_AGE_DAYS,
+)
+CUSTOMER_ITEM_FEATURES: tuple[str, ...] = (TIMES_BOUGHT, UNITS_BOUGHT, LAST_BOUGHT_TS)
+REQUEST_CONTEXT_FEATURES: tuple[str, ...] = (HOUR_OF_DAY, DAY_OF_WEEK, IS_WEEKEND)
+RECENCY_FEATURES: tuple[str, ...] = (
+    DAYS_SINCE_LAST_ORDER,
+    CUSTOMER_TENURE_DAYS,
+    DAYS_SINCE_LAST_BOUGHT,
+)
+
+# What each feature-store field means, with its unit (Feast field descriptions come from here).
+FEATURE_DESCRIPTIONS: dict[str, str] = {
+    FEATURE_TS: "When the row's values became known: the end (UTC midnight) of the day they cover",
+    CREATED_TS: "Equal to event_timestamp; Feast breaks ties between rows on it",
+    REQUEST_TS: "When the recommendation is requested (UTC)",
+    ORDERS_TOTAL: "Distinct orders the customer has placed so far (count; frequency)",
+    UNITS_TOTAL: "Units the customer has bought so far (count of units)",
+    REVENUE_TOTAL: "Money the customer has spent so far, sum of quantity x unit price "
+    "(source currency; null without prices)",
+    AVG_BASKET_VALUE: "Mean value of the customer's orders so far: revenue_total / orders_total "
+    "(source currency; null without prices)",
+    AVG_BASKET_SIZE: "Mean number of distinct items per order of the customer so far (items)",
+    FIRST_ORDER_TS: "Time of the customer's first purchase (UTC; Unix seconds in the store)",
+    LAST_ORDER_TS: "Time of the customer's latest purchase so far (UTC; Unix seconds in the store)",
+    PRICE_BAND: "Band (low, mid, high) of the customer's median purchased unit price among the "
+    "terciles of all purchased unit prices; unknown without prices",
+    HOME_COUNTRY: "The country the customer has bought from most often so far (ties: "
+    "alphabetical; null if unknown)",
+    CUSTOMER_RETURN_RATE: "Returned lines / purchased lines of the customer so far (ratio; 0 "
+    "without returns)",
+    SALES_7D: "Purchase lines containing the item in the last 7 closed days (count; popularity)",
+    SALES_30D: "Purchase lines containing the item in the last 30 closed days (count)",
+    SALES_90D: "Purchase lines containing the item in the last 90 closed days (count)",
+    BUYERS_30D: "Distinct customers who bought the item in the last 30 closed days (count)",
+    TREND_7_30: "Daily sales of the last 7 days over those of the last 30, each + 0.001 "
+    "(ratio; 1 is flat, above 1 rising)",
+    ITEM_PRICE: "Median unit price of the item's purchase lines in the last 90 days, else its "
+    "latest known price (source currency; null without prices)",
+    REPURCHASE_RATE: "Share of the item's buyers so far who bought it in two or more orders "
+    "(ratio)",
+    ITEM_RETURN_RATE: "Returned lines / sold lines of the item so far (ratio; 0 without returns)",
+    ITEM_AGE_DAYS: "Days from the item's first sale to the snapshot (days, fractional)",
+    TIMES_BOUGHT: "Distinct orders of the customer that contained the item so far (count)",
+    UNITS_BOUGHT: "Units of the item the customer has bought so far (count of units)",
+    LAST_BOUGHT_TS: "Time the customer last bought the item so far (UTC; Unix seconds in the "
+    "store)",
+    HOUR_OF_DAY: "Hour of the request, 0-23 (UTC)",
+    DAY_OF_WEEK: "Day of the week of the request, Monday = 0 .. Sunday = 6 (UTC)",
+    IS_WEEKEND: "1 if the request falls on a Saturday or Sunday (UTC), else 0",
+    DAYS_SINCE_LAST_ORDER: "Days from the customer's latest purchase to the request (days, "
+    "fractional; null for a customer without purchases)",
+    CUSTOMER_TENURE_DAYS: "Days from the customer's first purchase to the request (days, "
+    "fractional; null for a customer without purchases)",
+    DAYS_SINCE_LAST_BOUGHT: "Days from the customer's latest purchase of the item to the request "
+    "(days, fractional; null if never bought)",
+    DEVICE: "Device or channel of the customer's current session (web, app, ...)",
+    COUNTRY: "Country of the customer's current session",
+}
+
+# Values a server uses for an unknown customer, item or pair (what no history means). NaN:
+# unknown or undefined (no price, no purchase time, 0 / 0); None: no value (no country).
+DEFAULT_FEATURE_VALUES: dict[str, object] = {
+    ORDERS_TOTAL: 0,
+    UNITS_TOTAL: 0.0,
+    REVENUE_TOTAL: 0.0,
+    AVG_BASKET_VALUE: float("nan"),
+    AVG_BASKET_SIZE: float("nan"),
+    FIRST_ORDER_TS: float("nan"),
+    LAST_ORDER_TS: float("nan"),
+    PRICE_BAND: PRICE_BAND_UNKNOWN,
+    HOME_COUNTRY: None,
+    CUSTOMER_RETURN_RATE: 0.0,
+    SALES_7D: 0.0,
+    SALES_30D: 0.0,
+    SALES_90D: 0.0,
+    BUYERS_30D: 0.0,
+    TREND_7_30: 1.0,
+    ITEM_PRICE: float("nan"),
+    REPURCHASE_RATE: 0.0,
+    ITEM_RETURN_RATE: 0.0,
+    ITEM_AGE_DAYS: 0.0,
+    TIMES_BOUGHT: 0,
+    UNITS_BOUGHT: 0.0,
+    LAST_BOUGHT_TS: float("nan"),
+    DAYS_SINCE_LAST_ORDER: float("nan"),
+    CUSTOMER_TENURE_DAYS: float("nan"),
+    DAYS_SINCE_LAST_BOUGHT: float("nan"),
+}
+# === end of the feature block =================================================================

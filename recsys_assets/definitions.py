@@ -3,7 +3,7 @@
 import dagster as dg
 
 from recsys_assets.config import get_settings
-from recsys_assets.defs import ingestion
+from recsys_assets.defs import features, ingestion
 from recsys_assets.defs.warehouse import WarehouseIOManager
 
 settings = get_settings()
@@ -17,5 +17,6 @@ shared_resources = {
 
 defs = dg.Definitions.merge(
     ingestion.defs,
+    features.defs,
     dg.Definitions(resources=shared_resources),
 )

@@ -6,7 +6,9 @@ do: a setting written as ``{env: NAME}`` is passed to Dagster resources as ``dg.
 and read only when a run needs it.
 
 ``RECSYS_DATA_CONFIG`` overrides the event source (a YAML under ``data/sources/`` or your own),
-and ``RECSYS_WAREHOUSE`` the local DuckDB file (tests and scratch runs use it).
+``RECSYS_WAREHOUSE`` the local DuckDB file, ``RECSYS_FEATURE_REPO`` the Feast repository folder
+(tests use a scratch copy) and ``RECSYS_FEATURE_STORE`` its config file (e.g.
+``environments/redis.yaml`` to try the Redis online store locally).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ ENVIRONMENTS_DIR = Path(__file__).resolve().parent / "environments"
 ENV_VAR = "RECSYS_ENV"
 DATA_CONFIG_VAR = "RECSYS_DATA_CONFIG"
 WAREHOUSE_VAR = "RECSYS_WAREHOUSE"
+FEATURE_REPO_VAR = "RECSYS_FEATURE_REPO"
+FEATURE_STORE_VAR = "RECSYS_FEATURE_STORE"
 
 
 class Environment(StrEnum):
@@ -42,6 +46,8 @@ class Settings:
     data_config: Path  # the event source config (YAML)
     warehouse: str | dg.EnvVar  # DuckDB database file holding the event tables
     max_quarantine_share: float  # above this share of quarantined rows a partition warns
+    feature_repo: Path  # the Feast repository (feature_repo/)
+    feature_store_yaml: str  # its config file for this environment, relative to feature_repo
 
     @property
     def warehouse_path(self) -> Path | None:
@@ -78,4 +84,6 @@ def get_settings(environment: str | None = None) -> Settings:
         data_config=_project_path(data_config),
         warehouse=warehouse,
         max_quarantine_share=float(raw.get("max_quarantine_share", 0.5)),
+        feature_repo=_project_path(os.environ.get(FEATURE_REPO_VAR) or "feature_repo"),
+        feature_store_yaml=os.environ.get(FEATURE_STORE_VAR) or raw["feature_store"],
     )

@@ -1,0 +1,173 @@
+"""The Feast feature store end to end: tables from real assets, apply, materialise, read.
+
+One scratch copy of feature_repo/ per module; events come from the synthetic shop, ingested by
+the real ingestion assets into a scratch DuckDB warehouse.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from recsys_assets import constants as c
+from recsys_assets.defs.features.assets import feature_registry, feature_tables, online_features
+from recsys_assets.defs.features.resources import FeatureStoreResource
+from recsys_assets.defs.ingestion.assets import raw_events, validate_events
+from recsys_assets.defs.ingestion.resources import EventSourceResource
+from recsys_assets.defs.warehouse import WarehouseIOManager
+from recsys_assets.lib.feature_store import FeatureRepo, FeatureRepoError
+from recsys_assets.lib.feature_store import online_features as read
+from tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+
+SYNTHETIC = """name: synthetic_small
+kind: synthetic
+synthetic:
+  n_users: 80
+  n_items: 50
+  start: 2011-01-01
+  days: 40
+  seed: 11
+"""
+
+
+def copy_repo(target: Path) -> Path:
+    shutil.copytree(
+        PROJECT_ROOT / "feature_repo", target, ignore=shutil.ignore_patterns("data", "__pycache__")
+    )
+    return target
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Ingest two months of synthetic events, then run the features assets once."""
+    root = tmp_path_factory.mktemp("features")
+    (root / "synthetic.yaml").write_text(SYNTHETIC)
+    repo = copy_repo(root / "feature_repo")
+    resources = {
+        "source": EventSourceResource(config_path=str(root / "synthetic.yaml")),
+        "warehouse": WarehouseIOManager(database=str(root / "w.duckdb"), schema="events"),
+        "feature_store": FeatureStoreResource(repo_path=str(repo)),
+    }
+    with dg.instance_for_test() as instance:
+        for key in ("2011-01-01", "2011-02-01"):
+            ingest = dg.materialize(
+                [raw_events, validate_events], partition_key=key, resources=resources,
+                instance=instance,
+            )  # fmt: skip
+            assert ingest.success
+        result = dg.materialize(
+            [raw_events, validate_events, feature_tables, feature_registry, online_features],
+            resources=resources,
+            instance=instance,
+            selection=dg.AssetSelection.groups("features"),
+        )
+    events = pd.read_parquet(repo / "data" / "customer_profile.parquet")
+    return {"result": result, "repo": FeatureRepo(repo), "customer_profile": events}
+
+
+def test_assets_materialise_and_online_matches_offline(built):
+    result = built["result"]
+    assert result.success
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "training_serving_consistency" and check.passed
+    assert check.metadata["values_compared"].value > 500
+    assert check.metadata["mismatches"].value == 0
+
+
+def test_registry_lists_every_view_and_a_versioned_service(built):
+    store = built["repo"].store()
+    views = {v.name for v in store.list_feature_views()}
+    assert {"customer_profile", "item_popularity", "customer_item", "session_context"} <= views
+    service = store.get_feature_service("ranker_v1")
+    assert service.tags["version"] == "1"
+    for view in store.list_feature_views():
+        assert view.description and view.owner
+        assert all(field.description for field in view.features), view.name
+
+
+def test_unknown_entities_get_defaults_and_a_flag(built):
+    store = built["repo"].store()
+    known = built["customer_profile"][c.USER_ID].iloc[0]
+    at = pd.Timestamp("2011-02-10", tz="UTC")
+    rows = [
+        {c.USER_ID: known, c.ITEM_ID: "I00001", c.REQUEST_TS: at},
+        {c.USER_ID: "nobody", c.ITEM_ID: "nothing", c.REQUEST_TS: at},
+    ]
+    frame = read(store, rows).set_index(c.USER_ID)  # keyed by name, never by position
+    assert bool(frame.loc[known, "customer_profile_known"])
+    assert not bool(frame.loc["nobody", "customer_profile_known"])
+    assert not bool(frame.loc["nobody", "item_popularity_known"])
+    assert frame.loc["nobody", c.ORDERS_TOTAL] == c.DEFAULT_FEATURE_VALUES[c.ORDERS_TOTAL]
+    assert frame.loc["nobody", c.PRICE_BAND] == c.DEFAULT_FEATURE_VALUES[c.PRICE_BAND]
+    assert frame.loc[known, c.ORDERS_TOTAL] >= 1
+
+
+def test_point_in_time_join_never_sees_the_future(built):
+    """A training row at time t sees only the customer's profile stamped at or before t."""
+    store = built["repo"].store()
+    profile = built["customer_profile"]
+    history = profile.groupby(c.USER_ID).filter(lambda rows: len(rows) >= 2)
+    customer = history[c.USER_ID].iloc[0]
+    rows = history[history[c.USER_ID] == customer].sort_values(c.FEATURE_TS)
+    first, second = rows.iloc[0], rows.iloc[1]
+    just_before_second = second[c.FEATURE_TS] - pd.Timedelta(seconds=1)
+    entity_df = pd.DataFrame(
+        {c.USER_ID: [customer] * 3,
+         c.FEATURE_TS: [first[c.FEATURE_TS] - pd.Timedelta(seconds=1), just_before_second,
+                        second[c.FEATURE_TS]]}
+    )  # fmt: skip
+    got = store.get_historical_features(
+        entity_df=entity_df, features=[f"customer_profile:{c.ORDERS_TOTAL}"]
+    ).to_df().sort_values(c.FEATURE_TS)  # fmt: skip
+    values = got[c.ORDERS_TOTAL].tolist()
+    assert pd.isna(values[0])  # nothing known before the first day closed
+    assert values[1] == first[c.ORDERS_TOTAL]  # a leaky join would show the second day here
+    assert values[2] == second[c.ORDERS_TOTAL]
+    assert second[c.ORDERS_TOTAL] > first[c.ORDERS_TOTAL]
+
+
+def test_pushed_context_is_served(built):
+    store = built["repo"].store()
+    now = pd.Timestamp.now(tz="UTC")
+    pushed = pd.DataFrame(
+        {c.USER_ID: ["U-push"], c.FEATURE_TS: [now], c.CREATED_TS: [now],
+         c.DEVICE: ["app"], c.COUNTRY: ["France"]}
+    )  # fmt: skip
+    from feast.data_source import PushMode
+
+    store.push("session_context_push", pushed, to=PushMode.ONLINE)
+    got = store.get_online_features(
+        features=["session_context:device", "session_context:country"],
+        entity_rows=[{c.USER_ID: "U-push"}],
+    ).to_dict()
+    assert got[c.DEVICE] == ["app"] and got[c.COUNTRY] == ["France"]
+
+
+def test_broken_repo_fails_apply_clearly_and_keeps_the_registry(built, tmp_path):
+    repo = built["repo"]
+    before = {v.name for v in repo.store().list_feature_views()}
+    broken = repo.path / "broken_view.py"
+    broken.write_text("from feast import FeatureView\nbroken = FeatureView(name='broken')\n")
+    try:
+        with pytest.raises(FeatureRepoError, match="feast apply failed"):
+            repo.apply()
+    finally:
+        broken.unlink()
+    store = repo.store()
+    assert {v.name for v in store.list_feature_views()} == before
+    online = store.get_online_features(
+        features=[f"customer_profile:{c.ORDERS_TOTAL}"],
+        entity_rows=[{c.USER_ID: built["customer_profile"][c.USER_ID].iloc[0]}],
+    ).to_dict()
+    assert online[c.ORDERS_TOTAL][0] is not None  # the previous registry still serves
+
+    bad_yaml = FeatureRepo(repo.path, config_file="bad.yaml")
+    (repo.path / "bad.yaml").write_text("project: [unclosed\n")
+    with pytest.raises(FeatureRepoError, match=r"feast apply failed"):
+        bad_yaml.apply()
