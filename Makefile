@@ -56,4 +56,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf .dagster_home data/warehouse reports
+	rm -rf .dagster_home data/warehouse reports feature_repo/data

@@ -44,24 +44,52 @@ def run_ingestion(partition_keys: list[str] | None = None) -> list[dict[str, obj
         result = job.execute_in_process(
             partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET
         )
-        counts = _row_counts(result)
-        failure = None
-        if not result.success:
-            failure = "; ".join(
-                _root_message(event.event_specific_data.error)
-                for event in result.all_events
-                if event.is_step_failure
-            )
         rows.append(
             {
                 "partition": key,
                 "ok": result.success,
-                **counts,
+                **_row_counts(result),
                 "seconds": round(time.perf_counter() - started, 2),
-                "error": failure,
+                "error": _failure(result),
             }
         )
     return rows
+
+
+def run_features() -> tuple[bool, dict[str, dict[str, object]], str | None]:
+    """Run the features job once over all ingested events: (ok, metadata by asset, error)."""
+    import dagster as dg
+
+    from recsys_assets.definitions import defs
+
+    result = defs.resolve_job_def("features_job").execute_in_process(
+        instance=dg.DagsterInstance.get(), raise_on_error=False, run_config=QUIET
+    )
+    metadata = {
+        event.asset_key.to_user_string(): {
+            k: v.value for k, v in event.event_specific_data.materialization.metadata.items()
+        }
+        for event in result.get_asset_materialization_events()
+    }
+    for check in result.get_asset_check_evaluations():
+        metadata[f"check:{check.check_name}"] = {
+            "passed": check.passed,
+            **{k: v.value for k, v in check.metadata.items()},
+        }
+    return result.success, metadata, _failure(result)
+
+
+def _failure(result) -> str | None:
+    if result.success:
+        return None
+    return (
+        "; ".join(
+            _root_message(event.event_specific_data.error)
+            for event in result.all_events
+            if event.is_step_failure
+        )
+        or "a blocking check failed"
+    )
 
 
 def _root_message(error) -> str:
@@ -110,16 +138,34 @@ def demo(args: argparse.Namespace) -> int:
         )
     totals = {k: sum(int(r[k]) for r in rows) for k in ("raw", "validated", "quarantined")}
     print(f"{'total':<12}{totals['raw']:>9,}{totals['validated']:>9,}{totals['quarantined']:>9,}")
-    print(f"\nfinished in {time.perf_counter() - started:.1f} s")
-    print("\noutputs:")
-    warehouse = settings.warehouse_path or f"${settings.warehouse.env_var_name}"
-    print(f"  event tables (DuckDB): {warehouse}  (schema 'events')")
-    print(f"  Dagster runs, metadata, check results: {home}  (open with: make dev)")
-    print("  per-partition data versions and lineage: python -m recsys_assets lineage")
     failed = [r["partition"] for r in rows if not r["ok"]]
     if failed:
         print(f"\n{len(failed)} partition(s) failed: {failed}", file=sys.stderr)
         return 1
+
+    print("\nfeatures: computing tables, feast apply, materialising the online store ...")
+    ok, features, error = run_features()
+    if not ok:
+        print(f"features failed: {error}", file=sys.stderr)
+        return 1
+    for name, meta in features.items():
+        if "dagster/row_count" in meta:  # the feature tables
+            print(f"  {name:<28}{meta['dagster/row_count']:>10,} rows")
+    online = features["online_features"]
+    check = features["check:training_serving_consistency"]
+    print(f"  online store: {online['online_entities']} in {online['materialize_seconds']} s")
+    print(
+        f"  online = offline for {check['values_compared']:,} sampled values "
+        f"({check['mismatches']} mismatches)"
+    )
+    print(f"\nfinished in {time.perf_counter() - started:.1f} s")
+    print("\noutputs:")
+    warehouse = settings.warehouse_path or f"${settings.warehouse.env_var_name}"
+    print(f"  event tables (DuckDB): {warehouse}  (schema 'events')")
+    print(f"  feature tables (parquet) and Feast registry: {settings.feature_repo / 'data'}")
+    print(f"  Feast config: {settings.feature_repo / settings.feature_store_yaml}")
+    print(f"  Dagster runs, metadata, check results: {home}  (open with: make dev)")
+    print("  per-partition data versions and lineage: python -m recsys_assets lineage")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,16 @@ import pytest
 os.environ.setdefault("RECSYS_ENV", "test")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_feature_repo(target: Path) -> Path:
+    """A scratch copy of feature_repo/ (declarations only), so tests never touch dev data."""
+    shutil.copytree(
+        PROJECT_ROOT / "feature_repo",
+        target,
+        ignore=shutil.ignore_patterns("data", "__pycache__"),
+    )
+    return target
 
 
 @pytest.fixture

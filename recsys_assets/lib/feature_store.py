@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -160,7 +161,14 @@ def historical_features(
 def materialize(store, start: datetime, end: datetime, views: Iterable[str] | None = None):
     """Load the latest values inside [start, end] into the online store (explicit range: an
     incremental first run would start at now minus the TTL and load nothing for old data)."""
-    store.materialize(start_date=start, end_date=end, feature_views=list(views) if views else None)
+    with warnings.catch_warnings():
+        # Feast's DuckDB offline store calls a DuckDB method newer DuckDB deprecates; harmless.
+        warnings.filterwarnings(
+            "ignore", message=".*fetch_arrow_table", category=DeprecationWarning
+        )
+        store.materialize(
+            start_date=start, end_date=end, feature_views=list(views) if views else None
+        )
 
 
 @dataclass(frozen=True)

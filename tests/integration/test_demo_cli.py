@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from recsys_assets import constants as c
+from tests.conftest import PROJECT_ROOT, copy_feature_repo
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +23,10 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
         "RECSYS_ENV": "test",
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
         "RECSYS_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
+        "RECSYS_FEATURE_REPO": str(tmp_path / "feature_repo"),
     }
+    if not (tmp_path / "feature_repo").exists():
+        copy_feature_repo(tmp_path / "feature_repo")
     env.pop("RECSYS_DATA_CONFIG", None)
     return subprocess.run(
         [sys.executable, "-m", "recsys_assets", *args],
@@ -57,6 +62,10 @@ def test_bring_your_own_data_example(tmp_path):
     [(priced,)] = _query(tmp_path, "select count(unit_price) from events.validated_events")
     assert priced == 0  # the export has no prices and none were invented
     assert (tmp_path / "dagster_home" / "dagster.yaml").exists()
+    assert "online = offline for" in result.stdout and "(0 mismatches)" in result.stdout
+    profile = pd.read_parquet(tmp_path / "feature_repo" / "data" / "customer_profile.parquet")
+    assert profile[c.REVENUE_TOTAL].isna().all()  # no prices: no revenue, said as missing
+    assert set(profile[c.PRICE_BAND]) == {"unknown"}
 
     lineage = _cli(tmp_path, "lineage", "--partition", "2024-03-01", "--partition", "2024-05-01")
     assert lineage.returncode == 0, lineage.stderr

@@ -6,9 +6,6 @@ the real ingestion assets into a scratch DuckDB warehouse.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import dagster as dg
 import pandas as pd
 import pytest
@@ -21,7 +18,7 @@ from recsys_assets.defs.ingestion.resources import EventSourceResource
 from recsys_assets.defs.warehouse import WarehouseIOManager
 from recsys_assets.lib.feature_store import FeatureRepo, FeatureRepoError
 from recsys_assets.lib.feature_store import online_features as read
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import copy_feature_repo
 
 pytestmark = pytest.mark.integration
 
@@ -36,19 +33,12 @@ synthetic:
 """
 
 
-def copy_repo(target: Path) -> Path:
-    shutil.copytree(
-        PROJECT_ROOT / "feature_repo", target, ignore=shutil.ignore_patterns("data", "__pycache__")
-    )
-    return target
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """Ingest two months of synthetic events, then run the features assets once."""
     root = tmp_path_factory.mktemp("features")
     (root / "synthetic.yaml").write_text(SYNTHETIC)
-    repo = copy_repo(root / "feature_repo")
+    repo = copy_feature_repo(root / "feature_repo")
     resources = {
         "source": EventSourceResource(config_path=str(root / "synthetic.yaml")),
         "warehouse": WarehouseIOManager(database=str(root / "w.duckdb"), schema="events"),
