@@ -34,3 +34,18 @@ def test_blocking_checks_guard_validated_events():
     }
     assert specs[("validated_events", "row_accounting")].blocking
     assert specs[("validated_events", "contract")].blocking
+
+
+def test_every_table_column_is_described():
+    """The catalogue explains every column the tables can carry (events and features)."""
+    import pandas as pd
+
+    from recsys_assets import constants as c
+    from recsys_assets.defs.metadata import table_schema
+    from recsys_assets.lib import features
+
+    columns = [*c.CANONICAL_COLUMNS, c.REASON, c.REASONS, *features.CUSTOMER_COLUMNS,
+               *features.ITEM_COLUMNS, *features.CUSTOMER_ITEM_COLUMNS]  # fmt: skip
+    schema = table_schema(pd.DataFrame(columns=list(dict.fromkeys(columns))))
+    undescribed = [column.name for column in schema.columns if not column.description]
+    assert undescribed == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
-from recsys_assets.constants import COLUMN_DESCRIPTIONS
+from recsys_assets.constants import COLUMN_DESCRIPTIONS, FEATURE_DESCRIPTIONS
 
 
 def table_schema(frame: pd.DataFrame) -> dg.TableSchema:
@@ -13,7 +13,9 @@ def table_schema(frame: pd.DataFrame) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
-                name=str(name), type=str(dtype), description=COLUMN_DESCRIPTIONS.get(name)
+                name=str(name),
+                type=str(dtype),
+                description=COLUMN_DESCRIPTIONS.get(name) or FEATURE_DESCRIPTIONS.get(name),
             )
             for name, dtype in frame.dtypes.items()
         ]

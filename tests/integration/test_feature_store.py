@@ -6,6 +6,8 @@ the real ingestion assets into a scratch DuckDB warehouse.
 
 from __future__ import annotations
 
+import shutil
+
 import dagster as dg
 import pandas as pd
 import pytest
@@ -161,3 +163,37 @@ def test_broken_repo_fails_apply_clearly_and_keeps_the_registry(built, tmp_path)
     (repo.path / "bad.yaml").write_text("project: [unclosed\n")
     with pytest.raises(FeatureRepoError, match=r"feast apply failed"):
         bad_yaml.apply()
+
+
+@pytest.fixture
+def redis_db(monkeypatch):
+    """A scratch Redis database on the loopback server (CI starts it; see .ci/run)."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis(host="127.0.0.1", port=6379, db=15)
+    client.ping()  # no server is an error, not a skip: the production-like profile needs it
+    client.flushdb()
+    monkeypatch.setenv("RECSYS_FEAST_REDIS", "127.0.0.1:6379,db=15")
+    yield client
+    client.flushdb()
+
+
+def test_redis_online_store_serves_the_same_values(built, tmp_path, redis_db):
+    """The production-like profile: same declarations, Redis online store, one setting apart."""
+    from recsys_assets.lib.feature_store import STORED_VIEWS, consistency_report, materialize
+
+    repo = FeatureRepo(copy_feature_repo(tmp_path / "repo"), "environments/redis.yaml")
+    shutil.copytree(built["repo"].tables_dir, repo.tables_dir, ignore=lambda *_: ["registry.db",
+                    "online_store.db"])  # fmt: skip
+    repo.apply()
+    store = repo.store()
+    assert type(store._get_provider().online_store).__name__ == "RedisOnlineStore"
+    tables = {name: pd.read_parquet(repo.tables_dir / f"{name}.parquet") for name in STORED_VIEWS}
+    end = max(t[c.FEATURE_TS].max() for t in tables.values()).to_pydatetime()
+    start = min(t[c.FEATURE_TS].min() for t in tables.values()).to_pydatetime()
+    materialize(store, start - pd.Timedelta(seconds=1), end + pd.Timedelta(seconds=1))
+    assert redis_db.dbsize() > 0
+    report = consistency_report(store, tables, end)
+    assert report.values > 500 and report.mismatches == 0, report.examples
+    frame = read(store, [{c.USER_ID: "nobody", c.ITEM_ID: "nothing",
+                          c.REQUEST_TS: pd.Timestamp("2011-02-10", tz="UTC")}])  # fmt: skip
+    assert not bool(frame.loc[0, "customer_profile_known"])
