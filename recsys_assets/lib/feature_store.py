@@ -22,6 +22,8 @@ from recsys_assets import constants as c
 
 # Views whose values are stored (batch) and must read the same offline and online.
 STORED_VIEWS = ("customer_profile", "item_popularity", "customer_item")
+# The parquet tables feature_repo/data_sources.py reads, one per batch source.
+FEATURE_TABLES = (*STORED_VIEWS, "session_context")
 FEATURE_SERVICE = "ranker_v1"
 KNOWN_FLAG = "{}_known"  # e.g. customer_profile_known: False when defaults were filled in
 
@@ -41,6 +43,9 @@ class FeatureRepo:
     def tables_dir(self) -> Path:
         return self.path / "data"
 
+    def table_path(self, name: str) -> Path:
+        return self.tables_dir / f"{name}.parquet"
+
     def store(self):
         """A FeatureStore on this repository (imported lazily: Feast is slow to import)."""
         from feast import FeatureStore
@@ -52,8 +57,15 @@ class FeatureRepo:
 
         A child process keeps Feast's chdir and sys.exit away from the caller. Feast parses and
         validates the whole repository before it writes the registry, so a broken repository
-        leaves the previous registry as it was.
+        leaves the previous registry as it was. Missing feature tables are refused up front:
+        Feast itself would register a source whose file does not exist.
         """
+        missing = [name for name in FEATURE_TABLES if not self.table_path(name).exists()]
+        if missing:
+            raise FeatureRepoError(
+                f"feast apply refused in {self.path}: feature table(s) {missing} not found in "
+                f"{self.tables_dir}; materialise the feature tables first"
+            )
         command = [sys.executable, "-m", "feast.cli.cli", "-f", self.config_file, "apply"]
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
         done = subprocess.run(

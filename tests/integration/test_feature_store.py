@@ -197,3 +197,13 @@ def test_redis_online_store_serves_the_same_values(built, tmp_path, redis_db):
     frame = read(store, [{c.USER_ID: "nobody", c.ITEM_ID: "nothing",
                           c.REQUEST_TS: pd.Timestamp("2011-02-10", tz="UTC")}])  # fmt: skip
     assert not bool(frame.loc[0, "customer_profile_known"])
+
+
+def test_apply_refuses_a_repo_whose_feature_table_is_missing(built, tmp_path):
+    repo = FeatureRepo(copy_feature_repo(tmp_path / "repo"))
+    shutil.copytree(built["repo"].tables_dir, repo.tables_dir)
+    repo.table_path("item_popularity").unlink()
+    before = {v.name for v in repo.store().list_feature_views()}  # the copied registry
+    with pytest.raises(FeatureRepoError, match=r"\['item_popularity'\] not found"):
+        repo.apply()
+    assert {v.name for v in repo.store().list_feature_views()} == before

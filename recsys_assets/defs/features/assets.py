@@ -73,7 +73,7 @@ def feature_tables(
     }
     for name, frame in tables.items():
         table = to_feast_table(frame)
-        path = feature_store.repo.tables_dir / f"{name}.parquet"
+        path = feature_store.repo.table_path(name)
         write_table(table, path)
         yield dg.MaterializeResult(
             asset_key=f"{name}_features",
@@ -152,10 +152,7 @@ def online_features(context: dg.AssetExecutionContext, feature_store: FeatureSto
     """Latest feature values in the online store for serving, materialised over the explicit
     range of the feature tables, then checked against the offline store."""
     store = feature_store.store()
-    tables = {
-        name: pd.read_parquet(feature_store.repo.tables_dir / f"{name}.parquet")
-        for name in STORED_VIEWS
-    }
+    tables = {name: pd.read_parquet(feature_store.repo.table_path(name)) for name in STORED_VIEWS}
     start = min(t[c.FEATURE_TS].min() for t in tables.values()).to_pydatetime()
     end = max(t[c.FEATURE_TS].max() for t in tables.values()).to_pydatetime()
     started = time.perf_counter()
