@@ -15,9 +15,19 @@ features_job = dg.define_asset_job(
     "repository and refresh the online store.",
 )
 
+features_automation = dg.AutomationConditionSensorDefinition(
+    "features_automation",
+    target=dg.AssetSelection.groups("features"),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Refreshes the feature tables, the Feast registry and the online store when "
+    "new validated events land (the assets' automation conditions say when).",
+)
+
 defs = dg.Definitions(
     assets=[feature_tables, feature_registry, online_features],
     jobs=[features_job],
+    sensors=[features_automation],
     resources={
         "feature_store": FeatureStoreResource(
             repo_path=str(settings.feature_repo), config_file=settings.feature_store_yaml

@@ -29,6 +29,15 @@ from recsys_assets.lib.validation import restore_event_dtypes
 from recsys_assets.lib.versioning import data_version
 
 TAGS = {"domain": "features", "pii": "customer_id"}
+# Refresh as soon as new validated events land (and after each refresh, the next step), with
+# the Dagster daemon running (`make dev`): no one has to start the features job by hand.
+# Unlike eager(), it does not wait for every upstream partition to exist: a source may have
+# empty months, and features over the data that exists beat no features.
+REFRESH = (
+    dg.AutomationCondition.any_deps_updated()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("refresh when upstream changes")
 FEATURE_CODE_VERSION = "1"
 
 TABLES = {
@@ -50,6 +59,7 @@ def _table_spec(name: str, description: str) -> dg.AssetSpec:
         kinds={"parquet", "feast"},
         code_version=FEATURE_CODE_VERSION,
         deps=["validated_events", "quarantined_events"],
+        automation_condition=REFRESH,
     )
 
 
@@ -105,6 +115,7 @@ def repo_code_version(repo_path) -> str:
     kinds={"feast"},
     code_version=FEATURE_CODE_VERSION,
     deps=[f"{name}_features" for name in TABLES],
+    automation_condition=REFRESH,
 )
 def feature_registry(feature_store: FeatureStoreResource) -> dg.MaterializeResult:
     """The Feast registry: entities, feature views and versioned feature services declared in
@@ -138,6 +149,7 @@ def feature_registry(feature_store: FeatureStoreResource) -> dg.MaterializeResul
     kinds={"feast", "sqlite"},
     code_version=FEATURE_CODE_VERSION,
     deps=[feature_registry],
+    automation_condition=REFRESH,
     check_specs=[
         dg.AssetCheckSpec(
             "training_serving_consistency",
