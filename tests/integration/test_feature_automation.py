@@ -6,7 +6,8 @@ import dagster as dg
 import pytest
 
 from recsys_assets.definitions import defs
-from tests.integration.test_ingestion_assets import EVENTS_CSV, JANUARY, _materialize
+from tests.integration.support import ingest_partition
+from tests.integration.test_ingestion_assets import EVENTS_CSV, JANUARY
 
 pytestmark = pytest.mark.integration
 FEATURE_ASSETS = dg.AssetSelection.groups("features")
@@ -19,7 +20,7 @@ def test_new_events_make_feature_tables_due(write_source, tmp_path):
             defs=defs, instance=instance, asset_selection=FEATURE_ASSETS
         )
         assert quiet.total_requested == 0  # nothing ingested yet: nothing to compute
-        assert _materialize(source, tmp_path / "w.duckdb", JANUARY, instance).success
+        assert ingest_partition(source, tmp_path / "w.duckdb", JANUARY, instance).success
         due = dg.evaluate_automation_conditions(
             defs=defs, instance=instance, asset_selection=FEATURE_ASSETS, cursor=quiet.cursor
         )

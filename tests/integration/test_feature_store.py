@@ -14,13 +14,10 @@ import pytest
 
 from recsys_assets import constants as c
 from recsys_assets.defs.features.assets import feature_registry, feature_tables, online_features
-from recsys_assets.defs.features.resources import FeatureStoreResource
-from recsys_assets.defs.ingestion.assets import raw_events, validate_events
-from recsys_assets.defs.ingestion.resources import EventSourceResource
-from recsys_assets.defs.warehouse import WarehouseIOManager
 from recsys_assets.lib.feature_store import FeatureRepo, FeatureRepoError
 from recsys_assets.lib.feature_store import online_features as read
 from tests.conftest import copy_feature_repo
+from tests.integration.support import INGESTION_ASSETS, ingest_partition, scratch_resources
 
 pytestmark = pytest.mark.integration
 
@@ -41,20 +38,14 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("features")
     (root / "synthetic.yaml").write_text(SYNTHETIC)
     repo = copy_feature_repo(root / "feature_repo")
-    resources = {
-        "source": EventSourceResource(config_path=str(root / "synthetic.yaml")),
-        "warehouse": WarehouseIOManager(database=str(root / "w.duckdb"), schema="events"),
-        "feature_store": FeatureStoreResource(repo_path=str(repo)),
-    }
+    resources = scratch_resources(root / "synthetic.yaml", root / "w.duckdb", repo)
     with dg.instance_for_test() as instance:
         for key in ("2011-01-01", "2011-02-01"):
-            ingest = dg.materialize(
-                [raw_events, validate_events], partition_key=key, resources=resources,
-                instance=instance,
-            )  # fmt: skip
-            assert ingest.success
+            assert ingest_partition(
+                root / "synthetic.yaml", root / "w.duckdb", key, instance
+            ).success
         result = dg.materialize(
-            [raw_events, validate_events, feature_tables, feature_registry, online_features],
+            [*INGESTION_ASSETS, feature_tables, feature_registry, online_features],
             resources=resources,
             instance=instance,
             selection=dg.AssetSelection.groups("features"),

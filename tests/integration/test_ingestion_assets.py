@@ -9,9 +9,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from recsys_assets.defs.ingestion.assets import raw_events, validate_events
-from recsys_assets.defs.ingestion.resources import EventSourceResource
-from recsys_assets.defs.warehouse import WarehouseIOManager
+from tests.integration.support import ingest_partition
 
 pytestmark = pytest.mark.integration
 
@@ -27,19 +25,6 @@ EVENTS_CSV = """customer,sku,ts,qty,price,order
 12583,22726,2011-02-03 09:30:00,12,0.00,536371
 """
 JANUARY, FEBRUARY = "2011-01-01", "2011-02-01"
-
-
-def _materialize(config: Path, warehouse: Path, key: str, instance) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        [raw_events, validate_events],
-        partition_key=key,
-        resources={
-            "source": EventSourceResource(config_path=str(config)),
-            "warehouse": WarehouseIOManager(database=str(warehouse), schema="events"),
-        },
-        instance=instance,
-        raise_on_error=False,
-    )
 
 
 def _count(warehouse: Path, table: str) -> int:
@@ -71,7 +56,7 @@ def source(write_source) -> Path:
 
 def test_partitions_land_with_accounting_versions_and_lineage(source, tmp_path, instance):
     warehouse = tmp_path / "w.duckdb"
-    january = _materialize(source, warehouse, JANUARY, instance)
+    january = ingest_partition(source, warehouse, JANUARY, instance)
     assert january.success
     raw = _metadata(january, "raw_events")
     valid = _metadata(january, "validated_events")
@@ -101,7 +86,7 @@ def test_partitions_land_with_accounting_versions_and_lineage(source, tmp_path, 
     assert checks[("quarantined_events", "contract")]
     assert not checks[("quarantined_events", "quarantine_share")]  # 4 of 6 rows: warns
 
-    february = _materialize(source, warehouse, FEBRUARY, instance)
+    february = ingest_partition(source, warehouse, FEBRUARY, instance)
     assert february.success
     assert _count(warehouse, "raw_events") == 9
     assert _count(warehouse, "validated_events") == 4
@@ -110,9 +95,9 @@ def test_partitions_land_with_accounting_versions_and_lineage(source, tmp_path, 
 
 def test_rerunning_a_partition_replaces_it_and_keeps_its_version(source, tmp_path, instance):
     warehouse = tmp_path / "w.duckdb"
-    first = _materialize(source, warehouse, JANUARY, instance)
-    _materialize(source, warehouse, FEBRUARY, instance)
-    again = _materialize(source, warehouse, JANUARY, instance)
+    first = ingest_partition(source, warehouse, JANUARY, instance)
+    ingest_partition(source, warehouse, FEBRUARY, instance)
+    again = ingest_partition(source, warehouse, JANUARY, instance)
     assert again.success
     assert _count(warehouse, "raw_events") == 9  # replaced, not appended
     assert (
@@ -123,7 +108,7 @@ def test_rerunning_a_partition_replaces_it_and_keeps_its_version(source, tmp_pat
 
 def test_cancellations_stay_queryable(source, tmp_path, instance):
     warehouse = tmp_path / "w.duckdb"
-    _materialize(source, warehouse, JANUARY, instance)
+    ingest_partition(source, warehouse, JANUARY, instance)
     with duckdb.connect(str(warehouse), read_only=True) as con:
         returns = con.execute(
             "select user_id, item_id, quantity from events.quarantined_events "
@@ -152,13 +137,13 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_fails_clearly_and_keeps_stored_partitions(case, source, tmp_path, instance):
     warehouse = tmp_path / "w.duckdb"
-    assert _materialize(source, warehouse, JANUARY, instance).success
-    assert _materialize(source, warehouse, FEBRUARY, instance).success
+    assert ingest_partition(source, warehouse, JANUARY, instance).success
+    assert ingest_partition(source, warehouse, FEBRUARY, instance).success
     before = {t: _count(warehouse, t) for t in ("raw_events", "validated_events")}
 
     content, message = BAD_INPUTS[case]
     (tmp_path / "events.csv").write_text(content)
-    result = _materialize(source, warehouse, JANUARY, instance)
+    result = ingest_partition(source, warehouse, JANUARY, instance)
 
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]

@@ -7,7 +7,8 @@ import pytest
 
 from recsys_assets.defs.ingestion.resources import EventSourceResource
 from recsys_assets.defs.ingestion.sensors import source_change_sensor
-from tests.integration.test_ingestion_assets import EVENTS_CSV, FEBRUARY, JANUARY, _materialize
+from tests.integration.support import ingest_partition
+from tests.integration.test_ingestion_assets import EVENTS_CSV, FEBRUARY, JANUARY
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ def test_only_changed_partitions_are_requested(write_source, tmp_path):
         assert len(_requested(first)) == 13  # every partition of the default range is new
 
         for key in (JANUARY, FEBRUARY):
-            assert _materialize(source, tmp_path / "w.duckdb", key, instance).success
+            assert ingest_partition(source, tmp_path / "w.duckdb", key, instance).success
         settled = _tick(instance, source)
         assert JANUARY not in _requested(settled) and FEBRUARY not in _requested(settled)
 
@@ -58,7 +59,7 @@ def test_unreadable_source_requests_nothing(write_source, tmp_path):
 def test_changed_source_settings_request_the_ingested_partitions_again(write_source, tmp_path):
     source = write_source(EVENTS_CSV)
     with dg.instance_for_test() as instance:
-        assert _materialize(source, tmp_path / "w.duckdb", JANUARY, instance).success
+        assert ingest_partition(source, tmp_path / "w.duckdb", JANUARY, instance).success
         settled = _tick(instance, source)
         assert JANUARY not in _requested(settled)
         # Same file, new rule setting: January must be validated again under it.

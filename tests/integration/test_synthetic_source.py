@@ -6,10 +6,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from recsys_assets.defs.ingestion.assets import raw_events, validate_events
-from recsys_assets.defs.ingestion.resources import EventSourceResource
 from recsys_assets.defs.lineage import partition_lineage
-from recsys_assets.defs.warehouse import WarehouseIOManager
+from tests.integration.support import ingest_partition
 
 pytestmark = pytest.mark.integration
 
@@ -26,15 +24,7 @@ JANUARY = "2011-01-01"  # inside the default partitions the test environment loa
 
 
 def _run(config, warehouse, instance):
-    return dg.materialize(
-        [raw_events, validate_events],
-        partition_key=JANUARY,
-        resources={
-            "source": EventSourceResource(config_path=str(config)),
-            "warehouse": WarehouseIOManager(database=str(warehouse), schema="events"),
-        },
-        instance=instance,
-    )
+    return ingest_partition(config, warehouse, JANUARY, instance)
 
 
 def test_synthetic_source_ingests_reproducibly_with_lineage(tmp_path):
