@@ -246,3 +246,10 @@ DEFAULT_FEATURE_VALUES: dict[str, object] = {
     DAYS_SINCE_LAST_BOUGHT: float("nan"),
 }
 # === end of the feature block =================================================================
+
+# === Evaluation metrics (recsys_assets.lib.metrics) ===========================================
+# Appended as one block. Columns of a recommendation list and of the purchases it is scored on.
+PREDICTION = "prediction"  # a model's score for a customer-item pair (higher is better)
+RANK = "rank"  # 1-based position of an item in a customer's recommendation list
+VALUE = "value"  # money of a purchase line, quantity x unit price (source currency)
+# === end of the evaluation block ==============================================================

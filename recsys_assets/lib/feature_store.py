@@ -156,7 +156,8 @@ def fill_defaults(frame: pd.DataFrame, view_fields: dict[str, list[str]]) -> pd.
     for name in out.columns:
         default = c.DEFAULT_FEATURE_VALUES.get(name)
         if default is not None and not (isinstance(default, float) and np.isnan(default)):
-            out[name] = out[name].fillna(default)  # NaN defaults (unknown price) stay NaN
+            # NaN defaults (unknown price) stay NaN; object columns are re-typed after filling.
+            out[name] = out[name].astype(object).where(out[name].notna(), default).infer_objects()
     return out
 
 
