@@ -25,8 +25,9 @@ demo: install
 dev: install
 	$(BIN)/python -m recsys_assets dev
 
-## Lint, then the whole test suite.
+## Lint, then the whole test suite (starts the loopback Redis the Redis-store test uses).
 test: install lint
+	scripts/ensure_redis.sh
 	$(BIN)/python -m pytest
 
 ## Unit and quick integration tests only.

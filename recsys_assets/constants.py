@@ -253,3 +253,13 @@ PREDICTION = "prediction"  # a model's score for a customer-item pair (higher is
 RANK = "rank"  # 1-based position of an item in a customer's recommendation list
 VALUE = "value"  # money of a purchase line, quantity x unit price (source currency)
 # === end of the evaluation block ==============================================================
+
+# === Offline evaluation protocol and candidate generators (recsys_assets.lib.evaluation, ====
+# recsys_assets.lib.candidates). Appended as one block.
+DEFAULT_SPLIT = "2011-11-01"  # train on events before it, test on events from it on (UCI)
+FALLBACK_TEST_FRACTION = 0.1  # split date outside the data: the last 10% of the time range
+DEFAULT_KS: tuple[int, ...] = (5, 10, 20)  # cut-offs of the metric-at-K curve
+CANDIDATES_N = 100  # candidates per customer handed to a re-ranker
+SCORE = "score"  # a candidate generator's score for a customer-item pair (higher is better)
+HOME_MARKET = "United Kingdom"  # the country of the "uk" segment (the rest is "rest")
+# === end of the offline evaluation block ======================================================

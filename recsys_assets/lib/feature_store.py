@@ -6,7 +6,9 @@ The repository itself (entities, sources, feature views, services) is declarativ
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -46,10 +48,24 @@ class FeatureRepo:
     def table_path(self, name: str) -> Path:
         return self.tables_dir / f"{name}.parquet"
 
+    def missing_settings(self) -> list[str]:
+        """Environment variables the config file refers to (``${NAME}``) that are not set."""
+        text = (self.path / self.config_file).read_text()
+        return sorted({name for name in re.findall(r"\$\{(\w+)\}", text) if name not in os.environ})
+
+    def _require_settings(self) -> None:
+        missing = self.missing_settings()
+        if missing:
+            raise FeatureRepoError(
+                f"{self.path / self.config_file} needs the environment variable(s) {missing} "
+                "(for example RECSYS_FEAST_REDIS=127.0.0.1:6379)"
+            )
+
     def store(self):
         """A FeatureStore on this repository (imported lazily: Feast is slow to import)."""
         from feast import FeatureStore
 
+        self._require_settings()
         return FeatureStore(repo_path=str(self.path), fs_yaml_file=self.path / self.config_file)
 
     def apply(self, timeout_s: float = 300) -> str:
@@ -60,6 +76,7 @@ class FeatureRepo:
         leaves the previous registry as it was. Missing feature tables are refused up front:
         Feast itself would register a source whose file does not exist.
         """
+        self._require_settings()
         missing = [name for name in FEATURE_TABLES if not self.table_path(name).exists()]
         if missing:
             raise FeatureRepoError(
@@ -157,7 +174,8 @@ def fill_defaults(frame: pd.DataFrame, view_fields: dict[str, list[str]]) -> pd.
         default = c.DEFAULT_FEATURE_VALUES.get(name)
         if default is not None and not (isinstance(default, float) and np.isnan(default)):
             # NaN defaults (unknown price) stay NaN; object columns are re-typed after filling.
-            out[name] = out[name].astype(object).where(out[name].notna(), default).infer_objects()
+            filled = out[name].astype(object).where(out[name].notna(), default).infer_objects()
+            out[name] = filled.astype("int64") if isinstance(default, int) else filled
     return out
 
 
@@ -174,14 +192,20 @@ def historical_features(
 def materialize(store, start: datetime, end: datetime, views: Iterable[str] | None = None):
     """Load the latest values inside [start, end] into the online store (explicit range: an
     incremental first run would start at now minus the TTL and load nothing for old data)."""
-    with warnings.catch_warnings():
-        # Feast's DuckDB offline store calls a DuckDB method newer DuckDB deprecates; harmless.
-        warnings.filterwarnings(
-            "ignore", message=".*fetch_arrow_table", category=DeprecationWarning
-        )
+    with quiet_feast():
         store.materialize(
             start_date=start, end_date=end, feature_views=list(views) if views else None
         )
+
+
+@contextlib.contextmanager
+def quiet_feast():
+    """Silence Feast's progress lines and the DuckDB deprecation warnings its offline store
+    triggers (ibis calls a method newer DuckDB deprecates); errors still raise."""
+    with open(os.devnull, "w") as devnull, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with contextlib.redirect_stdout(devnull):
+            yield
 
 
 @dataclass(frozen=True)
@@ -225,7 +249,8 @@ def consistency_report(
         sample = table[keys].drop_duplicates()
         sample = sample.sample(n=min(sample_size, len(sample)), random_state=seed)
         entity_df = sample.assign(**{c.FEATURE_TS: pd.Timestamp(at)})
-        offline = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
+        with quiet_feast():
+            offline = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
         online = store.get_online_features(
             features=refs, entity_rows=sample.to_dict("records")
         ).to_df()

@@ -89,6 +89,7 @@ def test_unknown_entities_get_defaults_and_a_flag(built):
     assert frame.loc["nobody", c.ORDERS_TOTAL] == c.DEFAULT_FEATURE_VALUES[c.ORDERS_TOTAL]
     assert frame.loc["nobody", c.PRICE_BAND] == c.DEFAULT_FEATURE_VALUES[c.PRICE_BAND]
     assert frame.loc[known, c.ORDERS_TOTAL] >= 1
+    assert frame[c.ORDERS_TOTAL].dtype == "int64"  # counts stay integers after filling
 
 
 def test_point_in_time_join_never_sees_the_future(built):
@@ -198,3 +199,11 @@ def test_apply_refuses_a_repo_whose_feature_table_is_missing(built, tmp_path):
     with pytest.raises(FeatureRepoError, match=r"\['item_popularity'\] not found"):
         repo.apply()
     assert {v.name for v in repo.store().list_feature_views()} == before
+
+
+def test_redis_config_without_its_secret_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("RECSYS_FEAST_REDIS", raising=False)
+    repo = FeatureRepo(copy_feature_repo(tmp_path / "repo"), "environments/redis.yaml")
+    with pytest.raises(FeatureRepoError, match=r"needs the environment variable\(s\) "
+                       r"\['RECSYS_FEAST_REDIS'\]"):  # fmt: skip
+        repo.store()

@@ -33,11 +33,14 @@ TAGS = {"domain": "features", "pii": "customer_id"}
 # the Dagster daemon running (`make dev`): no one has to start the features job by hand.
 # Unlike eager(), it does not wait for every upstream partition to exist: a source may have
 # empty months, and features over the data that exists beat no features.
+# A dep whose blocking check failed (a partition broke its contract) holds the refresh back.
+_A = dg.AutomationCondition
 REFRESH = (
-    dg.AutomationCondition.any_deps_updated()
-    & ~dg.AutomationCondition.any_deps_in_progress()
-    & ~dg.AutomationCondition.in_progress()
-).with_label("refresh when upstream changes")
+    _A.any_deps_updated()
+    & ~_A.any_deps_in_progress()
+    & ~_A.in_progress()
+    & ~_A.any_deps_match(_A.any_checks_match(_A.check_failed(), blocking_only=True))
+).with_label("refresh when upstream changes and its blocking checks pass")
 FEATURE_CODE_VERSION = "1"
 
 TABLES = {
@@ -146,7 +149,7 @@ def feature_registry(feature_store: FeatureStoreResource) -> dg.MaterializeResul
     group_name="features",
     owners=[c.OWNER_DATA],
     tags=TAGS,
-    kinds={"feast", "sqlite"},
+    kinds={"feast"},
     code_version=FEATURE_CODE_VERSION,
     deps=[feature_registry],
     automation_condition=REFRESH,
