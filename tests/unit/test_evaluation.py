@@ -1,4 +1,4 @@
-"""The evaluation protocol: split semantics, the fallback split, segments and hand-checked scores."""
+"""The evaluation protocol: split semantics, fallback split, segments, hand-checked scores."""
 
 from __future__ import annotations
 
