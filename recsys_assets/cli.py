@@ -7,6 +7,7 @@ so everything the demo did is visible afterwards in the UI that ``make dev`` ope
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -56,13 +57,13 @@ def run_ingestion(partition_keys: list[str] | None = None) -> list[dict[str, obj
     return rows
 
 
-def run_features() -> tuple[bool, dict[str, dict[str, object]], str | None]:
-    """Run the features job once over all ingested events: (ok, metadata by asset, error)."""
+def run_job(name: str) -> tuple[bool, dict[str, dict[str, object]], str | None]:
+    """Run an unpartitioned job once: (ok, metadata by asset and check, error)."""
     import dagster as dg
 
     from recsys_assets.definitions import defs
 
-    result = defs.resolve_job_def("features_job").execute_in_process(
+    result = defs.resolve_job_def(name).execute_in_process(
         instance=dg.DagsterInstance.get(), raise_on_error=False, run_config=QUIET
     )
     metadata = {
@@ -118,6 +119,7 @@ def demo(args: argparse.Namespace) -> int:
         os.environ[DATA_CONFIG_VAR] = str(Path(args.data_config).resolve())
     home = prepare_dagster_home()
     from recsys_assets.config import get_settings
+    from recsys_assets.lib.reports import headline_table
     from recsys_assets.lib.sources import SourceError
 
     settings = get_settings()
@@ -144,7 +146,7 @@ def demo(args: argparse.Namespace) -> int:
         return 1
 
     print("\nfeatures: computing tables, feast apply, materialising the online store ...")
-    ok, features, error = run_features()
+    ok, features, error = run_job("features_job")
     if not ok:
         print(f"features failed: {error}", file=sys.stderr)
         return 1
@@ -158,12 +160,24 @@ def demo(args: argparse.Namespace) -> int:
         f"  online = offline for {check['values_compared']:,} sampled values "
         f"({check['mismatches']} mismatches)"
     )
+
+    print("\nmodels: fitting the candidate generators, evaluating on the fixed protocol ...")
+    ok, _, error = run_job("models_job")
+    if not ok:
+        print(f"models failed: {error}", file=sys.stderr)
+        return 1
+    report = json.loads((settings.reports_dir / "evaluation.json").read_text())
+    print(f"  protocol: {report['protocol']}")
+    print(headline_table(report))
+
     print(f"\nfinished in {time.perf_counter() - started:.1f} s")
     print("\noutputs:")
     warehouse = settings.warehouse_path or f"${settings.warehouse.env_var_name}"
     print(f"  event tables (DuckDB): {warehouse}  (schema 'events')")
     print(f"  feature tables (parquet) and Feast registry: {settings.feature_repo / 'data'}")
     print(f"  Feast config: {settings.feature_repo / settings.feature_store_yaml}")
+    print(f"  fitted models: {settings.model_dir}")
+    print(f"  evaluation report: {settings.reports_dir / 'evaluation.html'} (figures: .json)")
     print(f"  Dagster runs, metadata, check results: {home}  (open with: make dev)")
     print("  per-partition data versions and lineage: python -m recsys_assets lineage")
     return 0

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from recsys_assets.config import get_settings
-from recsys_assets.defs import features, ingestion
+from recsys_assets.defs import evaluation, features, ingestion, training
 from recsys_assets.defs.warehouse import WarehouseIOManager
 
 settings = get_settings()
@@ -13,10 +13,14 @@ if settings.warehouse_path is not None:  # a fresh clone has no data/warehouse/ 
 shared_resources = {
     # DuckDB file locally; from a secret (dg.EnvVar) in acceptance and prod.
     "warehouse": WarehouseIOManager(database=settings.warehouse, schema="events"),
+    # Fitted models and splits, pickled per asset under data/models/<environment>/.
+    "model_store": dg.FilesystemIOManager(base_dir=str(settings.model_dir)),
 }
 
 defs = dg.Definitions.merge(
     ingestion.defs,
     features.defs,
+    training.defs,
+    evaluation.defs,
     dg.Definitions(resources=shared_resources),
 )

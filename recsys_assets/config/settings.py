@@ -8,7 +8,8 @@ and read only when a run needs it.
 ``RECSYS_DATA_CONFIG`` overrides the event source (a YAML under ``data/sources/`` or your own),
 ``RECSYS_WAREHOUSE`` the local DuckDB file, ``RECSYS_FEATURE_REPO`` the Feast repository folder
 (tests use a scratch copy) and ``RECSYS_FEATURE_STORE`` its config file (e.g.
-``environments/redis.yaml`` to try the Redis online store locally).
+``environments/redis.yaml`` to try the Redis online store locally), ``RECSYS_MODELS`` and
+``RECSYS_REPORTS`` where fitted models and evaluation reports go.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ DATA_CONFIG_VAR = "RECSYS_DATA_CONFIG"
 WAREHOUSE_VAR = "RECSYS_WAREHOUSE"
 FEATURE_REPO_VAR = "RECSYS_FEATURE_REPO"
 FEATURE_STORE_VAR = "RECSYS_FEATURE_STORE"
+MODELS_VAR = "RECSYS_MODELS"
+REPORTS_VAR = "RECSYS_REPORTS"
 
 
 class Environment(StrEnum):
@@ -48,6 +51,8 @@ class Settings:
     max_quarantine_share: float  # above this share of quarantined rows a partition warns
     feature_repo: Path  # the Feast repository (feature_repo/)
     feature_store_yaml: str  # its config file for this environment, relative to feature_repo
+    model_dir: Path  # fitted models (pickled by the model_store IO manager)
+    reports_dir: Path  # evaluation reports; the latest JSON is reports_dir/evaluation.json
 
     @property
     def warehouse_path(self) -> Path | None:
@@ -86,4 +91,6 @@ def get_settings(environment: str | None = None) -> Settings:
         max_quarantine_share=float(raw.get("max_quarantine_share", 0.5)),
         feature_repo=_project_path(os.environ.get(FEATURE_REPO_VAR) or "feature_repo"),
         feature_store_yaml=os.environ.get(FEATURE_STORE_VAR) or raw["feature_store"],
+        model_dir=_project_path(os.environ.get(MODELS_VAR) or f"data/models/{env.value}"),
+        reports_dir=_project_path(os.environ.get(REPORTS_VAR) or "reports"),
     )

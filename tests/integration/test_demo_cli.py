@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +25,8 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
         "RECSYS_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
         "RECSYS_FEATURE_REPO": str(tmp_path / "feature_repo"),
+        "RECSYS_MODELS": str(tmp_path / "models"),
+        "RECSYS_REPORTS": str(tmp_path / "reports"),
     }
     if not (tmp_path / "feature_repo").exists():
         copy_feature_repo(tmp_path / "feature_repo")
@@ -66,6 +69,12 @@ def test_bring_your_own_data_example(tmp_path):
     profile = pd.read_parquet(tmp_path / "feature_repo" / "data" / "customer_profile.parquet")
     assert profile[c.REVENUE_TOTAL].isna().all()  # no prices: no revenue, said as missing
     assert set(profile[c.PRICE_BAND]) == {"unknown"}
+    report = json.loads((tmp_path / "reports" / "evaluation.json").read_text())
+    assert "no prices: revenue metrics unavailable" in report["protocol"]
+    assert "last 10%" in report["protocol"]  # 2024 data: the fixed 2011 split date adapts
+    assert set(report["models"]) >= {"repeat_then_popular", "item_knn", "als", "popularity"}
+    assert not report["models"]["als"]["revenue"]["available"]
+    assert (tmp_path / "reports" / "evaluation.html").stat().st_size > 100_000
 
     lineage = _cli(tmp_path, "lineage", "--partition", "2024-03-01", "--partition", "2024-05-01")
     assert lineage.returncode == 0, lineage.stderr
@@ -92,3 +101,10 @@ def test_full_online_retail_demo(tmp_path):
     [(quarantined,)] = _query(tmp_path, "select count(*) from events.quarantined_events")
     assert (raw, valid, quarantined) == (541_909, 391_150, 150_759)
     assert "541,909" in result.stdout and "391,150" in result.stdout
+    report = json.loads((tmp_path / "reports" / "evaluation.json").read_text())
+    figures = report["models"]
+    # The fixed protocol reproduces the reference figures of the simple models.
+    assert figures["repeat_then_popular"]["ndcg"] == pytest.approx(0.322, abs=0.005)
+    assert figures["item_knn"]["ndcg"] == pytest.approx(0.311, abs=0.005)
+    assert figures["als"]["ndcg"] == pytest.approx(0.286, abs=0.005)
+    assert figures["repeat_then_popular"]["n_users"] == 1540

@@ -1,0 +1,13 @@
+"""Evaluation domain: the report over every trained model."""
+
+import dagster as dg
+
+from recsys_assets.defs.evaluation.assets import evaluation_report
+
+models_job = dg.define_asset_job(
+    "models_job",
+    selection=dg.AssetSelection.groups("training", "evaluation"),
+    description="Split, fit every candidate generator, evaluate them on the fixed protocol.",
+)
+
+defs = dg.Definitions(assets=[evaluation_report], jobs=[models_job])

@@ -1,0 +1,7 @@
+"""Training domain: the evaluation split and the candidate generators."""
+
+import dagster as dg
+
+from recsys_assets.defs.training.assets import evaluation_split, model_assets
+
+defs = dg.Definitions(assets=[evaluation_split, *model_assets])
