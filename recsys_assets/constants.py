@@ -244,6 +244,8 @@ DEFAULT_FEATURE_VALUES: dict[str, object] = {
     DAYS_SINCE_LAST_ORDER: float("nan"),
     CUSTOMER_TENURE_DAYS: float("nan"),
     DAYS_SINCE_LAST_BOUGHT: float("nan"),
+    DEVICE: "unknown",  # no session context pushed (or none in the event history)
+    COUNTRY: "unknown",
 }
 # === end of the feature block =================================================================
 

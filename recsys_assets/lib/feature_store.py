@@ -26,6 +26,8 @@ from recsys_assets import constants as c
 STORED_VIEWS = ("customer_profile", "item_popularity", "customer_item")
 # The parquet tables feature_repo/data_sources.py reads, one per batch source.
 FEATURE_TABLES = (*STORED_VIEWS, "session_context")
+# Views an entity can be unknown to; each gets a `<view>_known` flag on online reads.
+FLAGGED_VIEWS = FEATURE_TABLES
 FEATURE_SERVICE = "ranker_v1"
 KNOWN_FLAG = "{}_known"  # e.g. customer_profile_known: False when defaults were filled in
 
@@ -168,14 +170,20 @@ def fill_defaults(frame: pd.DataFrame, view_fields: dict[str, list[str]]) -> pd.
     out = frame.copy()
     for view, names in view_fields.items():
         present = [n for n in names if n in out.columns]
-        if view in STORED_VIEWS and present:
+        if view in FLAGGED_VIEWS and present:
             out[KNOWN_FLAG.format(view)] = out[present].notna().any(axis=1)
     for name in out.columns:
         default = c.DEFAULT_FEATURE_VALUES.get(name)
-        if default is not None and not (isinstance(default, float) and np.isnan(default)):
-            # NaN defaults (unknown price) stay NaN; object columns are re-typed after filling.
-            filled = out[name].astype(object).where(out[name].notna(), default).infer_objects()
-            out[name] = filled.astype("int64") if isinstance(default, int) else filled
+        if default is None or (isinstance(default, float) and np.isnan(default)):
+            continue  # NaN defaults (unknown price) stay NaN
+        column = out[name]
+        missing = column.isna()
+        if missing.any():
+            if pd.api.types.is_numeric_dtype(column) and not isinstance(default, str):
+                column = column.fillna(default)
+            else:  # object columns (strings, or all-None) are re-typed after filling
+                column = column.astype(object).where(~missing, default).infer_objects()
+        out[name] = column.astype("int64") if isinstance(default, int) else column
     return out
 
 

@@ -90,6 +90,8 @@ def test_unknown_entities_get_defaults_and_a_flag(built):
     assert frame.loc["nobody", c.PRICE_BAND] == c.DEFAULT_FEATURE_VALUES[c.PRICE_BAND]
     assert frame.loc[known, c.ORDERS_TOTAL] >= 1
     assert frame[c.ORDERS_TOTAL].dtype == "int64"  # counts stay integers after filling
+    assert frame.loc["nobody", c.DEVICE] == "unknown"  # no session context: a default, flagged
+    assert not bool(frame.loc["nobody", "session_context_known"])
 
 
 def test_point_in_time_join_never_sees_the_future(built):
@@ -182,7 +184,7 @@ def test_redis_online_store_serves_the_same_values(built, tmp_path, redis_db):
     tables = {name: pd.read_parquet(repo.tables_dir / f"{name}.parquet") for name in STORED_VIEWS}
     end = max(t[c.FEATURE_TS].max() for t in tables.values()).to_pydatetime()
     start = min(t[c.FEATURE_TS].min() for t in tables.values()).to_pydatetime()
-    materialize(store, start - pd.Timedelta(seconds=1), end + pd.Timedelta(seconds=1))
+    materialize(store, start - pd.Timedelta(seconds=1), end + pd.Timedelta(seconds=1), STORED_VIEWS)
     assert redis_db.dbsize() > 0
     report = consistency_report(store, tables, end)
     assert report.values > 500 and report.mismatches == 0, report.examples
