@@ -73,6 +73,7 @@ __all__ = [
     "label_pairs",
     "make_generators",
     "training_frame",
+    "training_set",
     "via_feast",
     "via_pandas",
 ]
@@ -507,31 +508,28 @@ def _training_rows(
     return cands.assign(**{c.FEATURE_TS: _utc(cutoff)})
 
 
-def fit_ranker(
-    events: pd.DataFrame,
-    split_ts: pd.Timestamp | str,
-    config: RankerConfig | None = None,
-    *,
-    returns: pd.DataFrame | None = None,
-    store: Any = None,
-) -> Ranker:
-    """Fit the ranker on the purchases of ``events`` before ``split_ts`` (see the module notes).
-
-    ``returns`` (canonical return events, e.g. ``returns_from_quarantine``) feed the return
-    rates; only those before ``split_ts`` are used. With ``store`` the training features come
-    from that Feast store (whose tables must hold the same data) instead of the pandas join.
-    """
-    import xgboost as xgb
-
-    config = config or RankerConfig()
-    started = time.perf_counter()
-    split = _naive(split_ts)
+def _train_purchases(events: pd.DataFrame, split: pd.Timestamp) -> pd.DataFrame:
     purchases, _ = purchases_only(events)
     purchases = purchases.loc[purchases[c.EVENT_TS] < split].reset_index(drop=True)
     purchases[c.USER_ID] = purchases[c.USER_ID].astype(str)
     purchases[c.ITEM_ID] = purchases[c.ITEM_ID].astype(str)
-    tables = feature_tables(purchases, returns, end=split)
+    return purchases
 
+
+def training_set(
+    events: pd.DataFrame,
+    split_ts: pd.Timestamp | str,
+    config: RankerConfig,
+    *,
+    returns: pd.DataFrame | None = None,
+    store: Any = None,
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The labelled training frame (candidates of every cutoff with features as of the cutoff,
+    ``label`` and ``qid``; rows sorted by ``qid`` then item) and the feature tables it was
+    joined from. Only purchases (and returns) before ``split_ts`` are read."""
+    split = _naive(split_ts)
+    purchases = _train_purchases(events, split)
+    tables = feature_tables(purchases, returns, end=split)
     parts = []
     for cutoff in sorted({_naive(t) for t in config.cutoffs}):
         if not cutoff < split:
@@ -550,7 +548,30 @@ def fit_ranker(
         frame = training_frame(pairs, tables=tables)
     frame[QID] = frame.groupby([c.FEATURE_TS, c.USER_ID], sort=True).ngroup()
     frame = frame.sort_values([QID, c.ITEM_ID], kind="mergesort").reset_index(drop=True)
+    return frame, tables
 
+
+def fit_ranker(
+    events: pd.DataFrame,
+    split_ts: pd.Timestamp | str,
+    config: RankerConfig | None = None,
+    *,
+    returns: pd.DataFrame | None = None,
+    store: Any = None,
+) -> Ranker:
+    """Fit the ranker on the purchases of ``events`` before ``split_ts`` (see the module notes).
+
+    ``returns`` (canonical return events, e.g. ``returns_from_quarantine``) feed the return
+    rates; only those before ``split_ts`` are used. With ``store`` the training features come
+    from that Feast store (whose tables must hold the same data) instead of the pandas join.
+    The wall time, generators' refit included, is kept in ``fit_seconds``.
+    """
+    import xgboost as xgb
+
+    config = config or RankerConfig()
+    started = time.perf_counter()
+    split = _naive(split_ts)
+    frame, tables = training_set(events, split, config, returns=returns, store=store)
     features = feature_columns(config.generator_names())
     dtrain = xgb.DMatrix(
         frame[features].to_numpy(dtype=np.float32),
@@ -561,12 +582,13 @@ def fit_ranker(
     )
     booster = xgb.train(config.booster_params(), dtrain, num_boost_round=config.num_boost_round)
 
+    purchases = _train_purchases(events, split)
     generators = {name: g.fit(purchases) for name, g in make_generators(config).items()}
     stats = {
         "rows": len(frame),
         "queries": int(frame[QID].nunique()),
         "positives": int(frame[LABEL].sum()),
-        "cutoffs": [str(t) for t in sorted({_naive(t) for t in config.cutoffs})],
+        "cutoffs": [str(t.date()) for t in sorted({_naive(t) for t in config.cutoffs})],
     }
     return Ranker(
         config=config,

@@ -72,7 +72,7 @@ def test_bring_your_own_data_example(tmp_path):
     report = json.loads((tmp_path / "reports" / "evaluation.json").read_text())
     assert "no prices: revenue metrics unavailable" in report["protocol"]
     assert "last 10%" in report["protocol"]  # 2024 data: the fixed 2011 split date adapts
-    assert set(report["models"]) >= {"repeat_then_popular", "item_knn", "als", "popularity"}
+    assert set(report["models"]) >= {"ranker", "repeat_then_popular", "item_knn", "als"}
     assert not report["models"]["als"]["revenue"]["available"]
     assert (tmp_path / "reports" / "evaluation.html").stat().st_size > 100_000
 
@@ -108,3 +108,6 @@ def test_full_online_retail_demo(tmp_path):
     assert figures["item_knn"]["ndcg"] == pytest.approx(0.311, abs=0.005)
     assert figures["als"]["ndcg"] == pytest.approx(0.286, abs=0.005)
     assert figures["repeat_then_popular"]["n_users"] == 1540
+    # The production model: the XGBoost ranker clears the project's bar of NDCG@10 >= 0.375.
+    assert figures["ranker"]["ndcg"] == pytest.approx(0.377, abs=0.01)
+    assert report["best_model"] == "ranker"

@@ -11,7 +11,7 @@ from recsys_assets.defs.training.assets import GENERATORS, TrainedModel
 from recsys_assets.lib.evaluation import Split
 from recsys_assets.lib.reports import build_report, headline_table, write_report
 
-MODEL_INPUTS = {f"{name}_model": dg.AssetIn() for name in GENERATORS}
+MODEL_INPUTS = {f"{name}_model": dg.AssetIn() for name in [*GENERATORS, "ranker"]}
 
 
 @dg.asset(

@@ -2,6 +2,6 @@
 
 import dagster as dg
 
-from recsys_assets.defs.training.assets import evaluation_split, model_assets
+from recsys_assets.defs.training.assets import evaluation_split, model_assets, ranker_model
 
-defs = dg.Definitions(assets=[evaluation_split, *model_assets])
+defs = dg.Definitions(assets=[evaluation_split, *model_assets, ranker_model])

@@ -15,6 +15,7 @@ import pandas as pd
 from recsys_assets import constants as c
 from recsys_assets.lib import candidates
 from recsys_assets.lib.evaluation import Split, bootstrap_ndcg, evaluate, temporal_split
+from recsys_assets.lib.ranking import RankerConfig, fit_ranker
 from recsys_assets.lib.validation import restore_event_dtypes
 from recsys_assets.lib.versioning import data_version
 
@@ -68,14 +69,47 @@ def evaluate_generator(name: str, model: candidates.CandidateGenerator, split: S
     model.fit(split.train)
     started = time.perf_counter()
     recommendations = model.recommend(list(split.users), n=c.CANDIDATES_N)
-    recommend_seconds = time.perf_counter() - started
+    return scored_model(
+        name, model, recommendations, split,
+        fit_seconds=model.fit_seconds, recommend_seconds=time.perf_counter() - started,
+        params=model.params(),
+    )  # fmt: skip
+
+
+def scored_model(
+    name: str,
+    model: Any,
+    recommendations: pd.DataFrame,
+    split: Split,
+    *,
+    fit_seconds: float,
+    recommend_seconds: float,
+    params: dict[str, Any],
+) -> TrainedModel:
+    """Evaluate a model's recommendations on the split and keep the figures with the model."""
     report = evaluate(recommendations, split)
     per_user = report.pop("per_user")
     report["bootstrap_ndcg"] = bootstrap_ndcg(per_user)
-    report["fit_seconds"] = model.fit_seconds
+    report["fit_seconds"] = fit_seconds
     report["recommend_seconds"] = recommend_seconds
-    report["params"] = model.params()
+    report["params"] = params
     return TrainedModel(name, model, report, data_version(split.train))
+
+
+def _model_output(trained: TrainedModel, **extra: Any) -> dg.Output[TrainedModel]:
+    metrics = trained.metrics
+    return dg.Output(
+        trained,
+        metadata={
+            **{f"{m}@{metrics['k']}": float(metrics[m]) for m in HEADLINE},
+            "fit_seconds": round(metrics["fit_seconds"], 3),
+            "recommend_seconds": round(metrics["recommend_seconds"], 3),
+            "params": dg.MetadataValue.json(metrics["params"]),
+            "train_data_version": trained.train_data_version,
+            "evaluated_customers": int(metrics["n_users"]),
+            **extra,
+        },
+    )
 
 
 def _model_asset(name: str, factory, description: str) -> dg.AssetsDefinition:
@@ -90,19 +124,7 @@ def _model_asset(name: str, factory, description: str) -> dg.AssetsDefinition:
         description=description,
     )
     def _asset(evaluation_split: Split) -> dg.Output[TrainedModel]:
-        trained = evaluate_generator(name, factory(), evaluation_split)
-        metrics = trained.metrics
-        return dg.Output(
-            trained,
-            metadata={
-                **{f"{m}@{metrics['k']}": float(metrics[m]) for m in HEADLINE},
-                "fit_seconds": round(metrics["fit_seconds"], 3),
-                "recommend_seconds": round(metrics["recommend_seconds"], 3),
-                "params": dg.MetadataValue.json(metrics["params"]),
-                "train_data_version": trained.train_data_version,
-                "evaluated_customers": int(metrics["n_users"]),
-            },
-        )
+        return _model_output(evaluate_generator(name, factory(), evaluation_split))
 
     return _asset
 
@@ -135,3 +157,55 @@ GENERATORS = {
 }
 
 model_assets = [_model_asset(name, f, d) for name, (f, d) in GENERATORS.items()]
+
+
+def ranker_cutoffs(split: Split, count: int = 3, step_days: int = 30) -> tuple[str, ...]:
+    """Training cutoffs every `step_days` before the split (2011-10-01, 09-01, 08-01 on UCI),
+    keeping only those with at least two weeks of history before them."""
+    first = split.train[c.EVENT_TS].min()
+    split_day = pd.Timestamp(split.split_ts).normalize()
+    cutoffs = [split_day - pd.DateOffset(months=i) for i in range(1, count + 1)]
+    if split_day.day != 1:  # a fallback split inside a month: step back in days instead
+        cutoffs = [split_day - pd.Timedelta(days=step_days * i) for i in range(1, count + 1)]
+    kept = [t for t in cutoffs if t - first >= pd.Timedelta(days=14)]
+    return tuple(t.strftime("%Y-%m-%d") for t in kept)
+
+
+@dg.asset(
+    group_name="training",
+    owners=[c.OWNER_DATA],
+    tags={**TAGS, "model": "ranker"},
+    code_version=CODE_VERSION,
+    io_manager_key="model_store",
+    kinds={"xgboost"},
+)
+def ranker_model(evaluation_split: Split) -> dg.Output[TrainedModel]:
+    """The production model: XGBoost learning-to-rank (rank:ndcg) over the union of candidates
+    (repeat, popularity, item-KNN, ALS) with their scores and ranks and point-in-time customer,
+    item and customer-item features, trained on several monthly cutoffs before the split with
+    next-period purchases as labels (lib/ranking.py)."""
+    cutoffs = ranker_cutoffs(evaluation_split)
+    if not cutoffs:
+        raise dg.Failure(
+            description="not enough history before the split to train the ranker: it needs at "
+            "least two weeks of purchases before its first training cutoff"
+        )
+    config = RankerConfig(cutoffs=cutoffs)
+    ranker = fit_ranker(evaluation_split.train, evaluation_split.split_ts, config)
+    started = time.perf_counter()
+    recommendations = ranker.recommend(
+        list(evaluation_split.users), n=c.CANDIDATES_N, as_of=evaluation_split.split_ts
+    )
+    trained = scored_model(
+        "ranker", ranker, recommendations, evaluation_split,
+        fit_seconds=ranker.fit_seconds, recommend_seconds=time.perf_counter() - started,
+        params={"cutoffs": list(cutoffs), "candidates": [list(x) for x in config.candidates],
+                "xgb_params": dict(config.xgb_params), "rounds": config.num_boost_round},
+    )  # fmt: skip
+    importance = ranker.feature_importance()
+    top = dict(sorted(importance.items(), key=lambda kv: -kv[1])[:15])
+    return _model_output(
+        trained,
+        feature_importance=dg.MetadataValue.json({k: round(v, 4) for k, v in top.items()}),
+        training_rows=int(ranker.train_stats.get("rows", 0)),
+    )
