@@ -92,5 +92,9 @@ def get_settings(environment: str | None = None) -> Settings:
         feature_repo=_project_path(os.environ.get(FEATURE_REPO_VAR) or "feature_repo"),
         feature_store_yaml=os.environ.get(FEATURE_STORE_VAR) or raw["feature_store"],
         model_dir=_project_path(os.environ.get(MODELS_VAR) or f"data/models/{env.value}"),
-        reports_dir=_project_path(os.environ.get(REPORTS_VAR) or "reports"),
+        # dev writes the stable reports/evaluation.json; other environments keep their own.
+        reports_dir=_project_path(
+            os.environ.get(REPORTS_VAR)
+            or ("reports" if env is Environment.DEV else f"reports/{env.value}")
+        ),
     )

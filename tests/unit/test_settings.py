@@ -11,10 +11,16 @@ from recsys_assets.config.settings import PROJECT_ROOT
 def test_local_environments_use_local_files(name, monkeypatch):
     monkeypatch.delenv("RECSYS_WAREHOUSE", raising=False)
     monkeypatch.delenv("RECSYS_DATA_CONFIG", raising=False)
+    for var in ("RECSYS_MODELS", "RECSYS_REPORTS"):
+        monkeypatch.delenv(var, raising=False)
     settings = get_settings(name)
     assert settings.environment == Environment(name)
     assert settings.warehouse_path == PROJECT_ROOT / "data" / "warehouse" / f"{name}.duckdb"
     assert settings.data_config == PROJECT_ROOT / "data" / "sources" / "online_retail.yaml"
+    assert settings.model_dir == PROJECT_ROOT / "data" / "models" / name
+    # dev owns the stable reports/evaluation.json; other environments never overwrite it.
+    expected_reports = PROJECT_ROOT / "reports" / ("" if name == "dev" else name)
+    assert settings.reports_dir == expected_reports
 
 
 @pytest.mark.parametrize("name", ["acceptance", "prod"])

@@ -7,7 +7,8 @@ from recsys_assets.defs.evaluation.assets import evaluation_report
 models_job = dg.define_asset_job(
     "models_job",
     selection=dg.AssetSelection.groups("training", "evaluation"),
-    description="Split, fit every candidate generator, evaluate them on the fixed protocol.",
+    description="Split, fit every candidate generator and the XGBoost ranker, evaluate them on "
+    "the fixed protocol and write the evaluation report.",
 )
 
 defs = dg.Definitions(assets=[evaluation_report], jobs=[models_job])

@@ -48,7 +48,14 @@ def evaluation_report(evaluation_split: Split, **models: TrainedModel) -> dg.Mat
     )
 
 
+TIMINGS = ("fit_seconds", "recommend_seconds")
+
+
 def report_version(report: dict) -> str:
-    """A version for the report from its figures (not its timestamp)."""
-    figures = {k: v for k, v in report.items() if k != "generated_at"}
+    """A version for the report from its figures: not its timestamp, not wall times."""
+    figures = {k: v for k, v in report.items() if k not in ("generated_at", "models")}
+    figures["models"] = {
+        name: {k: v for k, v in metrics.items() if k not in TIMINGS}
+        for name, metrics in report["models"].items()
+    }
     return hashlib.sha256(json.dumps(figures, sort_keys=True).encode()).hexdigest()[:16]

@@ -2,7 +2,8 @@
 
 Each model asset fits on the training period, recommends for the evaluated customers and
 records fit time, metrics and lineage as metadata. The fitted model is pickled by the
-`model_store` IO manager so later assets (ranker, promotion) reuse it.
+`model_store` IO manager, so the report (and later a promotion step) can load it. The ranker
+fits its own candidate generators at each training cutoff.
 """
 
 import time
@@ -15,6 +16,7 @@ import pandas as pd
 from recsys_assets import constants as c
 from recsys_assets.lib import candidates
 from recsys_assets.lib.evaluation import Split, bootstrap_ndcg, evaluate, temporal_split
+from recsys_assets.lib.features import returns_from_quarantine
 from recsys_assets.lib.ranking import RankerConfig, fit_ranker
 from recsys_assets.lib.validation import restore_event_dtypes
 from recsys_assets.lib.versioning import data_version
@@ -178,8 +180,11 @@ def ranker_cutoffs(split: Split, count: int = 3, step_days: int = 30) -> tuple[s
     code_version=CODE_VERSION,
     io_manager_key="model_store",
     kinds={"xgboost"},
+    ins={"evaluation_split": dg.AssetIn(), "quarantined_events": dg.AssetIn()},
 )
-def ranker_model(evaluation_split: Split) -> dg.Output[TrainedModel]:
+def ranker_model(
+    evaluation_split: Split, quarantined_events: pd.DataFrame
+) -> dg.Output[TrainedModel]:
     """The production model: XGBoost learning-to-rank (rank:ndcg) over the union of candidates
     (repeat, popularity, item-KNN, ALS) with their scores and ranks and point-in-time customer,
     item and customer-item features, trained on several monthly cutoffs before the split with
@@ -191,7 +196,9 @@ def ranker_model(evaluation_split: Split) -> dg.Output[TrainedModel]:
             "least two weeks of purchases before its first training cutoff"
         )
     config = RankerConfig(cutoffs=cutoffs)
-    ranker = fit_ranker(evaluation_split.train, evaluation_split.split_ts, config)
+    # Returns (cancellations) feed the return-rate features; fit_ranker uses those before the split.
+    returns = returns_from_quarantine(restore_event_dtypes(quarantined_events))
+    ranker = fit_ranker(evaluation_split.train, evaluation_split.split_ts, config, returns=returns)
     started = time.perf_counter()
     recommendations = ranker.recommend(
         list(evaluation_split.users), n=c.CANDIDATES_N, as_of=evaluation_split.split_ts
