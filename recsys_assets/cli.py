@@ -206,6 +206,50 @@ def lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def audit(args: argparse.Namespace) -> int:
+    """Print everything a model came from: partitions and their versions, quarantine counts,
+    feature service, code version, parameters, evaluation figures, promotion."""
+    import dagster as dg
+
+    prepare_dagster_home()
+    instance = dg.DagsterInstance.get()
+    event = instance.get_latest_materialization_event(dg.AssetKey(args.model))
+    if event is None or event.asset_materialization is None:
+        print(f"error: no materialisation of {args.model!r} yet (run make demo)", file=sys.stderr)
+        return 2
+    metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    if args.version and metadata.get("model_version") != args.version:
+        print(
+            f"error: the latest {args.model} is version {metadata.get('model_version')}, not "
+            f"{args.version}; only the latest version's lineage is kept in this instance",
+            file=sys.stderr,
+        )
+        return 2
+    lineage = metadata.get("lineage") or {}
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.timestamp))
+    print(f"model:            {args.model}  version {metadata.get('model_version')}")
+    print(f"materialised:     {when} UTC, run {event.run_id}")
+    print(f"code version:     {lineage.get('code_version')}")
+    print(f"parameters:       {json.dumps(lineage.get('params'), sort_keys=True)}")
+    service = lineage.get("feature_service")
+    registry = lineage.get("feature_registry_version")
+    print(f"feature service:  {service or '-'}" + (f" (registry {registry})" if service else ""))
+    print(f"training data:    version {metadata.get('train_data_version')}")
+    figures = {k: v for k, v in metadata.items() if "@" in k}
+    print("evaluation:       " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()))
+    print("promoted:         no (there is no promotion step yet)")
+    print(f"\n{'partition':<12}{'validated':>10}{'quarant.':>10}  {'validated version':<18}"
+          f"{'source sha256':<18}rules")  # fmt: skip
+    for row in lineage.get("partitions", []):
+        counts = [row.get("validated_events.rows"), row.get("quarantined_events.rows")]
+        cells = "".join(f"{'-' if n is None else f'{n:,}':>10}" for n in counts)
+        version = str(row.get("validated_events.data_version") or "-")[:16]
+        source = str(row.get("raw_events.source_sha256") or "-")[:16]
+        rules = row.get("validated_events.rules_version") or "-"
+        print(f"{row['partition']:<12}{cells}  {version:<18}{source:<18}{rules}")
+    return 0
+
+
 def dev(args: argparse.Namespace) -> int:
     """Replace this process with ``dagster dev`` (webserver + daemon) on the project workspace."""
     import signal
@@ -236,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     lineage_parser.add_argument("--partition", action="append", help="only this partition key")
     lineage_parser.set_defaults(handler=lineage)
+    audit_parser = commands.add_parser(
+        "audit", help="print everything a model came from (lineage, versions, figures)"
+    )
+    audit_parser.add_argument("model", nargs="?", default="ranker_model", help="model asset")
+    audit_parser.add_argument("--version", help="check that this is the model version audited")
+    audit_parser.set_defaults(handler=audit)
     dev_parser = commands.add_parser("dev", help="open the Dagster UI with the daemon")
     dev_parser.add_argument("--host", default="127.0.0.1")
     dev_parser.add_argument("--port", type=int, default=3000)

@@ -45,3 +45,46 @@ def partition_lineage(
                     row[f"{table}.{name}"] = metadata[name]
         rows.append(row)
     return rows
+
+
+def model_lineage(
+    instance: dg.DagsterInstance,
+    partition_keys: Iterable[str],
+    *,
+    code_version: str | None,
+    params: dict[str, object],
+    feature_service: str | None = None,
+) -> dict[str, object]:
+    """Everything a model came from: the event partitions (rows, data versions, source and
+    rules), the feature service and the registry version, the code version, the parameters."""
+    registry = instance.get_latest_materialization_event(dg.AssetKey("feature_registry"))
+    registry_version = (
+        registry.asset_materialization.tags.get("dagster/data_version")
+        if registry and registry.asset_materialization
+        else None
+    )
+    return {
+        "partitions": partition_lineage(
+            instance,
+            partition_keys,
+            tables=("raw_events", "validated_events", "quarantined_events"),
+        ),
+        "feature_service": feature_service,
+        "feature_registry_version": registry_version if feature_service else None,
+        "code_version": code_version,
+        "params": params,
+    }
+
+
+def model_version(train_data_version: str, lineage: dict[str, object]) -> str:
+    """A model's version: a hash of its training data version, code version and parameters."""
+    import hashlib
+    import json
+
+    basis = {
+        "train": train_data_version,
+        "code": lineage.get("code_version"),
+        "params": lineage.get("params"),
+        "features": lineage.get("feature_service"),
+    }
+    return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()[:16]

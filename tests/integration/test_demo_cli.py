@@ -82,6 +82,15 @@ def test_bring_your_own_data_example(tmp_path):
     assert march.split()[:4] == ["2024-03-01", "6,689", "6,676", "13"]
     assert may.split()[1:4] == ["-", "-", "-"]  # never ingested: the gap shows
 
+    audit = _cli(tmp_path, "audit", "ranker_model")
+    assert audit.returncode == 0, audit.stderr
+    assert "feature service:  ranker_v1 (registry " in audit.stdout
+    assert "promoted:         no" in audit.stdout
+    version = audit.stdout.split("version ", 1)[1].split()[0]
+    assert "2024-03-01" in audit.stdout and "6,676" in audit.stdout  # its input partitions
+    mismatch = _cli(tmp_path, "audit", "ranker_model", "--version", "not-" + version)
+    assert mismatch.returncode == 2 and f"is version {version}" in mismatch.stderr
+
 
 def test_unusable_source_config_is_a_clear_error(tmp_path):
     config = tmp_path / "mine.yaml"

@@ -7,15 +7,18 @@ fits its own candidate generators at each training cutoff.
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
 from recsys_assets import constants as c
+from recsys_assets.defs.ingestion.assets import event_partitions
+from recsys_assets.defs.lineage import model_lineage, model_version
 from recsys_assets.lib import candidates
 from recsys_assets.lib.evaluation import Split, bootstrap_ndcg, evaluate, temporal_split
+from recsys_assets.lib.feature_store import FEATURE_SERVICE
 from recsys_assets.lib.features import returns_from_quarantine
 from recsys_assets.lib.ranking import RankerConfig, fit_ranker
 from recsys_assets.lib.validation import restore_event_dtypes
@@ -58,12 +61,14 @@ def evaluation_split(validated_events: pd.DataFrame) -> dg.Output[Split]:
 
 @dataclass
 class TrainedModel:
-    """A fitted generator with what it was fitted on and how it scored."""
+    """A fitted model with what it was fitted on, how it scored and where it came from."""
 
     name: str
-    model: candidates.CandidateGenerator
+    model: Any  # a candidates.CandidateGenerator or a ranking.Ranker
     metrics: dict[str, Any]
     train_data_version: str
+    lineage: dict[str, Any] = field(default_factory=dict)
+    version: str = ""
 
 
 def evaluate_generator(name: str, model: candidates.CandidateGenerator, split: Split):
@@ -98,11 +103,28 @@ def scored_model(
     return TrainedModel(name, model, report, data_version(split.train))
 
 
-def _model_output(trained: TrainedModel, **extra: Any) -> dg.Output[TrainedModel]:
+def _model_output(
+    context: dg.AssetExecutionContext,
+    trained: TrainedModel,
+    feature_service: str | None = None,
+    **extra: Any,
+) -> dg.Output[TrainedModel]:
+    """Attach lineage and a version to the model, and its figures to the materialisation."""
     metrics = trained.metrics
+    trained.lineage = model_lineage(
+        context.instance,
+        event_partitions.get_partition_keys(),
+        code_version=context.assets_def.code_versions_by_key.get(context.asset_key),
+        params=metrics["params"],
+        feature_service=feature_service,
+    )
+    trained.version = model_version(trained.train_data_version, trained.lineage)
     return dg.Output(
         trained,
+        data_version=dg.DataVersion(trained.version),
         metadata={
+            "model_version": trained.version,
+            "lineage": dg.MetadataValue.json(trained.lineage),
             **{f"{m}@{metrics['k']}": float(metrics[m]) for m in HEADLINE},
             "fit_seconds": round(metrics["fit_seconds"], 3),
             "recommend_seconds": round(metrics["recommend_seconds"], 3),
@@ -125,8 +147,10 @@ def _model_asset(name: str, factory, description: str) -> dg.AssetsDefinition:
         kinds={"python"},
         description=description,
     )
-    def _asset(evaluation_split: Split) -> dg.Output[TrainedModel]:
-        return _model_output(evaluate_generator(name, factory(), evaluation_split))
+    def _asset(
+        context: dg.AssetExecutionContext, evaluation_split: Split
+    ) -> dg.Output[TrainedModel]:
+        return _model_output(context, evaluate_generator(name, factory(), evaluation_split))
 
     return _asset
 
@@ -183,7 +207,7 @@ def ranker_cutoffs(split: Split, count: int = 3, step_days: int = 30) -> tuple[s
     ins={"evaluation_split": dg.AssetIn(), "quarantined_events": dg.AssetIn()},
 )
 def ranker_model(
-    evaluation_split: Split, quarantined_events: pd.DataFrame
+    context: dg.AssetExecutionContext, evaluation_split: Split, quarantined_events: pd.DataFrame
 ) -> dg.Output[TrainedModel]:
     """The production model: XGBoost learning-to-rank (rank:ndcg) over the union of candidates
     (repeat, popularity, item-KNN, ALS) with their scores and ranks and point-in-time customer,
@@ -212,7 +236,9 @@ def ranker_model(
     importance = ranker.feature_importance()
     top = dict(sorted(importance.items(), key=lambda kv: -kv[1])[:15])
     return _model_output(
+        context,
         trained,
+        feature_service=FEATURE_SERVICE,  # its features are ranker_v1's, joined point in time
         feature_importance=dg.MetadataValue.json({k: round(v, 4) for k, v in top.items()}),
         training_rows=int(ranker.train_stats.get("rows", 0)),
     )
