@@ -25,6 +25,11 @@ here, since every evaluated customer bought in both periods; instead:
 - ``orders``: ``one_order`` (exactly one training order) versus ``repeat`` (two or more);
 - ``country``: ``uk`` versus ``rest`` by the customer's most frequent country in training
   (``unknown`` when the source has no country).
+
+Robustness, beside the accuracy: :func:`evaluate` also returns the bootstrap spread of NDCG per
+segment (:func:`bootstrap_by_segment`) and the metrics on three hard groups, one-order
+customers, very large test baskets and relevance on items unseen in training
+(:func:`edge_case_summaries`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import pandas as pd
 
 from recsys_assets import constants as c
 from recsys_assets.lib.metrics import (
+    N_RELEVANT,
     NDCG,
     catalogue_coverage,
     metrics_at_k,
@@ -50,6 +56,10 @@ from recsys_assets.lib.metrics import (
 
 __all__ = [
     "DEFAULT_SPLIT",
+    "EDGE_LARGE_BASKET",
+    "EDGE_ONE_ORDER",
+    "EDGE_UNSEEN_ITEMS",
+    "LARGE_BASKET_QUANTILE",
     "NO_PRICES",
     "ONE_ORDER",
     "REPEAT",
@@ -59,7 +69,9 @@ __all__ = [
     "UK",
     "UNKNOWN",
     "Split",
+    "bootstrap_by_segment",
     "bootstrap_ndcg",
+    "edge_case_summaries",
     "evaluate",
     "order_keys",
     "purchases_only",
@@ -79,6 +91,12 @@ REPEAT = "repeat"
 UK = "uk"
 REST = "rest"
 UNKNOWN = "unknown"
+
+# Edge cases (edge_case_summaries).
+EDGE_ONE_ORDER = "one_order"
+EDGE_LARGE_BASKET = "large_basket"
+EDGE_UNSEEN_ITEMS = "unseen_items"
+LARGE_BASKET_QUANTILE = 0.95  # large basket: n_relevant >= this quantile ("higher" method)
 
 
 @dataclass(frozen=True, eq=False)
@@ -288,12 +306,126 @@ def segment_summaries(
     return out
 
 
+def bootstrap_by_segment(
+    per_user: pd.DataFrame,
+    segments: pd.DataFrame,
+    *,
+    n: int = 200,
+    seed: int = c.SEED,
+) -> dict[str, dict[str, dict[str, float | int]]]:
+    """:func:`bootstrap_ndcg` within each segment: ``{segment column: {label: spread}}``.
+
+    For every segment column (``orders``, ``country``) and every label present among the
+    evaluated customers (as in :func:`segment_summaries`), the customers of that label are
+    resampled with replacement ``n`` times with the same ``seed`` (so a result is reproducible
+    and does not depend on the other segments). Each spread has ``mean``, ``std``, ``p5``,
+    ``p95``, ``point``, ``n_resamples`` and ``n_users``; NaNs and ``n_users`` 0 for an empty one.
+    """
+    joined = per_user.merge(segments, on=c.USER_ID, how="left")
+    out: dict[str, dict[str, dict[str, float | int]]] = {}
+    for column in (SEGMENT_ORDERS, SEGMENT_COUNTRY):
+        labels = sorted(joined[column].dropna().unique()) if column in joined.columns else []
+        out[column] = {
+            str(label): bootstrap_ndcg(joined.loc[joined[column] == label], n=n, seed=seed)
+            for label in labels
+        }
+    return out
+
+
+def edge_case_summaries(
+    per_user: pd.DataFrame,
+    split: Split,
+    segments: pd.DataFrame,
+    *,
+    k: int = c.DEFAULT_K,
+) -> dict[str, dict[str, float | int]]:
+    """Metric means (:func:`~recsys_assets.lib.metrics.summarise`) on three hard groups.
+
+    All groups are subsets of the evaluated customers (the rows of ``per_user``); an empty
+    group has ``n_users`` 0 and NaN means, never an exception.
+
+    - ``one_order``: customers with exactly one distinct training order (the ``one_order``
+      label of :func:`user_segments`; every evaluated customer has at least one).
+    - ``large_basket``: customers with a very large test basket. With ``n_relevant`` the number
+      of distinct relevant items of a customer, ``threshold`` is the 95th percentile
+      (:data:`LARGE_BASKET_QUANTILE`) of ``n_relevant`` over the evaluated customers, taken with
+      ``numpy.quantile(..., method="higher")`` (so it is an observed basket size), and the group
+      is the customers with ``n_relevant >= threshold``. Without ties that is the top
+      ``n - ceil(0.95 (n - 1))`` customers (5% of them for large ``n``); customers tied at the
+      threshold are all included, so the group can be larger. Also reported: ``quantile``,
+      ``threshold`` (NaN without customers) and ``share_of_users`` (group size / evaluated).
+    - ``unseen_items``: relevance on items not in the training catalogue (``split.catalogue``),
+      which no model can recommend. Over the distinct relevant (customer, item) pairs of the
+      evaluated customers: ``n_pairs``, ``n_unseen_pairs`` and ``unseen_share`` =
+      ``n_unseen_pairs / n_pairs``. With ``n_u`` and ``s_u`` a customer's relevant and
+      relevant-and-seen item counts, the recall ceilings any catalogue model is bound by are
+      ``recall_ceiling`` = mean over customers of ``s_u / n_u`` (at any K) and
+      ``recall_ceiling_at_k`` = mean of ``min(k, s_u) / n_u`` (at this ``k``);
+      ``pooled_recall_ceiling`` = ``1 - unseen_share`` is the same over pooled pairs. The metric
+      means are recomputed on the customers with at least one unseen relevant item (their
+      ``n_users``); the other figures are NaN without pairs.
+    """
+    users = per_user[c.USER_ID]
+    summaries: dict[str, dict[str, float | int]] = {}
+
+    one_order = segments.loc[segments[SEGMENT_ORDERS] == ONE_ORDER, c.USER_ID]
+    summaries[EDGE_ONE_ORDER] = summarise(per_user.loc[users.isin(one_order)])
+
+    n_relevant = per_user[N_RELEVANT].to_numpy(dtype=np.int64)
+    if len(n_relevant):
+        threshold: float | int = int(
+            np.quantile(n_relevant, LARGE_BASKET_QUANTILE, method="higher")
+        )
+        large = per_user.loc[n_relevant >= threshold]
+        share_of_users = len(large) / len(per_user)
+    else:
+        threshold, large, share_of_users = math.nan, per_user, math.nan
+    summaries[EDGE_LARGE_BASKET] = {
+        **summarise(large),
+        "quantile": LARGE_BASKET_QUANTILE,
+        "threshold": threshold,
+        "share_of_users": share_of_users,
+    }
+
+    pairs = split.relevant.loc[split.relevant[c.USER_ID].isin(users), [c.USER_ID, c.ITEM_ID]]
+    pairs = pairs.drop_duplicates()
+    unseen = ~pairs[c.ITEM_ID].isin(split.catalogue).to_numpy()
+    n_pairs, n_unseen = len(pairs), int(unseen.sum())
+    if n_pairs:
+        per_customer = (
+            pd.DataFrame({c.USER_ID: pairs[c.USER_ID].to_numpy(), "seen": ~unseen})
+            .groupby(c.USER_ID)["seen"]
+            .agg(n="size", s="sum")
+        )
+        n_u = per_customer["n"].to_numpy(dtype=np.float64)
+        s_u = per_customer["s"].to_numpy(dtype=np.float64)
+        share = n_unseen / n_pairs
+        ceiling = float(np.mean(s_u / n_u))
+        ceiling_at_k = float(np.mean(np.minimum(k, s_u) / n_u))
+        pooled = 1.0 - share
+    else:
+        share = ceiling = ceiling_at_k = pooled = math.nan
+    with_unseen = pairs.loc[unseen, c.USER_ID].unique()
+    summaries[EDGE_UNSEEN_ITEMS] = {
+        **summarise(per_user.loc[users.isin(with_unseen)]),
+        "n_pairs": n_pairs,
+        "n_unseen_pairs": n_unseen,
+        "unseen_share": share,
+        "recall_ceiling": ceiling,
+        "recall_ceiling_at_k": ceiling_at_k,
+        "pooled_recall_ceiling": pooled,
+    }
+    return summaries
+
+
 def evaluate(
     recommendations: pd.DataFrame,
     split: Split,
     *,
     k: int = c.DEFAULT_K,
     ks: Sequence[int] = c.DEFAULT_KS,
+    n_bootstrap: int = 200,
+    seed: int = c.SEED,
 ) -> dict[str, Any]:
     """Score ranked recommendations (user_id, item_id, rank) on a split.
 
@@ -309,7 +441,11 @@ def evaluate(
     - ``at_k``: one summary per cut-off in ``ks`` (with coverage), as a list of dicts;
     - ``segments``: :func:`segment_summaries` by ``orders`` and ``country``;
     - ``per_user``: the per-customer metrics at ``k`` (for :func:`bootstrap_ndcg`);
-    - ``description``: the split's description.
+    - ``description``: the split's description;
+    - ``bootstrap_by_segment``: :func:`bootstrap_by_segment` (``n_bootstrap`` resamples,
+      ``seed``), the spread of NDCG@``k`` within each segment;
+    - ``edge_cases``: :func:`edge_case_summaries` (one-order customers, very large test baskets,
+      relevance on items unseen in training).
     """
     recs = recommendations
     if c.RANK not in recs.columns and c.SCORE in recs.columns:
@@ -318,15 +454,18 @@ def evaluate(
     catalogue_size = max(len(split.catalogue), 1)
     per_user = per_user_metrics(recs, split.relevant, k=k)
     at_k = metrics_at_k(recs, split.relevant, ks=ks, catalogue_size=catalogue_size)
+    segments = user_segments(split)
     return {
         "k": int(k),
         **summarise(per_user),
         "coverage": catalogue_coverage(recs, catalogue_size, k=k),
         "revenue": revenue_proxy(recs, split.test, k=k),
         "at_k": at_k.to_dict("records"),
-        "segments": segment_summaries(per_user, user_segments(split)),
+        "segments": segment_summaries(per_user, segments),
         "per_user": per_user,
         "description": split.description,
+        "bootstrap_by_segment": bootstrap_by_segment(per_user, segments, n=n_bootstrap, seed=seed),
+        "edge_cases": edge_case_summaries(per_user, split, segments, k=k),
     }
 
 

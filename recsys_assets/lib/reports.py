@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 HEADLINE = ("ndcg", "map", "recall", "hit_rate", "mrr", "precision", "coverage")
+EDGE_METRICS = ("ndcg", "recall", "hit_rate", "mrr")
 
 
 def _clean(value: Any) -> Any:
@@ -129,6 +130,7 @@ def render_html(report: dict[str, Any]) -> str:
     )
     spread.update_layout(title=f"NDCG@{k}: bootstrap mean and 5-95% band over customers")
     figures.append(spread)
+    figures.extend(_segment_band_figures(models, names, k))
 
     rows = "".join(
         "<tr><td>{}</td>{}<td>{}</td></tr>".format(
@@ -151,8 +153,94 @@ def render_html(report: dict[str, Any]) -> str:
         "border-bottom:1px solid #ddd;text-align:right}</style></head><body>"
         f"<h1>Evaluation report</h1><p>{report['generated_at']}</p>"
         f"<p><b>Protocol.</b> {report['protocol']}</p>"
-        f"<p><b>Best model:</b> {report['best_model']}</p>{table}{plots}</body></html>"
+        f"<p><b>Best model:</b> {report['best_model']}</p>{table}"
+        f"{_edge_case_table(models, names, k)}{plots}</body></html>"
     )
+
+
+def _number(value: Any, spec: str = ".3f") -> str:
+    """A figure for the page; missing (None, NaN: an empty group) reads ``n/a``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return format(value, spec)
+
+
+def _segment_band_figures(models: dict[str, Any], names: list[str], k: Any) -> list[Any]:
+    """Per segment kind, the bootstrap mean NDCG and its 5-95% band per model and segment.
+
+    Models without ``bootstrap_by_segment`` (older reports) are left out; no figure without any.
+    """
+    import plotly.graph_objects as go
+
+    having = [n for n in names if models[n].get("bootstrap_by_segment")]
+    figures = []
+    for segment_kind in ("orders", "country"):
+        bands = {n: models[n]["bootstrap_by_segment"].get(segment_kind) or {} for n in having}
+        segments = sorted({s for n in having for s in bands[n]})
+        if not segments:
+            continue
+        bars = []
+        for segment in segments:
+            spreads = [bands[n].get(segment) or {} for n in having]
+            mean = [s.get("mean") for s in spreads]
+            up = [_gap(s.get("p95"), s.get("mean")) for s in spreads]
+            down = [_gap(s.get("mean"), s.get("p5")) for s in spreads]
+            hover = [f"n_users={s.get('n_users', 0)}" for s in spreads]
+            error = {"type": "data", "symmetric": False, "array": up, "arrayminus": down}
+            bars.append(go.Bar(name=segment, x=having, y=mean, error_y=error, hovertext=hover))
+        figure = go.Figure(bars)
+        figure.update_layout(
+            title=f"NDCG@{k} by segment ({segment_kind}): bootstrap mean and 5-95% band",
+            barmode="group",
+        )
+        figures.append(figure)
+    return figures
+
+
+def _gap(high: Any, low: Any) -> float | None:
+    if high is None or low is None or math.isnan(high) or math.isnan(low):
+        return None
+    return high - low
+
+
+def _edge_case_table(models: dict[str, Any], names: list[str], k: Any) -> str:
+    """The edge-case figures (``edge_cases`` of ``evaluate``) as one table; empty without any."""
+    rows = []
+    for name in names:
+        edges = models[name].get("edge_cases") or {}
+        for case, figures in edges.items():
+            rows.append(
+                f"<tr><td>{name}</td><td>{case}</td>"
+                + "".join(f"<td>{_number(figures.get(m))}</td>" for m in EDGE_METRICS)
+                + f"<td>{_number(figures.get('n_users'), ',')}</td>"
+                + f"<td>{_edge_note(case, figures)}</td></tr>"
+            )
+    if not rows:
+        return ""
+    header = "".join(f"<th>{m}@{k}</th>" for m in EDGE_METRICS)
+    return (
+        "<h2>Edge cases</h2><table><tr><th>model</th><th>group</th>"
+        f"{header}<th>customers</th><th>notes</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _edge_note(case: str, figures: dict[str, Any]) -> str:
+    if case == "one_order":
+        return "exactly one training order"
+    if case == "large_basket":
+        return (
+            f"&ge; {_number(figures.get('threshold'), ',')} distinct relevant items "
+            f"(p{100 * (figures.get('quantile') or 0):.0f}); "
+            f"{_number(figures.get('share_of_users'), '.1%')} of customers"
+        )
+    if case == "unseen_items":
+        return (
+            "customers with a relevant item not in the training catalogue; unseen share of "
+            f"relevant pairs {_number(figures.get('unseen_share'), '.1%')}, recall ceiling "
+            f"{_number(figures.get('recall_ceiling'))} (at K "
+            f"{_number(figures.get('recall_ceiling_at_k'))})"
+        )
+    return ""
 
 
 def _revenue_text(metrics: dict[str, Any]) -> str:

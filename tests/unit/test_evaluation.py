@@ -10,6 +10,10 @@ import pytest
 
 from recsys_assets import constants as c
 from recsys_assets.lib.evaluation import (
+    EDGE_LARGE_BASKET,
+    EDGE_ONE_ORDER,
+    EDGE_UNSEEN_ITEMS,
+    LARGE_BASKET_QUANTILE,
     NO_PRICES,
     ONE_ORDER,
     REPEAT,
@@ -18,7 +22,10 @@ from recsys_assets.lib.evaluation import (
     SEGMENT_ORDERS,
     UK,
     UNKNOWN,
+    Split,
+    bootstrap_by_segment,
     bootstrap_ndcg,
+    edge_case_summaries,
     evaluate,
     temporal_split,
     user_segments,
@@ -208,3 +215,116 @@ def test_bootstrap_is_seeded_and_brackets_the_mean(split) -> None:
     flat = bootstrap_ndcg(per_user.assign(ndcg=0.3), n=20)
     assert flat["std"] == pytest.approx(0.0) and flat["p5"] == pytest.approx(0.3)
     assert math.isnan(bootstrap_ndcg(per_user.iloc[:0])["mean"])
+
+
+def test_evaluate_reports_robustness_beside_accuracy(split) -> None:
+    # k = 2, as in the hand-computed case: u1 (repeat) NDCG 1 / idcg, u2 (one order) D2 / idcg.
+    recs = _recs({"u1": ["A", "B", "C"], "u2": ["A", "B"]})
+    result = evaluate(recs, split, k=2, ks=(2,), n_bootstrap=30, seed=3)
+    idcg = 1 + D2
+    by_segment = result["bootstrap_by_segment"]
+    assert set(by_segment[SEGMENT_ORDERS]) == {ONE_ORDER, REPEAT}
+    assert set(by_segment[SEGMENT_COUNTRY]) == {UK, REST}
+    repeat = by_segment[SEGMENT_ORDERS][REPEAT]
+    assert repeat["n_users"] == 1 and repeat["n_resamples"] == 30
+    assert repeat["mean"] == pytest.approx(1 / idcg) and repeat["std"] == pytest.approx(0.0)
+    edges = result["edge_cases"]
+    assert edges[EDGE_ONE_ORDER]["n_users"] == 1
+    assert edges[EDGE_ONE_ORDER]["ndcg"] == pytest.approx(D2 / idcg)
+    # Both customers have 2 relevant items: the threshold is 2 and both are "large".
+    large = edges[EDGE_LARGE_BASKET]
+    assert large["threshold"] == 2 and large["n_users"] == 2
+    assert large["share_of_users"] == pytest.approx(1.0)
+    assert large["quantile"] == LARGE_BASKET_QUANTILE
+    # Pairs (u1 A), (u1 C), (u2 B), (u2 D): D is not in the catalogue A, B, C.
+    unseen = edges[EDGE_UNSEEN_ITEMS]
+    assert unseen["n_pairs"] == 4 and unseen["n_unseen_pairs"] == 1
+    assert unseen["unseen_share"] == pytest.approx(0.25)
+    assert unseen["pooled_recall_ceiling"] == pytest.approx(0.75)
+    assert unseen["recall_ceiling"] == pytest.approx((2 / 2 + 1 / 2) / 2)
+    assert unseen["recall_ceiling_at_k"] == pytest.approx((2 / 2 + 1 / 2) / 2)
+    assert unseen["n_users"] == 1  # u2 only: recall 1/2 (B hit, D impossible)
+    assert unseen["recall"] == pytest.approx(0.5) and unseen["ndcg"] == pytest.approx(D2 / idcg)
+    at_1 = evaluate(recs, split, k=1, ks=(1,))["edge_cases"][EDGE_UNSEEN_ITEMS]
+    assert at_1["recall_ceiling_at_k"] == pytest.approx((1 / 2 + 1 / 2) / 2)
+    assert at_1["recall_ceiling"] == pytest.approx(0.75)
+
+
+def _synthetic(n_relevant: list[int], orders: list[str], unseen_item: bool = False):
+    """A hand-made split whose customer i has n_relevant[i] relevant items, and its tables."""
+    users = [f"u{i:02d}" for i in range(len(n_relevant))]
+    pairs = [(u, f"I{j}") for u, n in zip(users, n_relevant, strict=True) for j in range(n)]
+    relevant = pd.DataFrame(pairs, columns=[c.USER_ID, c.ITEM_ID])
+    catalogue = np.array(sorted(set(relevant[c.ITEM_ID]) - ({"I0"} if unseen_item else set())))
+    split = Split(
+        train=pd.DataFrame(columns=[c.USER_ID, c.ITEM_ID]),
+        test=pd.DataFrame(columns=[c.USER_ID, c.ITEM_ID]),
+        relevant=relevant,
+        catalogue=catalogue.astype(object),
+        users=np.array(users, dtype=object),
+        split_ts=pd.Timestamp("2011-11-01"),
+        description="synthetic",
+    )
+    recs = _recs({u: ["I0", "I1"] for u in users})
+    per_user = per_user_metrics(recs, relevant, k=2)
+    segments = pd.DataFrame(
+        {c.USER_ID: users, SEGMENT_ORDERS: orders, SEGMENT_COUNTRY: [UK] * len(users)}
+    )
+    return split, per_user, segments
+
+
+def test_large_basket_threshold_is_the_higher_95th_percentile() -> None:
+    # 20 customers with 1..20 items: position 0.95 x 19 = 18.05 -> "higher" = 20, one customer.
+    split, per_user, segments = _synthetic(list(range(1, 21)), [REPEAT] * 20)
+    large = edge_case_summaries(per_user, split, segments)[EDGE_LARGE_BASKET]
+    assert large["threshold"] == 20 and large["n_users"] == 1
+    assert large["share_of_users"] == pytest.approx(0.05)
+    assert large["recall"] == pytest.approx(2 / 20)  # I0 and I1 hit
+    # Ties at the threshold are all in: 6 customers, position 4.75 -> the 6th value, 5.
+    split, per_user, segments = _synthetic([1, 1, 1, 1, 5, 5], [REPEAT] * 6)
+    large = edge_case_summaries(per_user, split, segments)[EDGE_LARGE_BASKET]
+    assert large["threshold"] == 5 and large["n_users"] == 2
+    assert large["share_of_users"] == pytest.approx(2 / 6)
+
+
+def test_unseen_share_and_recall_ceiling_by_hand() -> None:
+    # Items I0 is unseen; customers hold {I0}, {I0, I1}, {I0, I1, I2, I3}: 7 pairs, 3 unseen.
+    split, per_user, segments = _synthetic([1, 2, 4], [REPEAT] * 3, unseen_item=True)
+    unseen = edge_case_summaries(per_user, split, segments, k=2)[EDGE_UNSEEN_ITEMS]
+    assert unseen["n_pairs"] == 7 and unseen["n_unseen_pairs"] == 3
+    assert unseen["unseen_share"] == pytest.approx(3 / 7)
+    assert unseen["pooled_recall_ceiling"] == pytest.approx(4 / 7)
+    assert unseen["recall_ceiling"] == pytest.approx((0 / 1 + 1 / 2 + 3 / 4) / 3)
+    assert unseen["recall_ceiling_at_k"] == pytest.approx((0 + 1 / 2 + 2 / 4) / 3)
+    assert unseen["n_users"] == 3  # every customer has I0
+
+
+def test_empty_groups_give_zero_users_and_nan_means() -> None:
+    split, per_user, segments = _synthetic([1, 2, 3], [REPEAT] * 3)  # nobody one-order, no unseen
+    edges = edge_case_summaries(per_user, split, segments)
+    assert edges[EDGE_ONE_ORDER]["n_users"] == 0 and math.isnan(edges[EDGE_ONE_ORDER]["ndcg"])
+    unseen = edges[EDGE_UNSEEN_ITEMS]
+    assert unseen["n_users"] == 0 and math.isnan(unseen["recall"])
+    assert unseen["unseen_share"] == 0.0 and unseen["recall_ceiling"] == pytest.approx(1.0)
+    empty = edge_case_summaries(per_user.iloc[:0], split, segments)
+    for group in empty.values():
+        assert group["n_users"] == 0 and math.isnan(group["ndcg"])
+    assert math.isnan(empty[EDGE_LARGE_BASKET]["threshold"])
+    assert empty[EDGE_UNSEEN_ITEMS]["n_pairs"] == 0
+    assert math.isnan(empty[EDGE_UNSEEN_ITEMS]["unseen_share"])
+    by_segment = bootstrap_by_segment(per_user.iloc[:0], segments)
+    assert by_segment == {SEGMENT_ORDERS: {}, SEGMENT_COUNTRY: {}}
+
+
+def test_bootstrap_by_segment_is_seeded_and_matches_bootstrap_ndcg_per_segment() -> None:
+    orders = [ONE_ORDER, REPEAT] * 5
+    _, per_user, segments = _synthetic([1] * 10, orders)
+    per_user = per_user.assign(ndcg=np.linspace(0.0, 0.9, 10))  # spread to resample
+    first = bootstrap_by_segment(per_user, segments, n=40, seed=7)
+    assert first == bootstrap_by_segment(per_user, segments, n=40, seed=7)
+    assert first != bootstrap_by_segment(per_user, segments, n=40, seed=8)
+    one = first[SEGMENT_ORDERS][ONE_ORDER]
+    rows = per_user[c.USER_ID].isin(segments.loc[segments[SEGMENT_ORDERS] == ONE_ORDER, c.USER_ID])
+    assert one == bootstrap_ndcg(per_user.loc[rows], n=40, seed=7)
+    assert one["n_users"] == 5 and one["p5"] <= one["mean"] <= one["p95"] and one["std"] > 0
+    assert first[SEGMENT_COUNTRY][UK]["n_users"] == 10
