@@ -1,0 +1,188 @@
+"""Data reduction for retraining: window, decayed order sample, inactive customers, duplicates,
+negative down-sampling, feature selection and the incremental ``reduce``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from recsys_assets import constants as c
+from recsys_assets.lib.ranking import LABEL, QID
+from recsys_assets.lib.reduction import (
+    ReductionConfig,
+    downsample_negatives,
+    keep_probability,
+    reduce,
+    reduce_history,
+    select_features,
+)
+
+SPLIT = pd.Timestamp("2011-11-01")
+CONFIG = ReductionConfig(
+    window_days=30, half_life_days=30.0, min_rate=0.0, inactive_days=60, min_orders=2
+)
+
+
+def _events(rows: list[tuple[str, str, str, str, int]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=[c.USER_ID, c.ITEM_ID, c.EVENT_TS, c.ORDER_ID, c.QUANTITY])
+    frame[c.EVENT_TS] = pd.to_datetime(frame[c.EVENT_TS])
+    frame[c.EVENT_TYPE] = c.PURCHASE
+    return frame
+
+
+def _history(n_users: int = 6, seed: int = 0) -> pd.DataFrame:
+    """Weekly 3-item orders over ~300 days for a few regular customers."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        for week in range(43):
+            day = SPLIT - pd.Timedelta(days=300 - 7 * week + u % 3)
+            items = rng.choice(20, size=3, replace=False)
+            for i in items:
+                rows.append(
+                    (f"u{u}", f"i{i}", str(day + pd.Timedelta(hours=10)), f"o{u}-{week}", 1)
+                )
+    return _events(rows)
+
+
+def test_recent_window_kept_in_full_and_old_orders_sampled_whole():
+    events = _history()
+    reduced, report = reduce_history(events, SPLIT, CONFIG)
+    window_start = SPLIT - pd.Timedelta(days=CONFIG.window_days)
+    recent = events.loc[(events[c.EVENT_TS] >= window_start) & (events[c.EVENT_TS] < SPLIT)]
+    assert len(reduced.loc[reduced[c.EVENT_TS] >= window_start]) == len(recent)
+    old = reduced.loc[reduced[c.EVENT_TS] < window_start]
+    assert 0 < len(old) < (events[c.EVENT_TS] < window_start).sum()
+    # whole baskets: every kept order has all its 3 lines
+    assert (reduced.groupby(c.ORDER_ID).size() == 3).all()
+    # deterministic with a seed, different with another seed
+    again, _ = reduce_history(events, SPLIT, CONFIG)
+    pd.testing.assert_frame_equal(reduced, again)
+    other, _ = reduce_history(events, SPLIT, ReductionConfig(**{**CONFIG.__dict__, "seed": 7}))
+    assert set(other[c.ORDER_ID]) != set(reduced[c.ORDER_ID])
+    # report counts
+    assert report["input"]["rows"] == len(events)
+    assert report["sample"] == {
+        "rows": len(reduced),
+        "customers": reduced[c.USER_ID].nunique(),
+        "items": reduced[c.ITEM_ID].nunique(),
+    }
+    assert list(report) == ["input", "dedupe", "inactive_customers", "sample"]
+
+
+def test_keep_probability_decays_and_floors():
+    conf = ReductionConfig(window_days=10, half_life_days=5.0, min_rate=0.2)
+    p = keep_probability(np.array([0.0, 10.0, 15.0, 20.0, 100.0]), conf)
+    np.testing.assert_allclose(p, [1.0, 1.0, 0.5, 0.25, 0.2])
+
+
+def test_inactive_customers_and_duplicates_dropped():
+    events = _events(
+        [
+            ("old1", "a", "2011-06-01 10:00", "x1", 1),  # one order, long ago: dropped
+            ("old2", "a", "2011-06-01 10:00", "y1", 1),  # two orders long ago: kept
+            ("old2", "b", "2011-06-08 10:00", "y2", 1),
+            ("new", "a", "2011-10-20 09:00", "z1", 2),  # same customer, item, day: merged
+            ("new", "a", "2011-10-20 15:00", "z2", 3),
+            ("new", "b", "2011-10-20 15:00", "z2", 1),
+            ("new", "b", "2011-11-02 15:00", "z3", 1),  # after the split: not kept
+        ]
+    )
+    conf = ReductionConfig(window_days=400, inactive_days=60, min_orders=2)
+    reduced, report = reduce_history(events, SPLIT, conf)
+    assert sorted(reduced[c.USER_ID].unique()) == ["new", "old2"]
+    merged = reduced.loc[(reduced[c.USER_ID] == "new") & (reduced[c.ITEM_ID] == "a")]
+    assert len(merged) == 1 and merged[c.QUANTITY].iloc[0] == 5
+    assert report["input"] == {"rows": 6, "customers": 3, "items": 2}
+    assert report["dedupe"] == {"rows": 5, "customers": 3, "items": 2}
+    assert report["inactive_customers"] == {"rows": 4, "customers": 2, "items": 2}
+    assert report["sample"]["rows"] == 4
+
+
+def test_incremental_reduce_equals_reducing_the_union():
+    events = _history()
+    first_split = SPLIT - pd.Timedelta(days=40)
+    before = events.loc[events[c.EVENT_TS] < first_split]
+    after = events.loc[events[c.EVENT_TS] >= first_split]
+    previous = reduce(None, before, first_split, CONFIG)
+    incremental = reduce(previous, after, SPLIT, CONFIG)
+    union, _ = reduce_history(events, SPLIT, CONFIG)
+    key = [c.EVENT_TS, c.USER_ID, c.ITEM_ID]
+    pd.testing.assert_frame_equal(
+        incremental.events.sort_values(key).reset_index(drop=True)[union.columns],
+        union.sort_values(key).reset_index(drop=True),
+        check_dtype=False,
+    )
+    assert incremental.customer_stats["n_orders"].sum() == events[c.ORDER_ID].nunique()
+
+
+def test_incremental_difference_for_a_returning_inactive_customer():
+    events = _events(
+        [
+            ("back", "a", "2011-03-01 10:00", "b1", 1),  # inactive at the first split
+            ("reg", "a", "2011-09-01 10:00", "r1", 1),
+            ("reg", "b", "2011-09-10 10:00", "r2", 1),
+            ("back", "b", "2011-10-20 10:00", "b2", 1),  # buys again after it
+        ]
+    )
+    conf = ReductionConfig(window_days=400, inactive_days=60, min_orders=2)
+    first_split = pd.Timestamp("2011-10-01")
+    previous = reduce(None, events.iloc[:3], first_split, conf)
+    assert "back" not in set(previous.events[c.USER_ID])
+    incremental = reduce(previous, events.iloc[3:], SPLIT, conf)
+    union, _ = reduce_history(events, SPLIT, conf)
+    # the union keeps his March row; incrementally only the new one is left
+    assert len(union.loc[union[c.USER_ID] == "back"]) == 2
+    assert list(incremental.events.loc[incremental.events[c.USER_ID] == "back", c.ORDER_ID]) == [
+        "b2"
+    ]
+
+
+def test_downsample_keeps_positives_and_top_negatives():
+    frame = pd.DataFrame(
+        {
+            QID: [0] * 5 + [1] * 2,
+            c.ITEM_ID: ["a", "b", "c", "d", "e", "a", "b"],
+            LABEL: [0, 1, 0, 0, 0, 1, 0],
+            "n_sources": [1, 1, 3, 2, 2, 1, 1],
+            "g_rank": [1, 9, 5, 2, 1, 1, 2],
+        }
+    )
+    out = downsample_negatives(frame, 2, ["g"], strategy="top")
+    assert list(zip(out[QID], out[c.ITEM_ID], strict=True)) == [
+        (0, "b"),
+        (0, "c"),
+        (0, "e"),
+        (1, "a"),
+        (1, "b"),
+    ]
+    assert downsample_negatives(frame, None, ["g"]) is frame
+    sampled = downsample_negatives(frame, 2, ["g"], seed=1)
+    assert sampled.equals(downsample_negatives(frame, 2, ["g"], seed=1))
+    assert (sampled.groupby(QID)[LABEL].sum() == [1, 1]).all() and len(sampled) == 5
+
+
+def test_select_features_drops_constant_correlated_and_unimportant():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    frame = pd.DataFrame(
+        {
+            "const": 1.0,
+            "x": x,
+            "x_copy": 2 * x + rng.normal(scale=1e-3, size=200),
+            "y": rng.normal(size=200),
+            "z": rng.normal(size=200),
+            "w": rng.normal(size=200),
+        }
+    )
+    features = list(frame.columns)
+    importance = {"x": 1.0, "x_copy": 5.0, "y": 3.0, "z": 2.0, "w": 0.1}
+    conf = ReductionConfig(top_features=2, min_features=2)
+    kept, report = select_features(frame, features, importance, conf)
+    assert report["constant"] == ["const"]
+    assert list(report["correlated"]) == ["x"] and report["correlated"]["x"][0] == "x_copy"
+    assert kept == ["x_copy", "y"] and report["kept"] == kept
+    assert report["low_importance"] == ["z", "w"]
+    # without importance: the later of a pair goes, no importance cut
+    kept, report = select_features(frame, features, None, conf)
+    assert kept == ["x", "y", "z", "w"] and list(report["correlated"]) == ["x_copy"]
