@@ -24,22 +24,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from common import load_uci, machine
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from recsys_assets import constants as c  # noqa: E402
-from recsys_assets.lib.candidates import (  # noqa: E402
+from recsys_assets import constants as c
+from recsys_assets.lib.candidates import (
     CandidateGenerator,
     CoClustering,
     ImplicitALS,
@@ -49,18 +44,14 @@ from recsys_assets.lib.candidates import (  # noqa: E402
     RepeatPurchase,
     RepeatThenPopular,
 )
-from recsys_assets.lib.evaluation import (  # noqa: E402
+from recsys_assets.lib.evaluation import (
     SEGMENT_COUNTRY,
     SEGMENT_ORDERS,
     bootstrap_ndcg,
     evaluate,
     temporal_split,
 )
-from recsys_assets.lib.metrics import N_HITS, N_RELEVANT, RECALL, per_user_metrics  # noqa: E402
-from recsys_assets.lib.sources import load_events, load_source_spec  # noqa: E402
-from recsys_assets.lib.validation import split_valid_and_quarantined  # noqa: E402
-
-CONFIG = ROOT / "data" / "sources" / "online_retail.yaml"
+from recsys_assets.lib.metrics import N_HITS, N_RELEVANT, RECALL, per_user_metrics
 
 # The project's reference figures on this protocol (K = 10): NDCG@10 (MAP@10 where known).
 REFERENCE = {
@@ -89,22 +80,6 @@ class ALSBM25(ImplicitALS):
         from implicit.nearest_neighbours import bm25_weight
 
         return bm25_weight(counts, K1=100, B=0.8).tocsr()
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"{platform.node()} | {platform.platform()} | {cpu} | {os.cpu_count()} CPUs | "
-        f"load average {load} | Python {platform.python_version()}"
-    )
 
 
 def generators(bpr_iterations: int) -> list[tuple[str, CandidateGenerator]]:
@@ -169,8 +144,7 @@ def main() -> None:
     print(f"# bench_baselines: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}")
     print(f"machine: {machine()}")
     started = time.perf_counter()
-    spec = load_source_spec(CONFIG)
-    events = split_valid_and_quarantined(load_events(spec), spec).valid
+    events = load_uci().valid
     split = temporal_split(events)
     print(f"load + validate + split: {time.perf_counter() - started:.1f} s")
     print(f"split: {split.description}")

@@ -18,20 +18,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-CONFIG = ROOT / "data" / "sources" / "online_retail.yaml"
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from common import CONFIG, peak_rss_mib  # puts the project on the path
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:

@@ -20,47 +20,26 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import os
-import platform
-import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from common import load_uci, machine, peak_rss_mib
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from recsys_assets import constants as c  # noqa: E402
-from recsys_assets.lib.candidates import RepeatThenPopular  # noqa: E402
-from recsys_assets.lib.evaluation import bootstrap_ndcg, evaluate, temporal_split  # noqa: E402
-from recsys_assets.lib.features import returns_from_quarantine  # noqa: E402
-from recsys_assets.lib.ranking import (  # noqa: E402
+from recsys_assets import constants as c
+from recsys_assets.lib.candidates import RepeatThenPopular
+from recsys_assets.lib.evaluation import bootstrap_ndcg, evaluate, temporal_split
+from recsys_assets.lib.features import returns_from_quarantine
+from recsys_assets.lib.ranking import (
     RankerConfig,
     fit_ranker,
     via_feast,
     via_pandas,
 )
-from recsys_assets.lib.sources import load_events, load_source_spec  # noqa: E402
-from recsys_assets.lib.validation import split_valid_and_quarantined  # noqa: E402
 
-CONFIG = ROOT / "data" / "sources" / "online_retail.yaml"
 METRICS = ("ndcg", "map", "recall", "hit_rate", "mrr")
-
-
-def machine() -> str:
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"{platform.node()} | {platform.platform()} | {os.cpu_count()} CPUs | "
-        f"load average {load} | Python {platform.python_version()}"
-    )
-
-
-def peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def candidate_recall(cands: pd.DataFrame, relevant: pd.DataFrame) -> tuple[float, float]:
@@ -130,8 +109,7 @@ def main() -> None:
     started = time.perf_counter()
     print(f"# bench_ranker: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}")
     print(f"machine: {machine()}")
-    spec = load_source_spec(CONFIG)
-    result = split_valid_and_quarantined(load_events(spec), spec)
+    result = load_uci()
     events = result.valid
     returns = returns_from_quarantine(result.quarantined)
     split = temporal_split(events, c.DEFAULT_SPLIT)
@@ -211,7 +189,7 @@ def main() -> None:
     total = sum(importance.values()) or 1.0
     for name, value in list(importance.items())[:15]:
         print(f"  {name:28s} {value / total:.3f}")
-    print(f"peak memory (max RSS): {peak_mib():.0f} MiB")
+    print(f"peak memory (max RSS): {peak_rss_mib():.0f} MiB")
 
     if args.feast:
         pairs = cands[[c.USER_ID, c.ITEM_ID]].assign(

@@ -19,37 +19,29 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import load_uci, machine, peak_rss_mib
 
-from recsys_assets import constants as c  # noqa: E402
-from recsys_assets.lib.evaluation import evaluate, temporal_split  # noqa: E402
-from recsys_assets.lib.features import returns_from_quarantine  # noqa: E402
-from recsys_assets.lib.ranking import (  # noqa: E402
+from recsys_assets import constants as c
+from recsys_assets.lib.evaluation import evaluate, temporal_split
+from recsys_assets.lib.features import returns_from_quarantine
+from recsys_assets.lib.ranking import (
     RankerConfig,
     feature_columns,
     fit_ranker,
     training_set,
 )
-from recsys_assets.lib.reduction import (  # noqa: E402
+from recsys_assets.lib.reduction import (
     ReductionConfig,
     fit_reduced_ranker,
     reduce_history,
     select_features,
 )
-from recsys_assets.lib.sources import load_events, load_source_spec  # noqa: E402
-from recsys_assets.lib.validation import split_valid_and_quarantined  # noqa: E402
-
-CONFIG = ROOT / "data" / "sources" / "online_retail.yaml"
 
 # name -> (reduce history?, ReductionConfig overrides, select features?)
 VARIANTS: dict[str, tuple[bool, dict, bool]] = {
@@ -62,17 +54,12 @@ VARIANTS: dict[str, tuple[bool, dict, bool]] = {
 }
 
 
-def peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def child(name: str, k: int, importance_path: Path) -> dict:
-    spec = load_source_spec(CONFIG)
-    result = split_valid_and_quarantined(load_events(spec), spec)
+    result = load_uci()
     events = result.valid
     returns = returns_from_quarantine(result.quarantined)
     split = temporal_split(events, c.DEFAULT_SPLIT)
-    rss_loaded = peak_mib()
+    rss_loaded = peak_rss_mib()
     config = RankerConfig()
     out: dict = {"variant": name, "rss_after_load_mib": round(rss_loaded)}
     if name == "full":
@@ -117,17 +104,9 @@ def child(name: str, k: int, importance_path: Path) -> dict:
         ndcg=round(float(ev["ndcg"]), 4),
         map=round(float(ev["map"]), 4),
         recall=round(float(ev["recall"]), 4),
-        peak_rss_mib=round(peak_mib()),
+        peak_rss_mib=round(peak_rss_mib()),
     )
     return out
-
-
-def machine() -> str:
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"{platform.node()} | {platform.platform()} | {os.cpu_count()} CPUs | "
-        f"load average {load} | Python {platform.python_version()}"
-    )
 
 
 def main() -> None:
