@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 from common import load_uci, machine, peak_rss_mib
 
 from recsys_assets import constants as c
@@ -34,6 +35,7 @@ from recsys_assets.lib.ranking import (
     RankerConfig,
     feature_columns,
     fit_ranker,
+    reusable_cutoffs,
     training_set,
 )
 from recsys_assets.lib.reduction import (
@@ -49,6 +51,9 @@ VARIANTS: dict[str, tuple[bool, dict, bool]] = {
     "reduced": (True, {}, True),
     "reduced_top_negatives": (True, {"negatives": "top"}, True),
     "rows_features": (False, {}, True),
+    "rows_only": (False, {}, False),  # full history and features, 50 random negatives/query
+    # rows_features, reusing the cutoffs a retraining a month earlier had already built
+    "incremental": (False, {}, True),
     "history_only": (True, {"max_negatives": None}, False),
     "reduced_neg30_top15": (True, {"max_negatives": 30, "top_features": 15}, True),
 }
@@ -76,7 +81,21 @@ def child(name: str, k: int, importance_path: Path) -> dict:
             train_events, report = reduce_history(events, split.split_ts, rconf)
             out["history_report"] = report
         out["history_rows"] = len(train_events.loc[train_events[c.EVENT_TS] < split.split_ts])
-        prepared = training_set(train_events, split.split_ts, config, returns=returns)
+        cutoff_rows: dict = {}
+        if name == "incremental":
+            # The previous retraining, a month earlier (not timed): its closed cutoffs carry over.
+            previous_split = split.split_ts - pd.DateOffset(months=1)
+            earlier = tuple(
+                (previous_split - pd.DateOffset(months=i)).strftime("%Y-%m-%d") for i in (1, 2, 3)
+            )
+            previous = dataclasses.replace(config, cutoffs=earlier)
+            training_set(events, previous_split, previous, returns=returns, cutoff_rows=cutoff_rows)
+            cutoff_rows = reusable_cutoffs(cutoff_rows, previous_split, config.label_days)
+            out["reused_cutoffs"] = sorted(str(t.date()) for t in cutoff_rows)
+            started = time.perf_counter()
+        prepared = training_set(
+            train_events, split.split_ts, config, returns=returns, cutoff_rows=cutoff_rows
+        )
         features = feature_columns(config.generator_names())
         if do_select:
             importance = json.loads(importance_path.read_text())

@@ -508,6 +508,17 @@ def _training_rows(
     return cands.assign(**{c.FEATURE_TS: _utc(cutoff)})
 
 
+def reusable_cutoffs(
+    cutoff_rows: dict[pd.Timestamp, pd.DataFrame], built_at: pd.Timestamp | str, label_days: int
+) -> dict[pd.Timestamp, pd.DataFrame]:
+    """The cached cutoffs a later retraining may reuse: those whose label window had closed at
+    the split they were built with (cutoff + label_days <= that split), since their candidates
+    (from purchases before the cutoff) and labels (inside the window) can no longer change."""
+    built = _naive(built_at)
+    window = pd.Timedelta(days=label_days)
+    return {t: rows for t, rows in cutoff_rows.items() if t + window <= built}
+
+
 def _train_purchases(events: pd.DataFrame, split: pd.Timestamp) -> pd.DataFrame:
     purchases, _ = purchases_only(events)
     purchases = purchases.loc[purchases[c.EVENT_TS] < split].reset_index(drop=True)
@@ -523,18 +534,26 @@ def training_set(
     *,
     returns: pd.DataFrame | None = None,
     store: Any = None,
+    cutoff_rows: dict[pd.Timestamp, pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """The labelled training frame (candidates of every cutoff with features as of the cutoff,
     ``label`` and ``qid``; rows sorted by ``qid`` then item) and the feature tables it was
-    joined from. Only purchases (and returns) before ``split_ts`` are read."""
+    joined from. Only purchases (and returns) before ``split_ts`` are read.
+
+    ``cutoff_rows`` caches the labelled candidates per cutoff across retrainings: entries
+    present are reused (the caller keeps only cutoffs whose label window had closed when they
+    were built, see :func:`reusable_cutoffs`), missing ones are computed and added to it."""
     split = _naive(split_ts)
     purchases = _train_purchases(events, split)
     tables = feature_tables(purchases, returns, end=split)
+    cache = cutoff_rows if cutoff_rows is not None else {}
     parts = []
     for cutoff in sorted({_naive(t) for t in config.cutoffs}):
         if not cutoff < split:
             raise ValueError(f"cutoff {cutoff} must be before the split date {split}")
-        rows = _training_rows(purchases, cutoff, split, config)
+        if cutoff not in cache:
+            cache[cutoff] = _training_rows(purchases, cutoff, split, config)
+        rows = cache[cutoff]
         if len(rows):
             parts.append(rows)
     if not parts:

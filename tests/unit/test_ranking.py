@@ -195,3 +195,28 @@ def test_feast_and_pandas_as_of_joins_agree(tmp_path):
     pd.testing.assert_frame_equal(
         same_frame[list(RAW_FEATURES)], training_frame(entity, tables=tables)[list(RAW_FEATURES)]
     )
+
+
+def test_retraining_reuses_closed_cutoffs_and_gets_the_same_training_set(events):
+    """Dynamic data management: the candidates and labels of cutoffs whose label window had
+    closed at the previous training are reused as they are; the result equals a fresh build."""
+    from dataclasses import replace
+
+    from recsys_assets.lib.ranking import reusable_cutoffs
+
+    previous_split = SPLIT - pd.Timedelta(days=14)
+    earlier = (START + pd.Timedelta(days=58), START + pd.Timedelta(days=72))
+    previous = replace(CONFIG, cutoffs=tuple(str(t.date()) for t in earlier))
+    cache: dict = {}
+    training_set(events, previous_split, previous, cutoff_rows=cache)
+    reused = reusable_cutoffs(cache, previous_split, CONFIG.label_days)
+    assert set(reused) == set(earlier)  # day 72 + 14 = day 86 = the previous split: closed
+
+    cutoffs = (*earlier, START + pd.Timedelta(days=86))
+    now = replace(CONFIG, cutoffs=tuple(str(t.date()) for t in cutoffs))
+    incremental, _ = training_set(events, SPLIT, now, cutoff_rows=dict(reused))
+    fresh, _ = training_set(events, SPLIT, now)
+    pd.testing.assert_frame_equal(incremental, fresh)
+
+    open_window = reusable_cutoffs(cache, previous_split - pd.Timedelta(days=1), 14)
+    assert set(open_window) == {earlier[0]}  # day 72's window was still open a day earlier
