@@ -8,6 +8,8 @@ version. With the source file of that fingerprint, these rebuild the exact input
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 
 import dagster as dg
@@ -78,9 +80,6 @@ def model_lineage(
 
 def model_version(train_data_version: str, lineage: dict[str, object]) -> str:
     """A model's version: a hash of its training data version, code version and parameters."""
-    import hashlib
-    import json
-
     basis = {
         "train": train_data_version,
         "code": lineage.get("code_version"),

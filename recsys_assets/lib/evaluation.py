@@ -442,6 +442,7 @@ def evaluate(
     - ``segments``: :func:`segment_summaries` by ``orders`` and ``country``;
     - ``per_user``: the per-customer metrics at ``k`` (for :func:`bootstrap_ndcg`);
     - ``description``: the split's description;
+    - ``bootstrap_ndcg``: :func:`bootstrap_ndcg` over all evaluated customers;
     - ``bootstrap_by_segment``: :func:`bootstrap_by_segment` (``n_bootstrap`` resamples,
       ``seed``), the spread of NDCG@``k`` within each segment;
     - ``edge_cases``: :func:`edge_case_summaries` (one-order customers, very large test baskets,
@@ -464,6 +465,7 @@ def evaluate(
         "segments": segment_summaries(per_user, segments),
         "per_user": per_user,
         "description": split.description,
+        "bootstrap_ndcg": bootstrap_ndcg(per_user, n=n_bootstrap, seed=seed),
         "bootstrap_by_segment": bootstrap_by_segment(per_user, segments, n=n_bootstrap, seed=seed),
         "edge_cases": edge_case_summaries(per_user, split, segments, k=k),
     }

@@ -17,7 +17,7 @@ from recsys_assets import constants as c
 from recsys_assets.defs.ingestion.assets import event_partitions
 from recsys_assets.defs.lineage import model_lineage, model_version
 from recsys_assets.lib import candidates
-from recsys_assets.lib.evaluation import Split, bootstrap_ndcg, evaluate, temporal_split
+from recsys_assets.lib.evaluation import Split, evaluate, temporal_split
 from recsys_assets.lib.feature_store import FEATURE_SERVICE
 from recsys_assets.lib.features import returns_from_quarantine
 from recsys_assets.lib.ranking import RankerConfig, fit_ranker
@@ -95,8 +95,7 @@ def scored_model(
 ) -> TrainedModel:
     """Evaluate a model's recommendations on the split and keep the figures with the model."""
     report = evaluate(recommendations, split)
-    per_user = report.pop("per_user")
-    report["bootstrap_ndcg"] = bootstrap_ndcg(per_user)
+    report.pop("per_user")  # figures only; the per-customer rows stay out of the model file
     report["fit_seconds"] = fit_seconds
     report["recommend_seconds"] = recommend_seconds
     report["params"] = params
