@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
 DATA_CONFIG ?=
 
-.PHONY: install demo dev test test-fast lint format bench lock clean
+.PHONY: install demo dev serve test test-fast lint format bench lock clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: install
 ## Dagster UI and daemon (sensors and schedules tick) on http://127.0.0.1:3000
 dev: install
 	$(BIN)/python -m recsys_assets dev
+
+## The recommendation service over the promoted model (after make demo) on http://127.0.0.1:3001
+serve: install
+	$(BIN)/python -m recsys_assets serve
 
 ## Lint, then the whole test suite (starts the loopback Redis the Redis-store test uses).
 test: install lint

@@ -170,6 +170,22 @@ def demo(args: argparse.Namespace) -> int:
     print(f"  protocol: {report['protocol']}")
     print(headline_table(report))
 
+    print("\nrelease: serving model, quality gate, BentoML model store, bento ...")
+    ok, release, error = run_job("release_job")
+    gate = release.get("check:quality_gate")
+    challenger = release.get("challenger_model", {})
+    if challenger:
+        print(
+            f"  challenger {challenger['model_version']}: in-process latency p50 "
+            f"{challenger['latency_p50_ms']} ms, p99 {challenger['latency_p99_ms']} ms"
+        )
+    if gate is not None:
+        print(f"  quality gate: {'passed' if gate['passed'] else 'REFUSED'}")
+    if not ok:
+        print(f"release failed: {error}", file=sys.stderr)
+        return 1
+    print(f"  promoted: {release['promoted_model']['tag']}  bento: {release['bento']['bento_tag']}")
+
     print(f"\nfinished in {time.perf_counter() - started:.1f} s")
     print("\noutputs:")
     warehouse = settings.warehouse_path or f"${settings.warehouse.env_var_name}"
@@ -178,6 +194,8 @@ def demo(args: argparse.Namespace) -> int:
     print(f"  Feast config: {settings.feature_repo / settings.feature_store_yaml}")
     print(f"  fitted models: {settings.model_dir}")
     print(f"  evaluation report: {settings.reports_dir / 'evaluation.html'} (figures: .json)")
+    print(f"  BentoML store (promoted models, bentos): {settings.bentoml_home}")
+    print("  serve it: make serve   (http://127.0.0.1:3000, /recommend, /feedback, /metrics)")
     print(f"  Dagster runs, metadata, check results: {home}  (open with: make dev)")
     print("  per-partition data versions and lineage: python -m recsys_assets lineage")
     return 0
@@ -264,6 +282,27 @@ def dev(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+SERVICE = "bentos.recommender.service:Recommender"
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Replace this process with ``bentoml serve`` of the recommendation service, on the
+    environment's BentoML store (the latest promoted model unless RECSYS_MODEL_TAG says)."""
+    import signal
+
+    from recsys_assets.config import get_settings
+    from recsys_assets.config.settings import BENTOML_HOME_VAR
+
+    os.environ.setdefault(BENTOML_HOME_VAR, str(get_settings().bentoml_home))
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    command = [bentoml, "serve", SERVICE, "--host", args.host, "--port", str(args.port)]
+    os.chdir(PROJECT_ROOT)
+    os.execvp(command[0], command)
+    return 0  # not reached
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recsys_assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -290,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     dev_parser.add_argument("--host", default="127.0.0.1")
     dev_parser.add_argument("--port", type=int, default=3000)
     dev_parser.set_defaults(handler=dev)
+    serve_parser = commands.add_parser("serve", help="serve the promoted model over HTTP")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=3001)
+    serve_parser.set_defaults(handler=serve)
     args = parser.parse_args(argv)
     return args.handler(args)
 

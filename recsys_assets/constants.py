@@ -265,3 +265,13 @@ CANDIDATES_N = 100  # candidates per customer handed to a re-ranker
 SCORE = "score"  # a candidate generator's score for a customer-item pair (higher is better)
 HOME_MARKET = "United Kingdom"  # the country of the "uk" segment (the rest is "rest")
 # === end of the offline evaluation block ======================================================
+
+# === Serving (bentos/recommender, recsys_assets.lib.serving, deploy/) ==========================
+BENTO_NAME = "recommender"  # bento and container image name; tag = the promoted model version
+SERVING_MODEL_NAME = "recsys-ranker"  # name of the promoted model in the BentoML model store
+SERVICE_PORT = 3000  # HTTP port of the service (bentoml serve default)
+LIVENESS_PATH = "/livez"  # BentoML's built-in liveness endpoint
+READINESS_PATH = "/readyz"  # BentoML's built-in readiness endpoint (false until a model loads)
+METRICS_PATH = "/metrics"  # Prometheus metrics
+MAX_K = 100  # largest list a client may ask for
+# === end of the serving block =================================================================

@@ -1,14 +1,19 @@
 """All Dagster definitions of the project, for the environment that ``RECSYS_ENV`` picks."""
 
+import os
+
 import dagster as dg
 
 from recsys_assets.config import get_settings
-from recsys_assets.defs import evaluation, features, ingestion, training
+from recsys_assets.config.settings import BENTOML_HOME_VAR
+from recsys_assets.defs import evaluation, features, ingestion, serving, training
 from recsys_assets.defs.warehouse import WarehouseIOManager
 
 settings = get_settings()
 if settings.warehouse_path is not None:  # a fresh clone has no data/warehouse/ yet
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+# BentoML reads its store location once, when first imported: fix it before any asset does.
+os.environ.setdefault(BENTOML_HOME_VAR, str(settings.bentoml_home))
 
 shared_resources = {
     # DuckDB file locally; from a secret (dg.EnvVar) in acceptance and prod.
@@ -22,5 +27,6 @@ defs = dg.Definitions.merge(
     features.defs,
     training.defs,
     evaluation.defs,
+    serving.defs,
     dg.Definitions(resources=shared_resources),
 )

@@ -9,7 +9,9 @@ and read only when a run needs it.
 ``RECSYS_WAREHOUSE`` the local DuckDB file, ``RECSYS_FEATURE_REPO`` the Feast repository folder
 (tests use a scratch copy) and ``RECSYS_FEATURE_STORE`` its config file (e.g.
 ``environments/redis.yaml`` to try the Redis online store locally), ``RECSYS_MODELS`` and
-``RECSYS_REPORTS`` where fitted models and evaluation reports go.
+``RECSYS_REPORTS`` where fitted models and evaluation reports go, ``RECSYS_FEEDBACK_LOG`` the
+service's feedback event log and ``BENTOML_HOME`` the BentoML store (promoted models, bentos;
+default ``data/bentoml/<env>``, outside the service's build context ``bentos/recommender``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ FEATURE_REPO_VAR = "RECSYS_FEATURE_REPO"
 FEATURE_STORE_VAR = "RECSYS_FEATURE_STORE"
 MODELS_VAR = "RECSYS_MODELS"
 REPORTS_VAR = "RECSYS_REPORTS"
+FEEDBACK_LOG_VAR = "RECSYS_FEEDBACK_LOG"
+BENTOML_HOME_VAR = "BENTOML_HOME"  # BentoML's own variable: its model and bento store
 
 
 class Environment(StrEnum):
@@ -53,11 +57,29 @@ class Settings:
     feature_store_yaml: str  # its config file for this environment, relative to feature_repo
     model_dir: Path  # fitted models (pickled by the model_store IO manager)
     reports_dir: Path  # evaluation reports; the latest JSON is reports_dir/evaluation.json
+    feedback_log: Path  # the service's feedback events (JSON lines), read back as a source
+    bentoml_home: Path  # BentoML's store of promoted models and bentos
+    serving: ServingSettings  # the promotion gate and the service's behaviour
 
     @property
     def warehouse_path(self) -> Path | None:
         """The DuckDB file when it is a plain local path (None when it comes from a secret)."""
         return None if isinstance(self.warehouse, dg.EnvVar) else Path(self.warehouse)
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """The promotion gate and the recommendation service, per environment."""
+
+    max_ndcg_drop: float = 0.02  # gate: a challenger may be at most this much (relative) worse
+    latency_budget_p99_ms: float = 10.0  # gate: in-process p99 of one recommendation
+    clock: str = "data"  # "data": recency features as of the model's data end; "wall": now
+    item_refresh_s: float = 300.0  # how often the service re-reads item features
+    max_k: int = 100  # largest list a client may ask for
+
+    def __post_init__(self) -> None:
+        if self.clock not in ("data", "wall"):
+            raise ValueError(f"serving.clock must be 'data' or 'wall', not {self.clock!r}")
 
 
 def _resolve(value: Any) -> str | dg.EnvVar:
@@ -97,4 +119,11 @@ def get_settings(environment: str | None = None) -> Settings:
             os.environ.get(REPORTS_VAR)
             or ("reports" if env is Environment.DEV else f"reports/{env.value}")
         ),
+        feedback_log=_project_path(
+            os.environ.get(FEEDBACK_LOG_VAR) or f"data/feedback/{env.value}/feedback.jsonl"
+        ),
+        bentoml_home=_project_path(
+            os.environ.get(BENTOML_HOME_VAR) or f"data/bentoml/{env.value}"
+        ),
+        serving=ServingSettings(**raw.get("serving", {})),
     )

@@ -65,6 +65,7 @@ __all__ = [
     "Ranker",
     "RankerConfig",
     "candidate_frame",
+    "derive_arrays",
     "derive_features",
     "feature_columns",
     "feature_refs",
@@ -101,7 +102,7 @@ VIEW_TTL: dict[str, timedelta] = {
     "customer_item": timedelta(days=3650),
 }
 RAW_FEATURES: tuple[str, ...] = tuple(f for view in VIEW_FEATURES.values() for f in view)
-_STRING_FEATURES = (c.PRICE_BAND, c.HOME_COUNTRY)
+STRING_FEATURES = (c.PRICE_BAND, c.HOME_COUNTRY)
 _TS_FEATURES = (c.FIRST_ORDER_TS, c.LAST_ORDER_TS, c.LAST_BOUGHT_TS)
 _PRICE_BAND_CODE = {c.PRICE_BAND_LOW: 0.0, c.PRICE_BAND_MID: 1.0, c.PRICE_BAND_HIGH: 2.0}
 _DAY_S = 86_400.0
@@ -120,7 +121,7 @@ DERIVED_FEATURES: tuple[str, ...] = (
     "price_band_code",  # low 0, mid 1, high 2, unknown NaN
     "is_home_market",  # 1 if the customer's home country is the home market
 )
-_MODEL_RAW = tuple(f for f in RAW_FEATURES if f not in (*_STRING_FEATURES, *_TS_FEATURES))
+_MODEL_RAW = tuple(f for f in RAW_FEATURES if f not in (*STRING_FEATURES, *_TS_FEATURES))
 
 
 def feature_columns(generators: Sequence[str]) -> list[str]:
@@ -298,7 +299,7 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     for name in RAW_FEATURES:
         if name not in out.columns:
             out[name] = np.nan
-        if name in _STRING_FEATURES:
+        if name in STRING_FEATURES:
             values = out[name].astype(object)
             out[name] = values.where(values.notna(), None)
         else:
@@ -363,13 +364,27 @@ def derive_features(frame: pd.DataFrame) -> pd.DataFrame:
     (recency in days from the Unix-second timestamps, cadences, ratios, encodings)."""
     out = frame.copy()
     now = (out[c.FEATURE_TS] - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+    derived = derive_arrays({name: out[name].to_numpy() for name in RAW_FEATURES}, now)
+    for name, values in derived.items():
+        out[name] = values
+    return out
+
+
+def derive_arrays(raw: Mapping[str, np.ndarray], now_s: np.ndarray | float) -> dict[str, Any]:
+    """:data:`DERIVED_FEATURES` from raw feature arrays (numbers as float, strings as object
+    arrays with None for missing) and the moment in Unix seconds: the one implementation the
+    training frame (:func:`derive_features`) and the online path share."""
+
+    def number(name: str) -> np.ndarray:
+        return np.asarray(raw[name], dtype=np.float64)
 
     def days_since(name: str) -> np.ndarray:
-        return (now - out[name].to_numpy(dtype=np.float64)) / _DAY_S
+        return (now_s - number(name)) / _DAY_S
 
+    out: dict[str, Any] = {}
     tenure = days_since(c.FIRST_ORDER_TS)
-    orders = out[c.ORDERS_TOTAL].to_numpy(dtype=np.float64)
-    times = out[c.TIMES_BOUGHT].to_numpy(dtype=np.float64)
+    orders = number(c.ORDERS_TOTAL)
+    times = number(c.TIMES_BOUGHT)
     with np.errstate(divide="ignore", invalid="ignore"):
         cadence = np.where(orders > 1, tenure / (orders - 1), np.nan)
         item_cadence = np.where(times > 0, tenure / times, np.nan)
@@ -377,18 +392,21 @@ def derive_features(frame: pd.DataFrame) -> pd.DataFrame:
         out[c.CUSTOMER_TENURE_DAYS] = tenure
         out[c.DAYS_SINCE_LAST_BOUGHT] = days_since(c.LAST_BOUGHT_TS)
         out["customer_cadence_days"] = cadence
-        out["order_recency_ratio"] = out[c.DAYS_SINCE_LAST_ORDER].to_numpy() / cadence
+        out["order_recency_ratio"] = out[c.DAYS_SINCE_LAST_ORDER] / cadence
         out["item_share_of_orders"] = np.where(orders > 0, np.nan_to_num(times) / orders, np.nan)
         out["item_cadence_days"] = item_cadence
-        out["item_recency_ratio"] = out[c.DAYS_SINCE_LAST_BOUGHT].to_numpy() / item_cadence
-        sales30 = out[c.SALES_30D].to_numpy(dtype=np.float64)
-        sales90 = out[c.SALES_90D].to_numpy(dtype=np.float64)
+        out["item_recency_ratio"] = out[c.DAYS_SINCE_LAST_BOUGHT] / item_cadence
+        sales30 = number(c.SALES_30D)
+        sales90 = number(c.SALES_90D)
         out["sales_30_90"] = (sales30 + 1.0) / (sales90 / 3.0 + 1.0)
-    out["price_band_code"] = out[c.PRICE_BAND].map(_PRICE_BAND_CODE).astype(np.float64)
-    home = out[c.HOME_COUNTRY]
-    out["is_home_market"] = np.where(
-        home.isna(), np.nan, (home == c.HOME_MARKET).astype(np.float64)
+    band = np.asarray(raw[c.PRICE_BAND], dtype=object)
+    out["price_band_code"] = np.array(
+        [_PRICE_BAND_CODE.get(b, np.nan) if isinstance(b, str) else np.nan for b in band],
+        dtype=np.float64,
     )
+    home = np.asarray(raw[c.HOME_COUNTRY], dtype=object)
+    missing = np.array([not isinstance(h, str) for h in home], dtype=bool)
+    out["is_home_market"] = np.where(missing, np.nan, (home == c.HOME_MARKET).astype(np.float64))
     return out
 
 

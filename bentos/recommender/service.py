@@ -1,0 +1,282 @@
+"""The recommendation service: the promoted ranker over Feast online features, over HTTP.
+
+``bentoml serve service:Recommender`` (from this folder) or the bento built by the ``bento``
+asset. Endpoints (JSON over POST): ``/recommend`` and ``/feedback``; BentoML adds ``/livez``,
+``/readyz`` (false until the model and the feature store are loaded) and ``/metrics``
+(Prometheus). Configuration comes from the project settings of ``RECSYS_ENV``; the model is the
+BentoML model ``RECSYS_MODEL_TAG`` (default ``recsys-ranker:latest``), bundled into the bento.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import bentoml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from recsys_assets import constants as c
+
+logger = logging.getLogger("bentoml.recommender")
+
+MODEL_TAG = os.environ.get("RECSYS_MODEL_TAG", f"{c.SERVING_MODEL_NAME}:latest")
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+def _model_ref() -> bentoml.models.BentoModel | None:
+    """The model as a class attribute (so a bento bundles it); None if the store lacks it."""
+    try:
+        return bentoml.models.BentoModel(MODEL_TAG)
+    except Exception as error:  # NotFound, or a broken store
+        logger.error("model %s is not in the BentoML model store: %s", MODEL_TAG, error)
+        return None
+
+
+class Context(BaseModel):
+    """Where and when the shopper asks (all optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    device: Annotated[str, StringConstraints(max_length=32)] | None = None
+    country: Annotated[str, StringConstraints(max_length=64)] | None = None
+    timestamp: datetime | None = Field(
+        None, description="the request's time; default: the service clock (see serving.clock)"
+    )
+
+
+class RecommendRequest(BaseModel):
+    """A request for one customer's list. Unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    customer_id: Id
+    k: int = Field(c.DEFAULT_K, ge=1, le=c.MAX_K)
+    context: Context | None = None
+    exclude: list[Id] = Field(default_factory=list, max_length=1_000)
+    exclude_bought_within_days: float | None = Field(None, ge=0, le=3_650)
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+    name: str
+
+
+class RecommendResponse(BaseModel):
+    request_id: str
+    customer_id: str
+    items: list[RecommendedItem]
+    model_version: str
+    fallback: bool
+    fallback_reason: str | None
+    as_of: str
+
+
+class FeedbackItem(BaseModel):
+    """One shopper event on a recommended item."""
+
+    model_config = ConfigDict(extra="forbid")
+    request_id: Id
+    customer_id: Id
+    item_id: Id
+    type: Literal["impression", "click", "add_to_cart", "purchase"]
+    timestamp: datetime | None = None
+    quantity: int = Field(1, ge=1, le=100_000)
+    unit_price: float | None = Field(None, ge=0)
+    order_id: Id | None = None
+    order_value: float | None = Field(None, ge=0)
+    position: int | None = Field(None, ge=1, le=c.MAX_K)
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[FeedbackItem] = Field(min_length=1, max_length=1_000)
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int
+
+
+@bentoml.service(
+    name=c.BENTO_NAME,
+    http={"port": c.SERVICE_PORT},
+    traffic={"timeout": 10},
+    workers=1,
+)
+class Recommender:
+    """Recommendations from the promoted model; feedback into the durable event log."""
+
+    model_ref = _model_ref()
+
+    def __init__(self) -> None:
+        from recsys_assets.config import get_settings
+
+        self.settings = get_settings()
+        self.model = None
+        self.reader = None
+        self.feedback_log = None
+        self._metrics()
+        try:
+            self._load()
+        except Exception as error:  # refuse readiness rather than serve garbage
+            logger.error("not ready: %s", error)
+            self.load_error = str(error)
+        else:
+            self.load_error = None
+            logger.info(
+                "ready: model %s, %d known customers, %d catalogue items",
+                self.model.version,
+                len(self.model.candidates),
+                len(self.model.catalogue),
+            )
+
+    def _metrics(self) -> None:
+        # prometheus_client is imported here, after BentoML set up its multiprocess directory
+        import prometheus_client as prom
+
+        self.latency = prom.Histogram(
+            "recsys_recommend_latency_seconds",
+            "Latency of /recommend by model version and outcome",
+            ["model_version", "fallback"],
+            buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25),
+        )
+        self.feature_latency = prom.Histogram(
+            "recsys_feature_read_latency_seconds",
+            "Latency of the online feature read per request",
+            ["model_version"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05),
+        )
+        self.fallbacks = prom.Counter(
+            "recsys_fallbacks_total", "Requests served the popularity fallback", ["reason"]
+        )
+        self.errors = prom.Counter(
+            "recsys_errors_total", "Requests that failed inside the service", ["endpoint"]
+        )
+        self.feedback_events = prom.Counter(
+            "recsys_feedback_events_total", "Feedback events appended", ["type"]
+        )
+
+    def _load(self) -> None:
+        from recsys_assets.lib.feature_store import FeatureRepo
+        from recsys_assets.lib.feedback import FeedbackLog
+        from recsys_assets.lib.model_registry import load_promoted
+        from recsys_assets.lib.serving import FeastOnlineReader
+
+        if self.model_ref is None:
+            raise RuntimeError(f"model {MODEL_TAG} is not in the BentoML model store")
+        stored = self.model_ref.stored
+        self.model = load_promoted(stored.path, dict(stored.info.metadata))
+        repo = FeatureRepo(self.settings.feature_repo, self.settings.feature_store_yaml)
+        self.reader = TimedReader(
+            FeastOnlineReader(
+                repo.store(), list(self.model.catalogue), self.settings.serving.item_refresh_s
+            ),
+            self.feature_latency.labels(self.model.version),
+        )
+        self.reader.reader.items()  # warm the in-memory item features before ready
+        self.feedback_log = FeedbackLog(self.settings.feedback_log)
+
+    def __is_ready__(self) -> bool:
+        return self.model is not None and self.load_error is None
+
+    def _as_of(self, context: Context | None):
+        if context is not None and context.timestamp is not None:
+            return context.timestamp
+        if self.settings.serving.clock == "wall":
+            return datetime.now(UTC)
+        return None  # the model's data end
+
+    @bentoml.api(input_spec=RecommendRequest, output_spec=RecommendResponse)
+    def recommend(self, **request) -> RecommendResponse:
+        """Top-k items for a customer: candidates, online features, ranker, business filters;
+        the popularity list for unknown customers or when the feature store fails."""
+        from recsys_assets.lib.serving import recommend
+
+        request = RecommendRequest(**request)
+        if self.model is None:
+            raise bentoml.exceptions.ServiceUnavailable("model not loaded: " + self.load_error)
+        started = time.perf_counter()
+        try:
+            got = recommend(
+                self.model,
+                self.reader,
+                request.customer_id,
+                k=request.k,
+                as_of=self._as_of(request.context),
+                country=request.context.country if request.context else None,
+                exclude=request.exclude,
+                exclude_bought_within_days=request.exclude_bought_within_days,
+            )
+        except Exception:
+            self.errors.labels("recommend").inc()
+            raise
+        if got.fallback:
+            self.fallbacks.labels(got.fallback_reason).inc()
+        self.latency.labels(got.model_version, str(got.fallback).lower()).observe(
+            time.perf_counter() - started
+        )
+        return RecommendResponse(
+            request_id=uuid.uuid4().hex,
+            customer_id=request.customer_id,
+            items=[
+                RecommendedItem(item_id=i, score=s, name=n)
+                for i, s, n in zip(got.items, got.scores, got.names, strict=True)
+            ],
+            model_version=got.model_version,
+            fallback=got.fallback,
+            fallback_reason=got.fallback_reason,
+            as_of=got.as_of.isoformat(),
+        )
+
+    @bentoml.api(input_spec=FeedbackRequest, output_spec=FeedbackResponse)
+    def feedback(self, **request) -> FeedbackResponse:
+        """Append shopper events (linked to a request id) to the durable feedback log."""
+        from recsys_assets.lib.feedback import FeedbackEvent
+
+        request = FeedbackRequest(**request)
+        if self.feedback_log is None:
+            raise bentoml.exceptions.ServiceUnavailable("feedback log not open")
+        now = datetime.now(UTC)
+        version = self.model.version if self.model is not None else None
+        events = [
+            FeedbackEvent(
+                request_id=e.request_id,
+                customer_id=e.customer_id,
+                item_id=e.item_id,
+                feedback_type=e.type,
+                ts=(e.timestamp or now).astimezone(UTC),
+                quantity=e.quantity,
+                unit_price=e.unit_price,
+                order_id=e.order_id,
+                order_value=e.order_value,
+                model_version=version,
+                variant=None,
+                position=e.position,
+            )
+            for e in request.events
+        ]
+        try:
+            accepted = self.feedback_log.append(events)
+        except Exception:
+            self.errors.labels("feedback").inc()
+            raise
+        for e in request.events:
+            self.feedback_events.labels(e.type).inc()
+        return FeedbackResponse(accepted=accepted)
+
+
+class TimedReader:
+    """A feature reader that records each read's latency in a Prometheus histogram."""
+
+    def __init__(self, reader, histogram) -> None:
+        self.reader = reader
+        self.histogram = histogram
+
+    def read(self, customer_id, items, as_of):
+        started = time.perf_counter()
+        try:
+            return self.reader.read(customer_id, items, as_of)
+        finally:
+            self.histogram.observe(time.perf_counter() - started)

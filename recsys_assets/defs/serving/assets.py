@@ -1,0 +1,235 @@
+"""Serving: the challenger, its blocking quality gate, the promoted model and its bento.
+
+``challenger_model`` turns the evaluated ranker into a serving model (its booster, with
+candidates precomputed for every customer from generators refitted on all purchases) and
+measures its in-process latency against the Feast online store. The blocking ``quality_gate``
+check holds it against the current champion in the BentoML model store and the latency budget;
+only when it passes do ``promoted_model`` (save to the BentoML store with labels and lineage)
+and ``bento`` (``bentoml build``, one bento per promoted model) run. A challenger that fails
+stays in the model store (``model_store`` IO manager) for inspection.
+"""
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from recsys_assets import constants as c
+from recsys_assets.config import get_settings
+from recsys_assets.config.settings import PROJECT_ROOT
+from recsys_assets.defs.training.assets import TrainedModel
+from recsys_assets.lib.evaluation import purchases_only
+from recsys_assets.lib.feature_store import FeatureRepo, quiet_feast
+from recsys_assets.lib.gate import GateDecision, quality_gate_decision
+from recsys_assets.lib.model_registry import current_promoted, save_promoted
+from recsys_assets.lib.ranking import make_generators
+from recsys_assets.lib.serving import (
+    FeastOnlineReader,
+    ServingModel,
+    build_serving_model,
+    sample_latency,
+)
+from recsys_assets.lib.sources import load_source_spec
+from recsys_assets.lib.validation import restore_event_dtypes
+from recsys_assets.lib.versioning import data_version
+
+TAGS = {"domain": "serving"}
+CODE_VERSION = "1"
+LATENCY_SAMPLE = 300  # customers whose in-process latency the gate measures
+BENTOFILE = "bentos/recommender/bentofile.yaml"
+
+
+def serving_version(ranker_version: str, purchases: pd.DataFrame) -> str:
+    """The serving model's version: the ranker's version and the data its candidates came from."""
+    payload = f"{ranker_version}:{data_version(purchases)}".encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+@dg.asset(
+    group_name="serving",
+    owners=[c.OWNER_DATA],
+    tags=TAGS,
+    code_version=CODE_VERSION,
+    io_manager_key="model_store",
+    ins={"ranker_model": dg.AssetIn(), "validated_events": dg.AssetIn()},
+    deps=["online_features"],
+    kinds={"xgboost", "feast"},
+)
+def challenger_model(
+    context: dg.AssetExecutionContext, ranker_model: TrainedModel, validated_events: pd.DataFrame
+) -> dg.Output[ServingModel]:
+    """The evaluated ranker made servable: its booster, candidates for every customer from its
+    generators refitted on all purchases, a popularity fallback (global and per country), the
+    catalogue with names; in-process latency measured on the Feast online store."""
+    settings = get_settings()
+    events = restore_event_dtypes(validated_events)
+    purchases, _ = purchases_only(events)
+    ranker = ranker_model.model
+    started = time.perf_counter()
+    generators = {name: g.fit(purchases) for name, g in make_generators(ranker.config).items()}
+    spec = load_source_spec(settings.data_config)
+    model = build_serving_model(
+        ranker,
+        purchases,
+        version=serving_version(ranker_model.version, purchases),
+        generators=generators,
+        product_pattern=spec.product_item_pattern,
+        metrics={k: v for k, v in ranker_model.metrics.items() if isinstance(v, int | float)},
+        lineage={**ranker_model.lineage, "ranker_version": ranker_model.version},
+    )
+    build_seconds = time.perf_counter() - started
+    store = FeatureRepo(settings.feature_repo, settings.feature_store_yaml).store()
+    reader = FeastOnlineReader(store, list(model.catalogue))
+    customers = sorted(model.candidates.offsets)[:: max(1, len(model.candidates) // LATENCY_SAMPLE)]
+    with quiet_feast():
+        reader.items()
+        sample_latency(model, reader, customers[:20])  # warm-up
+        latency = sample_latency(model, reader, customers)
+    model.metrics["latency"] = latency
+    context.log.info("challenger %s: latency %s", model.version, latency)
+    return dg.Output(
+        model,
+        data_version=dg.DataVersion(model.version),
+        metadata={
+            "model_version": model.version,
+            "ranker_version": ranker_model.version,
+            f"ndcg@{c.DEFAULT_K}": float(ranker_model.metrics["ndcg"]),
+            "customers_with_candidates": len(model.candidates),
+            "candidate_rows": len(model.candidates.items),
+            "catalogue_items": len(model.catalogue),
+            "data_end": str(model.data_end),
+            "build_seconds": round(build_seconds, 2),
+            "latency_p50_ms": round(latency["p50_ms"], 3),
+            "latency_p99_ms": round(latency["p99_ms"], 3),
+            "latency_calls": latency["calls"],
+        },
+    )
+
+
+def _champion_figures() -> dict | None:
+    champion = current_promoted()
+    if champion is None:
+        return None
+    return {"version": champion["version"], **champion["metadata"].get("metrics", {})}
+
+
+@dg.asset_check(asset=challenger_model, blocking=True, name="quality_gate")
+def quality_gate(challenger_model: ServingModel) -> dg.AssetCheckResult:
+    """Promote only a model not worse than the champion on the evaluation protocol (NDCG@K
+    within ``serving.max_ndcg_drop``, relative), no worse than popularity, and inside the
+    latency budget (in-process p99, ``serving.latency_budget_p99_ms``)."""
+    settings = get_settings().serving
+    decision: GateDecision = quality_gate_decision(
+        challenger_model.metrics,
+        _champion_figures(),
+        max_ndcg_drop=settings.max_ndcg_drop,
+        latency_budget_p99_ms=settings.latency_budget_p99_ms,
+    )
+    return dg.AssetCheckResult(
+        passed=decision.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=decision.summary,
+        metadata={
+            "reasons": dg.MetadataValue.json(decision.reasons),
+            "figures": dg.MetadataValue.json(decision.figures),
+            "challenger": challenger_model.version,
+        },
+    )
+
+
+@dg.asset(
+    group_name="serving",
+    owners=[c.OWNER_DATA],
+    tags=TAGS,
+    code_version=CODE_VERSION,
+    io_manager_key="model_store",
+    kinds={"bentoml"},
+)
+def promoted_model(
+    context: dg.AssetExecutionContext, challenger_model: ServingModel
+) -> dg.Output[str]:
+    """The challenger that passed the gate, saved to the BentoML model store (the registry) as
+    ``recsys-ranker:<version>`` with its metrics and lineage. Returns the tag."""
+    model = challenger_model
+    tag = save_promoted(
+        model,
+        labels={"environment": get_settings().environment.value},
+        metadata={
+            "metrics": {k: v for k, v in model.metrics.items() if isinstance(v, int | float)},
+            "latency": model.metrics.get("latency", {}),
+            "lineage": model.lineage,
+            "data_end": str(model.data_end),
+            "promoted_at": pd.Timestamp.now(tz="UTC").isoformat(),
+            "dagster_run_id": context.run.run_id,
+        },
+    )
+    context.log.info("promoted %s", tag)
+    return dg.Output(
+        tag,
+        data_version=dg.DataVersion(model.version),
+        metadata={
+            "tag": tag,
+            "model_version": model.version,
+            "bentoml_home": str(get_settings().bentoml_home),
+            f"ndcg@{c.DEFAULT_K}": float(model.metrics.get("ndcg", float("nan"))),
+        },
+    )
+
+
+def build_bento(model_tag: str, version: str, *, timeout_s: float = 600) -> str:
+    """``bentoml build`` of bentos/recommender with ``model_tag`` bundled; returns the bento tag.
+    Runs in a subprocess so the service module is imported fresh with this tag."""
+    env = {**os.environ, "RECSYS_MODEL_TAG": model_tag, "BENTOML_DO_NOT_TRACK": "true"}
+    command = [
+        str(Path(sys.executable).parent / "bentoml"),
+        "build", "-f", BENTOFILE, "--version", version, "--output", "tag", str(PROJECT_ROOT),
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
+    )
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+        raise RuntimeError("bentoml build failed: " + " | ".join(tail))
+    lines = [line for line in done.stdout.strip().splitlines() if line.startswith("__tag__:")]
+    return lines[-1].removeprefix("__tag__:") if lines else f"{c.BENTO_NAME}:{version}"
+
+
+@dg.asset(
+    group_name="serving",
+    owners=[c.OWNER_DATA],
+    tags=TAGS,
+    code_version=CODE_VERSION,
+    kinds={"bentoml", "docker"},
+)
+def bento(context: dg.AssetExecutionContext, promoted_model: str) -> dg.MaterializeResult:
+    """The service built into a bento (``bentoml build``) for the promoted model: one bento per
+    promoted model version, tagged ``recommender:<model version>``, with a Dockerfile for
+    ``bentoml containerize`` where Docker runs."""
+    import bentoml
+
+    version = promoted_model.split(":", 1)[1]
+    try:
+        existing = bentoml.bentos.get(f"{c.BENTO_NAME}:{version}")
+        tag = str(existing.tag)
+    except bentoml.exceptions.NotFound:
+        tag = build_bento(promoted_model, version)
+        existing = bentoml.bentos.get(tag)
+    path = Path(existing.path)
+    dockerfile = path / "env" / "docker" / "Dockerfile"
+    context.log.info("bento %s at %s", tag, path)
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={
+            "bento_tag": tag,
+            "model_tag": promoted_model,
+            "path": dg.MetadataValue.path(str(path)),
+            "has_dockerfile": dockerfile.exists(),
+            "containerize": f"bentoml containerize {tag}",
+            "size_mib": round(sum(f.stat().st_size for f in path.rglob("*")) / 2**20, 1),
+        },
+    )
