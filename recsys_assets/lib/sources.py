@@ -3,7 +3,9 @@
 A source is one of
 - ``kind: file``: a CSV or parquet export with a column mapping (the default UCI Online Retail
   copy is just such a file, see ``data/sources/online_retail.yaml``);
-- ``kind: synthetic``: the seeded generator in :mod:`recsys_assets.lib.synthetic`.
+- ``kind: synthetic``: the seeded generator in :mod:`recsys_assets.lib.synthetic`;
+- ``kind: feedback``: the recommendation service's feedback log (JSON lines, fixed schema, see
+  :mod:`recsys_assets.lib.feedback`): served traffic read back as events.
 
 Reading is strict about the file as a whole (it must be readable, non-empty, have the required
 columns, numbers where numbers belong and parseable timestamps) and raises :class:`SourceError`
@@ -27,7 +29,9 @@ import pyarrow.compute as pc
 import yaml
 
 from recsys_assets import constants as c
+from recsys_assets.lib import feedback
 
+SOURCE_KINDS = ("file", "synthetic", "feedback")
 SUPPORTED_FORMATS = ("csv", "parquet")
 PARTITION_GRANULARITIES = ("daily", "monthly")
 NUMERIC_FIELDS = (c.QUANTITY, c.UNIT_PRICE)
@@ -53,8 +57,8 @@ class SourceSpec:
     """Where events come from and how their columns map onto the canonical event table."""
 
     name: str
-    kind: str = "file"  # "file" or "synthetic"
-    path: Path | None = None  # resolved path of the file (kind: file)
+    kind: str = "file"  # one of SOURCE_KINDS
+    path: Path | None = None  # resolved path of the file (kind: file) or log (kind: feedback)
     format: str | None = None  # "csv" or "parquet" (kind: file)
     columns: dict[str, str] = field(default_factory=dict)  # canonical field -> source column
     timestamp_format: str | None = None  # strptime format; ISO 8601 when unset
@@ -70,10 +74,12 @@ class SourceSpec:
         """Canonical fields this source provides (all of them for the synthetic generator)."""
         if self.kind == "synthetic":
             return c.REQUIRED_FIELDS + c.OPTIONAL_FIELDS
+        if self.kind == "feedback":
+            return feedback.CANONICAL_FIELDS
         return tuple(f for f in c.REQUIRED_FIELDS + c.OPTIONAL_FIELDS if f in self.columns)
 
     def describe(self) -> str:
-        return str(self.path) if self.kind == "file" else f"synthetic source '{self.name}'"
+        return f"synthetic source '{self.name}'" if self.kind == "synthetic" else str(self.path)
 
 
 _SPEC_KEYS = {
@@ -128,12 +134,14 @@ def load_source_spec(config_path: str | Path) -> SourceSpec:
             cancellation_prefix=raw.get("cancellation_prefix"),
             product_item_pattern=raw.get("product_item_pattern"),
         )
-    if kind != "file":
-        raise SourceError(f"{config_path}: kind must be 'file' or 'synthetic', got {kind!r}")
+    if kind not in SOURCE_KINDS:
+        raise SourceError(f"{config_path}: kind must be one of {list(SOURCE_KINDS)}, got {kind!r}")
 
     if "path" not in raw:
-        raise SourceError(f"{config_path}: 'path' (the events file) is required for kind: file")
+        raise SourceError(f"{config_path}: 'path' (the events file) is required for kind: {kind}")
     path = (config_path.parent / str(raw["path"])).resolve()
+    if kind == "feedback":
+        return _feedback_spec(config_path, raw, common, path)
     fmt = raw.get("format") or path.suffix.lstrip(".").lower()
     if fmt not in SUPPORTED_FORMATS:
         raise SourceError(
@@ -159,6 +167,23 @@ def load_source_spec(config_path: str | Path) -> SourceSpec:
         format=fmt,
         columns={k: str(v) for k, v in columns.items()},
         timestamp_format=raw.get("timestamp_format"),
+        cancellation_prefix=raw.get("cancellation_prefix"),
+        product_item_pattern=raw.get("product_item_pattern"),
+    )
+
+
+def _feedback_spec(
+    config_path: Path, raw: dict[str, Any], common: dict[str, Any], path: Path
+) -> SourceSpec:
+    """A feedback log has a fixed schema: no format, column mapping or timestamp format."""
+    fixed = sorted({"format", "columns", "timestamp_format", "synthetic"} & set(raw))
+    if fixed:
+        raise SourceError(
+            f"{config_path}: {fixed} cannot be set for kind: feedback (the log's schema is fixed)"
+        )
+    return SourceSpec(
+        **common,
+        path=path,
         cancellation_prefix=raw.get("cancellation_prefix"),
         product_item_pattern=raw.get("product_item_pattern"),
     )
@@ -208,14 +233,15 @@ def source_fingerprint(spec: SourceSpec) -> dict[str, Any]:
             "config_sha256": config_sha256(spec),
         }
     assert spec.path is not None
+    what = "feedback log" if spec.kind == "feedback" else "source file"
     try:
         stat = spec.path.stat()
     except FileNotFoundError as exc:
-        raise SourceError(f"{spec.path}: source file not found") from exc
+        raise SourceError(f"{spec.path}: {what} not found") from exc
     except OSError as exc:
-        raise SourceError(f"{spec.path}: cannot read source file: {exc.strerror}") from exc
+        raise SourceError(f"{spec.path}: cannot read {what}: {exc.strerror}") from exc
     return {
-        "kind": "file",
+        "kind": spec.kind,  # "file" or "feedback": an append-only log changes size as it grows
         "path": str(spec.path),
         "bytes": stat.st_size,
         "sha256": _file_sha256(str(spec.path), stat.st_size, stat.st_mtime_ns),
@@ -234,7 +260,7 @@ def load_events(spec: SourceSpec) -> pd.DataFrame:
     """
     key = (repr(spec), source_fingerprint(spec)["sha256"])
     if key not in _EVENTS_CACHE:
-        events = _synthetic_events(spec) if spec.kind == "synthetic" else _file_events(spec)
+        events = _READERS[spec.kind](spec)
         while len(_EVENTS_CACHE) >= _EVENTS_CACHE_SIZE:
             _EVENTS_CACHE.pop(next(iter(_EVENTS_CACHE)))
         _EVENTS_CACHE[key] = events
@@ -247,6 +273,31 @@ _EVENTS_CACHE_SIZE = 2
 
 def _file_events(spec: SourceSpec) -> pd.DataFrame:
     return to_canonical(_read_file(spec), spec)
+
+
+def _feedback_events(spec: SourceSpec) -> pd.DataFrame:
+    """Clicks, add-to-carts and purchases of the feedback log; impressions are counted only.
+
+    The frame's ``attrs`` hold ``feedback_counts`` (rows per feedback type) and
+    ``feedback_skipped_lines`` (torn lines left by a crash), for run metadata.
+    """
+    path = spec.path
+    assert path is not None
+    try:
+        frame, skipped = feedback.FeedbackLog(path).read_with_report()
+    except feedback.FeedbackLogError as exc:
+        raise SourceError(str(exc)) from exc
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read feedback log: {exc.strerror}") from exc
+    events, counts = feedback.to_canonical_events(frame, source_name=spec.name)
+    if events.empty:
+        raise SourceError(
+            f"{path}: feedback log holds no click, add_to_cart or purchase events yet "
+            f"(rows per type: {counts}, torn lines skipped: {skipped})"
+        )
+    events.attrs["feedback_counts"] = counts
+    events.attrs["feedback_skipped_lines"] = skipped
+    return events
 
 
 def _synthetic_events(spec: SourceSpec) -> pd.DataFrame:
@@ -394,6 +445,9 @@ def _to_text(values: pd.Series, missing_tokens: tuple[str, ...], is_id: bool) ->
         missing = pc.or_(missing, pc.is_in(text, value_set=pa.array(missing_tokens)))
     text = pc.if_else(pc.fill_null(missing, False), pa.scalar(None, pa.string()), text)
     return pd.Series(pd.array(text.to_pylist(), dtype="string"))
+
+
+_READERS = {"file": _file_events, "synthetic": _synthetic_events, "feedback": _feedback_events}
 
 
 def window(events: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
