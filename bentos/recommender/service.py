@@ -116,8 +116,10 @@ class Recommender:
         self.settings = get_settings()
         self.model = None
         self.reader = None
-        self.feedback_log = None
         self._metrics()
+        from recsys_assets.lib.feedback import FeedbackLog
+
+        self.feedback_log = FeedbackLog(self.settings.feedback_log)  # open even without a model
         try:
             self._load()
         except Exception as error:  # refuse readiness rather than serve garbage
@@ -160,13 +162,12 @@ class Recommender:
 
     def _load(self) -> None:
         from recsys_assets.lib.feature_store import FeatureRepo
-        from recsys_assets.lib.feedback import FeedbackLog
         from recsys_assets.lib.model_registry import load_promoted
         from recsys_assets.lib.serving import FeastOnlineReader
 
         if self.model_ref is None:
             raise RuntimeError(f"model {MODEL_TAG} is not in the BentoML model store")
-        stored = self.model_ref.stored
+        stored = getattr(self.model_ref, "stored", self.model_ref)  # resolved in a worker
         self.model = load_promoted(stored.path, dict(stored.info.metadata))
         repo = FeatureRepo(self.settings.feature_repo, self.settings.feature_store_yaml)
         self.reader = TimedReader(
@@ -176,7 +177,6 @@ class Recommender:
             self.feature_latency.labels(self.model.version),
         )
         self.reader.reader.items()  # warm the in-memory item features before ready
-        self.feedback_log = FeedbackLog(self.settings.feedback_log)
 
     def __is_ready__(self) -> bool:
         return self.model is not None and self.load_error is None
@@ -274,9 +274,9 @@ class TimedReader:
         self.reader = reader
         self.histogram = histogram
 
-    def read(self, customer_id, items, as_of):
+    def read(self, customer_id, items, as_of, bought=None):
         started = time.perf_counter()
         try:
-            return self.reader.read(customer_id, items, as_of)
+            return self.reader.read(customer_id, items, as_of, bought)
         finally:
             self.histogram.observe(time.perf_counter() - started)

@@ -122,8 +122,6 @@ def get_settings(environment: str | None = None) -> Settings:
         feedback_log=_project_path(
             os.environ.get(FEEDBACK_LOG_VAR) or f"data/feedback/{env.value}/feedback.jsonl"
         ),
-        bentoml_home=_project_path(
-            os.environ.get(BENTOML_HOME_VAR) or f"data/bentoml/{env.value}"
-        ),
+        bentoml_home=_project_path(os.environ.get(BENTOML_HOME_VAR) or f"data/bentoml/{env.value}"),
         serving=ServingSettings(**raw.get("serving", {})),
     )

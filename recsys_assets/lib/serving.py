@@ -17,6 +17,7 @@ features, get the popularity list, flagged as a fallback with its reason.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -51,6 +52,8 @@ __all__ = [
     "sample_latency",
     "score_candidates",
 ]
+
+logger = logging.getLogger(__name__)
 
 FALLBACK_UNKNOWN_CUSTOMER = "unknown_customer"
 FALLBACK_FEATURES_UNAVAILABLE = "feature_store_unavailable"
@@ -415,6 +418,7 @@ def recommend(
             bought = model.candidates.bought_mask(customer_id)
             stored = reader.read(customer_id, items, stamp, bought)
         except Exception:  # the online store is down or broken: serve, flag, count
+            logger.warning("feature read failed for a request; serving the fallback", exc_info=True)
             reason = FALLBACK_FEATURES_UNAVAILABLE
     if reason is None:
         scores, inputs = score_candidates(model, items, generator_scores, stored, stamp)
