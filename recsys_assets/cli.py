@@ -231,18 +231,18 @@ def audit(args: argparse.Namespace) -> int:
 
     prepare_dagster_home()
     instance = dg.DagsterInstance.get()
-    event = instance.get_latest_materialization_event(dg.AssetKey(args.model))
-    if event is None or event.asset_materialization is None:
+    event, known = _model_materialization(instance, args.model, args.version)
+    if event is None and not known:
         print(f"error: no materialisation of {args.model!r} yet (run make demo)", file=sys.stderr)
         return 2
-    metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-    if args.version and metadata.get("model_version") != args.version:
+    if event is None:
         print(
-            f"error: the latest {args.model} is version {metadata.get('model_version')}, not "
-            f"{args.version}; only the latest version's lineage is kept in this instance",
+            f"error: {args.model} has no version {args.version}; known versions (newest "
+            f"first): {', '.join(known[:10])}",
             file=sys.stderr,
         )
         return 2
+    metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
     lineage = metadata.get("lineage") or {}
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.timestamp))
     print(f"model:            {args.model}  version {metadata.get('model_version')}")
@@ -255,7 +255,7 @@ def audit(args: argparse.Namespace) -> int:
     print(f"training data:    version {metadata.get('train_data_version')}")
     figures = {k: v for k, v in metadata.items() if "@" in k}
     print("evaluation:       " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()))
-    print("promoted:         no (there is no promotion step yet)")
+    print(f"promoted:         {_promotion(metadata.get('model_version'))}")
     print(f"\n{'partition':<12}{'validated':>10}{'quarant.':>10}  {'validated version':<18}"
           f"{'source sha256':<18}rules")  # fmt: skip
     for row in lineage.get("partitions", []):
@@ -266,6 +266,48 @@ def audit(args: argparse.Namespace) -> int:
         rules = row.get("validated_events.rules_version") or "-"
         print(f"{row['partition']:<12}{cells}  {version:<18}{source:<18}{rules}")
     return 0
+
+
+def _model_materialization(instance, model: str, version: str | None, limit: int = 200):
+    """The materialisation of ``model`` with ``version`` (latest when None) from the instance's
+    history, and the versions seen (newest first)."""
+    import dagster as dg
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(model)), limit=limit
+    ).records
+    known: list[str] = []
+    for record in records:
+        entry = record.event_log_entry
+        meta = entry.asset_materialization.metadata
+        found = meta["model_version"].value if "model_version" in meta else None
+        if found is not None and found not in known:
+            known.append(str(found))
+        if version is None or found == version:
+            return entry, known
+    return None, known
+
+
+def _promotion(model_version: str | None) -> str:
+    """Where a model (ranker or serving version) was promoted, from the BentoML registry."""
+    from recsys_assets.config import get_settings
+    from recsys_assets.config.settings import BENTOML_HOME_VAR
+
+    os.environ.setdefault(BENTOML_HOME_VAR, str(get_settings().bentoml_home))
+    from recsys_assets.lib.model_registry import promoted_versions
+
+    hits = [
+        v
+        for v in promoted_versions()
+        if model_version in (v["version"], v["metadata"].get("lineage", {}).get("ranker_version"))
+    ]
+    if not hits:
+        return "no"
+    return "; ".join(
+        f"yes, as {v['tag']} on {v['metadata'].get('promoted_at', v['created'])} "
+        f"({v['labels'].get('environment', '?')}, store {os.environ[BENTOML_HOME_VAR]})"
+        for v in hits
+    )
 
 
 def dev(args: argparse.Namespace) -> int:

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -10,6 +18,7 @@ from recsys_assets.defs.features.resources import FeatureStoreResource
 from recsys_assets.defs.ingestion.assets import raw_events, validate_events
 from recsys_assets.defs.ingestion.resources import EventSourceResource
 from recsys_assets.defs.warehouse import WarehouseIOManager
+from tests.conftest import PROJECT_ROOT, copy_feature_repo
 
 INGESTION_ASSETS = [raw_events, validate_events]
 
@@ -38,3 +47,76 @@ def ingest_partition(
         instance=instance,
         raise_on_error=False,
     )
+
+
+def cli_env(workdir: Path) -> dict[str, str]:
+    """The test environment with every store under ``workdir`` (nothing in the repository)."""
+    env = {
+        **os.environ,
+        "RECSYS_ENV": "test",
+        "DAGSTER_HOME": str(workdir / "dagster_home"),
+        "RECSYS_WAREHOUSE": str(workdir / "warehouse.duckdb"),
+        "RECSYS_FEATURE_REPO": str(workdir / "feature_repo"),
+        "RECSYS_MODELS": str(workdir / "models"),
+        "RECSYS_REPORTS": str(workdir / "reports"),
+        "RECSYS_FEEDBACK_LOG": str(workdir / "feedback" / "feedback.jsonl"),
+        "BENTOML_HOME": str(workdir / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    env.pop("RECSYS_DATA_CONFIG", None)
+    env.pop("RECSYS_MODEL_TAG", None)
+    return env
+
+
+def run_cli(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m recsys_assets <args>`` as a newcomer runs it, on scratch storage."""
+    if not (workdir / "feature_repo").exists():
+        copy_feature_repo(workdir / "feature_repo")
+    return subprocess.run(
+        [sys.executable, "-m", "recsys_assets", *args],
+        cwd=PROJECT_ROOT,
+        env=cli_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served(command: list[str], port: int, env: dict[str, str], log: Path, *, ready: bool = True):
+    """Start a server in its own process group, wait until /readyz answers 200 (or, with
+    ``ready=False``, until /livez does), yield its process, stop it by its process group id."""
+    with log.open("wb") as sink:
+        server = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    path = "/readyz" if ready else "/livez"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"server exited with {server.returncode}: {log.read_text()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not up after 180 s: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -13,32 +11,13 @@ import pandas as pd
 import pytest
 
 from recsys_assets import constants as c
-from tests.conftest import PROJECT_ROOT, copy_feature_repo
+from tests.integration.support import run_cli
 
 pytestmark = pytest.mark.integration
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "RECSYS_ENV": "test",
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "RECSYS_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
-        "RECSYS_FEATURE_REPO": str(tmp_path / "feature_repo"),
-        "RECSYS_MODELS": str(tmp_path / "models"),
-        "RECSYS_REPORTS": str(tmp_path / "reports"),
-    }
-    if not (tmp_path / "feature_repo").exists():
-        copy_feature_repo(tmp_path / "feature_repo")
-    env.pop("RECSYS_DATA_CONFIG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "recsys_assets", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_cli(tmp_path, *args)
 
 
 def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -50,8 +29,8 @@ def _query(tmp_path: Path, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
 
 
-def test_bring_your_own_data_example(tmp_path):
-    result = _demo(tmp_path, "--data-config", "data/sources/example_shop.yaml")
+def test_bring_your_own_data_example(example_shop_demo):
+    tmp_path, result = example_shop_demo
     assert result.returncode == 0, result.stderr
     assert "example_shop.yaml" in result.stdout
     assert "13,079" in result.stdout  # total raw rows of the example export
@@ -85,11 +64,15 @@ def test_bring_your_own_data_example(tmp_path):
     audit = _cli(tmp_path, "audit", "ranker_model")
     assert audit.returncode == 0, audit.stderr
     assert "feature service:  ranker_v1 (registry " in audit.stdout
-    assert "promoted:         no" in audit.stdout
     version = audit.stdout.split("version ", 1)[1].split()[0]
+    assert "promoted:         yes, as recsys-ranker:" in audit.stdout  # the release step ran
     assert "2024-03-01" in audit.stdout and "6,676" in audit.stdout  # its input partitions
     mismatch = _cli(tmp_path, "audit", "ranker_model", "--version", "not-" + version)
-    assert mismatch.returncode == 2 and f"is version {version}" in mismatch.stderr
+    assert mismatch.returncode == 2 and f"known versions (newest first): {version}" in (
+        mismatch.stderr
+    )
+    exact = _cli(tmp_path, "audit", "ranker_model", "--version", version)
+    assert exact.returncode == 0 and f"version {version}" in exact.stdout
 
 
 def test_unusable_source_config_is_a_clear_error(tmp_path):

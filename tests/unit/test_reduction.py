@@ -3,17 +3,32 @@ negative down-sampling, feature selection and the incremental ``reduce``."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from recsys_assets import constants as c
-from recsys_assets.lib.ranking import LABEL, QID
+from recsys_assets.lib.ranking import (
+    LABEL,
+    QID,
+    RankerConfig,
+    feature_columns,
+    fit_ranker,
+    make_generators,
+    training_set,
+)
 from recsys_assets.lib.reduction import (
     ReductionConfig,
+    cutoff_rows_from,
     downsample_negatives,
+    fit_reduced_ranker,
     keep_probability,
+    new_cutoffs,
     reduce,
     reduce_history,
+    reduced_training_frame,
     select_features,
 )
 
@@ -186,3 +201,114 @@ def test_select_features_drops_constant_correlated_and_unimportant():
     # without importance: the later of a pair goes, no importance cut
     kept, report = select_features(frame, features, None, conf)
     assert kept == ["x", "y", "z", "w"] and list(report["correlated"]) == ["x_copy"]
+
+
+# --- Retraining recipe: reduced training frame, previous generators, warm start ----------------
+
+START = pd.Timestamp("2011-01-01")
+RANK_SPLIT = START + pd.Timedelta(days=100)
+DAY72, DAY86 = START + pd.Timedelta(days=72), START + pd.Timedelta(days=86)
+RANKER = RankerConfig(
+    candidates=(("repeat", 10), ("popularity", 10), ("item_knn", 10), ("als", 10)),
+    als_factors=8,
+    knn_k=20,
+    cutoffs=(str(DAY72.date()), str(DAY86.date())),
+    label_days=14,
+    xgb_params={"objective": "rank:ndcg", "eta": 0.3, "max_depth": 3, "tree_method": "hist"},
+    num_boost_round=20,
+)
+
+
+@pytest.fixture(scope="module")
+def shop() -> pd.DataFrame:
+    """Weekly orders of 30 customers: 3 favourite items (70% each) plus 2 random ones."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(30):
+        favourites = rng.choice(40, 3, replace=False)
+        for day in range(int(rng.integers(0, 7)), 120, 7):
+            items = set(favourites[rng.random(3) < 0.7]) | set(rng.choice(40, 2).tolist())
+            ts = START + pd.Timedelta(days=day, hours=10)
+            for i in sorted(items):
+                rows.append((f"U{u:02d}", f"I{i:02d}", ts, f"O{u}-{day}", 1, 2.0))
+    frame = pd.DataFrame(
+        rows, columns=[c.USER_ID, c.ITEM_ID, c.EVENT_TS, c.ORDER_ID, c.QUANTITY, c.UNIT_PRICE]
+    )
+    frame[c.EVENT_TYPE] = c.PURCHASE
+    frame[c.COUNTRY] = "United Kingdom"
+    frame[c.DEVICE] = "web"
+    return frame
+
+
+def test_new_cutoffs_are_those_at_or_after_the_previous_split():
+    cutoffs = ("2011-10-01", "2011-09-01", "2011-08-01")
+    assert new_cutoffs(cutoffs, "2011-10-01") == ["2011-10-01"]
+    assert new_cutoffs(cutoffs, pd.Timestamp("2011-09-01", tz="UTC")) == list(cutoffs[:2])
+    assert new_cutoffs(cutoffs, "2011-10-02") == []
+
+
+def test_reduced_training_frame_equals_downsampling_the_full_training_set(shop):
+    names = RANKER.generator_names()
+    full, _ = training_set(shop, RANK_SPLIT, RANKER)
+    expected = downsample_negatives(full, 3, names, seed=5)
+    report: dict = {}
+    got, tables = reduced_training_frame(
+        shop, RANK_SPLIT, RANKER, max_negatives=3, seed=5, report=report
+    )
+    pd.testing.assert_frame_equal(got[expected.columns], expected)
+    assert report == {"candidate_rows": len(full), "training_rows": len(expected)}
+    assert set(tables) == {"customer_profile", "item_popularity", "customer_item"}
+    # every query keeps its positives and at most 3 negatives
+    negatives = (got[LABEL] == 0).groupby(got[QID]).sum()
+    assert negatives.max() <= 3
+    assert got[LABEL].sum() == full[LABEL].sum()
+
+
+def test_previous_generators_give_the_same_cutoff_rows(shop):
+    """The serving generators of a model trained at day 86 are the generators of the day-86
+    cutoff: its rows built from them equal a fresh build."""
+    cache: dict = {}
+    training_set(shop, RANK_SPLIT, RANKER, cutoff_rows=cache)
+    purchases = shop.loc[shop[c.EVENT_TS] < DAY86].astype({c.USER_ID: str, c.ITEM_ID: str})
+    gens = {n: g.fit(purchases) for n, g in make_generators(RANKER).items()}
+    rows = cutoff_rows_from(gens, shop, str(DAY86.date()), RANK_SPLIT, RANKER)
+    pd.testing.assert_frame_equal(rows, cache[DAY86])
+    # and reduced_training_frame uses them for that cutoff
+    one = dataclasses.replace(RANKER, cutoffs=(str(DAY86.date()),))
+    got, _ = reduced_training_frame(
+        shop, RANK_SPLIT, one, max_negatives=None, generators={DAY86: gens}
+    )
+    fresh, _ = training_set(shop, RANK_SPLIT, one)
+    pd.testing.assert_frame_equal(got[fresh.columns], fresh)
+
+
+def test_warm_start_adds_rounds_on_the_new_cutoff_only(shop):
+    previous_config = dataclasses.replace(
+        RANKER, cutoffs=(str((START + pd.Timedelta(days=58)).date()), str(DAY72.date()))
+    )
+    previous = fit_ranker(shop, DAY86, previous_config)
+    reduction = ReductionConfig(max_negatives=5, warm_rounds=7, warm_eta=0.1)
+    ranker = fit_reduced_ranker(shop, RANK_SPLIT, RANKER, reduction=reduction, previous=previous)
+    assert ranker.train_stats["warm_start"] is True
+    assert ranker.train_stats["cutoffs"] == [str(DAY86.date())]
+    assert ranker.train_stats["trees"] == RANKER.num_boost_round + 7
+    assert previous.booster.num_boosted_rounds() == RANKER.num_boost_round  # not modified
+    assert ranker.features == previous.features
+    assert ranker.split_ts == RANK_SPLIT
+    recs = ranker.recommend(sorted(shop[c.USER_ID].unique()), 5)
+    assert len(recs) and recs.groupby(c.USER_ID).size().max() <= 5
+
+    # without a previous model: from scratch on every cutoff, the chosen features only
+    chosen = feature_columns(RANKER.generator_names())[:10]
+    cold = ReductionConfig(max_negatives=5, num_boost_round=4, eta=0.2)
+    scratch = fit_reduced_ranker(shop, RANK_SPLIT, RANKER, reduction=cold, features=chosen)
+    assert scratch.train_stats["warm_start"] is False
+    assert scratch.train_stats["cutoffs"] == [str(DAY72.date()), str(DAY86.date())]
+    assert scratch.train_stats["trees"] == 4 and scratch.features == chosen
+
+
+def test_default_recipe():
+    conf = ReductionConfig()
+    assert conf.history is False and conf.max_negatives == 30 and conf.negatives == "random"
+    assert conf.warm_start and conf.warm_rounds == 100 and conf.warm_eta == pytest.approx(0.05)
+    assert conf.num_boost_round == 100 and conf.eta == pytest.approx(0.15)

@@ -1,7 +1,11 @@
 """Training: the reduced training set for cheap retraining (lib/reduction.py).
 
-Not part of models_job: the benchmark (benchmarks/results/reduction.md) shows the reduced ranker
-loses 6% NDCG@10 for a 1.8x speed-up, short of the 3x / 2% bar, so it is not used to train yet.
+Not part of models_job (yet). The retraining recipe it prepares (benchmarks/results/reduction.md,
+UCI, 2-core machine) keeps the full history and, given the previous production model, builds only
+the newest cutoff from that model's serving generators, keeps 30 random negatives per query
+(dropped before the feature join) and warm-starts the previous booster with 100 rounds at eta
+0.05 (lib.reduction.fit_reduced_ranker(previous=...)): RESULT_SUMMARY. Reducing the history
+(recent window + decayed sample) costs 5-7% NDCG@10 and is off by default.
 """
 
 from dataclasses import dataclass, field
@@ -12,26 +16,29 @@ import pandas as pd
 
 from recsys_assets import constants as c
 from recsys_assets.defs.training.assets import ranker_cutoffs
-from recsys_assets.lib.evaluation import Split
+from recsys_assets.lib.evaluation import Split, purchases_only
 from recsys_assets.lib.features import returns_from_quarantine
-from recsys_assets.lib.ranking import RankerConfig, feature_columns, training_set
+from recsys_assets.lib.ranking import LABEL, QID, RankerConfig, feature_columns
 from recsys_assets.lib.reduction import (
     ReductionConfig,
-    downsample_negatives,
     quick_importance,
     reduce_history,
+    reduced_training_frame,
     select_features,
 )
 from recsys_assets.lib.validation import restore_event_dtypes
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 
 
 @dataclass
 class ReducedTrainingSet:
-    """Reduced purchase history and the selected ranker features, with how they were chosen."""
+    """The ranker's down-sampled training frame (every cutoff, 30 random negatives per query),
+    the selected features, and how they were chosen. ``events`` is the reduced history when
+    ``config.history`` is on, else ``None`` (the split's training events are used as they are)."""
 
-    events: pd.DataFrame
+    events: pd.DataFrame | None
+    frame: pd.DataFrame
     features: list[str]
     split_ts: pd.Timestamp
     config: ReductionConfig
@@ -51,41 +58,72 @@ class ReducedTrainingSet:
 def reduced_training_set(
     evaluation_split: Split, quarantined_events: pd.DataFrame
 ) -> dg.Output[ReducedTrainingSet]:
-    """The ranker's training data made small for retraining: the last 120 days of purchases in
-    full plus a time-decayed, seeded sample of older orders, without inactive customers or
-    same-day duplicates; and the ranker features kept after dropping constant, highly
-    correlated (|r| > 0.95) and low-importance ones (a 50-round first fit on the reduced,
-    negative-down-sampled training set). Fit with lib.reduction.fit_reduced_ranker."""
+    """The ranker's training data made small for retraining, with the ReductionConfig defaults:
+    the full purchase history (the history reduction is off: it costs 5-7% NDCG@10), every
+    positive and 30 random negatives per query (dropped before the point-in-time join), and the
+    ranker features kept after dropping constant, highly correlated (|r| > 0.95) and
+    low-importance ones (top 20 by total gain of a 50-round first fit on the down-sampled set).
+
+    Standalone it builds every cutoff from scratch; the measured speed-up (RESULT_SHORT) needs
+    the previous production model: lib.reduction.fit_reduced_ranker(previous=...) then builds
+    only the newest cutoff from that model's generators and warm-starts its booster."""
     config = ReductionConfig()
     split = evaluation_split
-    events, history_report = reduce_history(split.train, split.split_ts, config)
+    events = split.train
+    history_report: dict[str, dict[str, int]] = {}
+    if config.history:
+        events, history_report = reduce_history(split.train, split.split_ts, config)
     returns = returns_from_quarantine(restore_event_dtypes(quarantined_events))
     ranker_config = RankerConfig(cutoffs=ranker_cutoffs(split))
     if not ranker_config.cutoffs:
         raise dg.Failure(description="not enough history before the split to train the ranker")
-    frame, _ = training_set(events, split.split_ts, ranker_config, returns=returns)
-    names = ranker_config.generator_names()
-    all_features = feature_columns(names)
-    frame = downsample_negatives(
-        frame, config.max_negatives, names, strategy=config.negatives, seed=config.seed
+    rows: dict[str, int] = {}
+    frame, _ = reduced_training_frame(
+        events,
+        split.split_ts,
+        ranker_config,
+        max_negatives=config.max_negatives,
+        negatives=config.negatives,
+        seed=config.seed,
+        returns=returns,
+        report=rows,
     )
+    all_features = feature_columns(ranker_config.generator_names())
     importance = quick_importance(frame, all_features, ranker_config)
     features, feature_report = select_features(frame, all_features, importance, config)
-    before, after = history_report["input"], history_report["sample"]
+    purchases, _ = purchases_only(split.train)
+    purchases = purchases.loc[purchases[c.EVENT_TS] < pd.Timestamp(split.split_ts)]
+    full = {
+        "rows": len(purchases),
+        "customers": int(purchases[c.USER_ID].nunique()),
+        "items": int(purchases[c.ITEM_ID].nunique()),
+    }
+    before = history_report.get("input", full)
+    after = history_report.get("sample", full)
+    keys = {c.USER_ID, c.ITEM_ID, c.FEATURE_TS, LABEL, QID, *features}
+    kept = frame[[col for col in frame.columns if col in keys]]
     return dg.Output(
         ReducedTrainingSet(
-            events, features, pd.Timestamp(split.split_ts), config, history_report, feature_report
+            events if config.history else None,
+            kept,
+            features,
+            pd.Timestamp(split.split_ts),
+            config,
+            history_report,
+            feature_report,
         ),
         metadata={
+            "history_reduced": config.history,
             "rows_before": before["rows"],
             "rows_after": after["rows"],
             "customers_before": before["customers"],
             "customers_after": after["customers"],
             "items_before": before["items"],
             "items_after": after["items"],
+            "training_rows_before": rows["candidate_rows"],
+            "training_rows_after": rows["training_rows"],
             "features_before": len(all_features),
             "features_after": len(features),
-            "training_rows_after_downsampling": len(frame),
             "history_report": dg.MetadataValue.json(history_report),
             "feature_report": dg.MetadataValue.json(feature_report),
             "config": dg.MetadataValue.json(config.__dict__),

@@ -1,0 +1,179 @@
+"""The bento the demo built, served by `bentoml serve` on a free port, called over HTTP."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from recsys_assets import constants as c
+from recsys_assets.lib.deploy import check, render
+from recsys_assets.lib.feedback import FeedbackLog, to_canonical_events
+from tests.integration.support import cli_env, free_port, served
+
+pytestmark = pytest.mark.integration
+
+BENTOML = str(Path(sys.executable).parent / "bentoml")
+SERVICE = "bentos.recommender.service:Recommender"
+
+
+def _call(port: int, path: str, body: object | bytes | None = None) -> tuple[int, dict | str]:
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=data,
+        headers={"Content-Type": "application/json"},
+        method="POST" if data is not None else "GET",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, text = response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read().decode()
+    try:
+        return status, json.loads(text)
+    except json.JSONDecodeError:
+        return status, text
+
+
+@pytest.fixture(scope="module")
+def service(example_shop_demo):
+    """The built bento served with the demo's stores: (port, workdir, bento tag)."""
+    workdir, result = example_shop_demo
+    assert result.returncode == 0, result.stderr
+    bento_tag = re.search(r"bento: (recommender:\w+)", result.stdout).group(1)
+    port = free_port()
+    command = [BENTOML, "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)]
+    with served(command, port, cli_env(workdir), workdir / "serve.log"):
+        yield port, workdir, bento_tag
+
+
+def test_recommend_known_and_unknown_customers(service):
+    port, workdir, bento_tag = service
+    profile = pd.read_parquet(workdir / "feature_repo" / "data" / "customer_profile.parquet")
+    customer = str(profile[c.USER_ID].iloc[0])
+    status, body = _call(port, "/recommend", {"customer_id": customer, "k": 5})
+    assert status == 200, body
+    assert not body["fallback"] and len(body["items"]) == 5
+    assert body["model_version"] == bento_tag.split(":")[1]
+    scores = [item["score"] for item in body["items"]]
+    assert scores == sorted(scores, reverse=True) and len(body["request_id"]) == 32
+    assert all(isinstance(item["name"], str) for item in body["items"])  # export has no names
+    first = body["items"][0]["item_id"]
+    status, again = _call(port, "/recommend", {"customer_id": customer, "exclude": [first]})
+    assert status == 200 and first not in [i["item_id"] for i in again["items"]]
+
+    status, cold = _call(
+        port, "/recommend", {"customer_id": "never-seen", "k": 3, "context": {"device": "app"}}
+    )
+    assert status == 200 and cold["fallback"] and cold["fallback_reason"] == "unknown_customer"
+    assert len(cold["items"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"customer_id": "1", "k": 0}, "k"),
+        ({"customer_id": "1", "k": c.MAX_K + 1}, "k"),
+        ({"customer_id": "1", "k": "ten"}, "k"),
+        ({"customer_id": "1", "colour": "red"}, "colour"),
+        ({"customer_id": ""}, "customer_id"),
+        ({"k": 3}, "customer_id"),
+        ({"customer_id": "1", "context": {"timestamp": "yesterday"}}, "timestamp"),
+        (b'{"customer_id": ', None),
+        (b"[1, 2]", None),
+    ],
+)
+def test_client_errors_are_4xx_naming_the_field(service, body, field):
+    port, _, _ = service
+    status, answer = _call(port, "/recommend", body)
+    assert 400 <= status < 500, answer
+    if field is not None:
+        assert field in json.dumps(answer["detail"])
+
+
+def test_feedback_is_appended_durably_and_reads_back_as_events(service):
+    port, workdir, _ = service
+    events = [
+        {"request_id": "r1", "customer_id": "u1", "item_id": "i1", "type": "impression"},
+        {"request_id": "r1", "customer_id": "u1", "item_id": "i1", "type": "click"},
+        {
+            "request_id": "r1", "customer_id": "u1", "item_id": "i1", "type": "purchase",
+            "quantity": 2, "unit_price": 3.5, "order_id": "o1", "order_value": 7.0,
+        },
+    ]  # fmt: skip
+    status, body = _call(port, "/feedback", {"events": events})
+    assert status == 200 and body == {"accepted": 3}
+    status, bad = _call(port, "/feedback", {"events": [{**events[0], "type": "like"}]})
+    assert status == 400 and "type" in json.dumps(bad["detail"])
+    assert _call(port, "/feedback", {"events": []})[0] == 400
+    log = FeedbackLog(workdir / "feedback" / "feedback.jsonl").read()
+    assert log["feedback_type"].tolist()[-3:] == ["impression", "click", "purchase"]
+    canonical, counts = to_canonical_events(log)
+    assert counts["impression"] >= 1 and c.PURCHASE in set(canonical[c.EVENT_TYPE])
+
+
+def test_health_and_metrics(service):
+    port, _, _ = service
+    assert _call(port, c.LIVENESS_PATH)[0] == 200
+    assert _call(port, c.READINESS_PATH)[0] == 200
+    _, metrics = _call(port, c.METRICS_PATH)
+    assert "recsys_recommend_latency_seconds_bucket" in metrics
+    assert 'recsys_fallbacks_total{reason="unknown_customer"}' in metrics
+    assert 'recsys_feedback_events_total{type="purchase"}' in metrics
+
+
+def test_bento_carries_a_dockerfile_that_the_manifests_agree_with(service):
+    _, workdir, bento_tag = service
+    name, version = bento_tag.split(":")
+    bento_dir = workdir / "bentoml" / "bentos" / name / version
+    assert (bento_dir / "env" / "docker" / "Dockerfile").exists()
+    info = yaml.safe_load((bento_dir / "bento.yaml").read_text())
+    assert info["name"] == c.BENTO_NAME
+    assert [m["tag"] for m in info["services"][0]["models"]] == [f"recsys-ranker:{version}"]
+    assert not (bento_dir / "src" / "data").exists()  # the stores never go into a bento
+    manifests = render("prod", image_tag=version)
+    assert (
+        check(
+            manifests,
+            port=c.SERVICE_PORT,
+            liveness=c.LIVENESS_PATH,
+            readiness=c.READINESS_PATH,
+            image_name=info["name"],
+            image_tag=version,
+        )
+        == []
+    )
+
+
+def test_missing_model_refuses_to_start_with_a_clear_message(example_shop_demo):
+    workdir, _ = example_shop_demo
+    env = {**cli_env(workdir), "RECSYS_MODEL_TAG": "recsys-ranker:doesnotexist"}
+    command = [BENTOML, "serve", SERVICE, "--port", str(free_port())]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "recsys-ranker:doesnotexist could not be found" in done.stdout + done.stderr
+
+
+def test_corrupt_model_is_never_ready(example_shop_demo, tmp_path):
+    workdir, _ = example_shop_demo
+    home = shutil.copytree(workdir / "bentoml", tmp_path / "bentoml")
+    [model_file] = (home / "models" / "recsys-ranker").glob("*/serving_model.pkl")
+    model_file.write_bytes(model_file.read_bytes()[:1000])  # a torn copy
+    env = {**cli_env(workdir), "BENTOML_HOME": str(home)}
+    port = free_port()
+    command = [BENTOML, "serve", SERVICE, "--port", str(port)]
+    log = tmp_path / "serve.log"
+    with served(command, port, env, log, ready=False):
+        assert _call(port, c.READINESS_PATH)[0] == 503
+        assert _call(port, "/recommend", {"customer_id": "1"})[0] == 503
+    assert "not ready: model file" in log.read_text() and "is corrupt" in log.read_text()
