@@ -94,6 +94,7 @@ def test_aggregate_open_loop_by_hand():
     assert r.lag_ms["mean"] == pytest.approx(0.75)
     row = format_row(r)
     assert row.startswith("| open | 100/s | 4 | 2 | 1 | 1 | 0 | 2 | 3.50 |")
+    assert row.endswith("| nan |")  # no CPU time measured by aggregate alone
     assert row.count("|") == TABLE_HEADER.splitlines()[0].count("|")
 
 

@@ -181,6 +181,21 @@ def promoted_model(
     )
 
 
+SOURCE_GLOBS = ("bentos/**/*.py", "bentos/**/*.yaml", "recsys_assets/**/*.py",
+                "recsys_assets/**/*.yaml", "feature_repo/*.py", "feature_repo/*.yaml",
+                "requirements/constraints.txt")  # fmt: skip
+
+
+def source_hash(root: Path = PROJECT_ROOT) -> str:
+    """A hash of the source a bento is built from: a code change makes a new bento."""
+    digest = hashlib.sha256()
+    for pattern in SOURCE_GLOBS:
+        for path in sorted(root.glob(pattern)):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
 def build_bento(model_tag: str, version: str, *, timeout_s: float = 600) -> str:
     """``bentoml build`` of bentos/recommender with ``model_tag`` bundled; returns the bento tag.
     Runs in a subprocess so the service module is imported fresh with this tag."""
@@ -208,11 +223,13 @@ def build_bento(model_tag: str, version: str, *, timeout_s: float = 600) -> str:
 )
 def bento(context: dg.AssetExecutionContext, promoted_model: str) -> dg.MaterializeResult:
     """The service built into a bento (``bentoml build``) for the promoted model: one bento per
-    promoted model version, tagged ``recommender:<model version>``, with a Dockerfile for
-    ``bentoml containerize`` where Docker runs."""
+    promoted model version (and version of the service code), tagged
+    ``recommender:<model version>-<source hash>``, with a Dockerfile for ``bentoml containerize``
+    where Docker runs."""
     import bentoml
 
-    version = promoted_model.split(":", 1)[1]
+    model_version = promoted_model.split(":", 1)[1]
+    version = f"{model_version}-{source_hash()}"  # the model it serves, and the code
     try:
         existing = bentoml.bentos.get(f"{c.BENTO_NAME}:{version}")
         tag = str(existing.tag)
@@ -226,6 +243,7 @@ def bento(context: dg.AssetExecutionContext, promoted_model: str) -> dg.Material
         data_version=dg.DataVersion(version),
         metadata={
             "bento_tag": tag,
+            "model_version": model_version,
             "model_tag": promoted_model,
             "path": dg.MetadataValue.path(str(path)),
             "has_dockerfile": dockerfile.exists(),
