@@ -75,13 +75,21 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per closed loop")
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop requests/s")
     parser.add_argument("--rate-duration", type=float, default=60.0)
+    parser.add_argument("--workers", type=int, default=2, help="service worker processes")
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
     args.concurrency = [int(x) for x in args.concurrency.split(",")]
 
     settings = get_settings()
     home = Path(os.environ.get(BENTOML_HOME_VAR, settings.bentoml_home))
-    env = {BENTOML_HOME_VAR: str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    # A bento runs from its own folder: give it absolute paths to this environment's stores.
+    env = {
+        BENTOML_HOME_VAR: str(home.resolve()),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "RECSYS_FEATURE_REPO": str(settings.feature_repo),
+        "RECSYS_FEEDBACK_LOG": str(settings.feedback_log),
+        "RECSYS_SERVICE_WORKERS": str(args.workers),
+    }
     bento = args.bento or latest_bento(home)
     profile = settings.feature_repo / "data" / "customer_profile.parquet"
     customers = sorted(
@@ -89,7 +97,10 @@ def main() -> int:
     )
     print(f"# bench_serving: {pd.Timestamp.now(tz='UTC').isoformat(timespec='seconds')}")
     print(loadgen.facts())
-    print(f"event loop: {loadgen.install_uvloop()}; bento {bento}; {len(customers):,} customers")
+    print(
+        f"event loop: {loadgen.install_uvloop()}; bento {bento}; {len(customers):,} customers; "
+        f"recommender workers {args.workers} (the bare service has 1)"
+    )
     print(f"workload: closed loops c={args.concurrency} x {args.duration:g} s, open loop "
           f"{args.rate:g}/s x {args.rate_duration:g} s; 2 s warm-up each")  # fmt: skip
 

@@ -18,7 +18,6 @@ features, get the popularity list, flagged as a fallback with its reason.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -142,9 +141,6 @@ class ServingModel:
     metrics: dict[str, Any] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
 
-    def is_product(self, item_id: str) -> bool:
-        return self.product_pattern is None or re.match(self.product_pattern, item_id) is not None
-
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Booster scores for rows of ``self.features`` (float32, NaN = missing), on one
         thread: a request is small, and threads would fight over the cores between requests."""
@@ -194,6 +190,8 @@ def build_serving_model(
         for i in range(0, len(users), batch)
     ]
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if product_pattern is not None and len(frame):  # non-products are never candidates
+        frame = frame.loc[frame[c.ITEM_ID].astype(str).str.match(product_pattern)]
     names = (
         purchases.dropna(subset=[c.DESCRIPTION]).drop_duplicates(c.ITEM_ID, keep="last")
         if c.DESCRIPTION in purchases.columns
@@ -209,8 +207,11 @@ def build_serving_model(
     }
     for item in purchases[c.ITEM_ID].astype(str).unique():
         catalogue.setdefault(item, "")
+    products = purchases
+    if product_pattern is not None:
+        products = purchases.loc[purchases[c.ITEM_ID].astype(str).str.match(product_pattern)]
     popular, by_country = _fallback_lists(
-        purchases, ranker.config.popularity_half_life_days, fallback_n
+        products, ranker.config.popularity_half_life_days, fallback_n
     )
     end = pd.Timestamp(purchases[c.EVENT_TS].max())
     return ServingModel(
@@ -422,9 +423,10 @@ def recommend(
             reason = FALLBACK_FEATURES_UNAVAILABLE
     if reason is None:
         scores, inputs = score_candidates(model, items, generator_scores, stored, stamp)
-        keep = np.array(
-            [i in model.catalogue and i not in excluded and model.is_product(i) for i in items]
-        )
+        # candidates and fallback lists hold catalogue products only (build_serving_model)
+        keep = np.ones(len(items), dtype=bool)
+        if excluded:
+            keep &= np.fromiter((i not in excluded for i in items), dtype=bool, count=len(items))
         if exclude_bought_within_days is not None:
             recent = np.asarray(inputs[c.DAYS_SINCE_LAST_BOUGHT], dtype=np.float64)
             keep &= ~(recent < exclude_bought_within_days)  # NaN (never bought) stays
@@ -443,9 +445,7 @@ def recommend(
                 as_of=stamp,
             )
         reason = FALLBACK_NO_CANDIDATES
-    popular = [
-        (i, s) for i, s in _fallback(model, country) if i not in excluded and model.is_product(i)
-    ][:k]
+    popular = [(i, s) for i, s in _fallback(model, country) if i not in excluded][:k]
     return Recommendation(
         items=[i for i, _ in popular],
         scores=[s for _, s in popular],
