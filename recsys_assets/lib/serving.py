@@ -28,14 +28,18 @@ import pandas as pd
 
 from recsys_assets import constants as c
 from recsys_assets.lib.candidates import CandidateGenerator, Popularity
+from recsys_assets.lib.evaluation import Split, evaluate, purchases_only
 from recsys_assets.lib.ranking import (
     RAW_FEATURES,
     STRING_FEATURES,
     VIEW_FEATURES,
     VIEW_KEYS,
     Ranker,
+    RankerConfig,
     candidate_frame,
     derive_arrays,
+    feature_tables,
+    make_generators,
     via_pandas,
 )
 
@@ -90,7 +94,7 @@ class CandidateIndex:
                 .astype(str)
                 .merge(keys.assign(_bought=True), on=[c.USER_ID, c.ITEM_ID], how="left")
             )
-            bought = flagged["_bought"].fillna(False).to_numpy(dtype=bool)
+            bought = flagged["_bought"].notna().to_numpy()
         users = frame[c.USER_ID].astype(str).to_numpy()
         starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
         ends = [*list(starts[1:]), len(users)]
@@ -138,6 +142,7 @@ class ServingModel:
     popular_by_country: dict[str, list[tuple[str, float]]]
     data_end: pd.Timestamp  # UTC; the latest purchase the candidates were built from
     product_pattern: str | None = None  # item ids that are products (None: all of them)
+    ranker_config: RankerConfig | None = None  # to re-evaluate the booster on another split
     metrics: dict[str, Any] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
 
@@ -224,6 +229,7 @@ def build_serving_model(
         popular_by_country=by_country,
         data_end=end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC"),
         product_pattern=product_pattern,
+        ranker_config=ranker.config,
         metrics=dict(metrics or {}),
         lineage=dict(lineage or {}),
     )
@@ -475,3 +481,34 @@ def sample_latency(
         "p99_ms": float(np.percentile(values, 99)),
         "mean_ms": float(values.mean()),
     }
+
+
+def evaluate_on_split(
+    model: ServingModel, split: Split, *, returns: pd.DataFrame | None = None
+) -> dict[str, Any]:
+    """The model's booster scored on ``split`` exactly as a freshly trained ranker is: its
+    generators refitted on the split's training purchases, features as of the split date from
+    training data only, the top N of each evaluated customer through the protocol's
+    :func:`~recsys_assets.lib.evaluation.evaluate`. The gate uses it to compare a champion with
+    a challenger on the same test window."""
+    if model.ranker_config is None:
+        raise ValueError(f"model {model.version} has no ranker config to re-evaluate with")
+    purchases, _ = purchases_only(split.train)
+    purchases = purchases.assign(
+        **{c.USER_ID: purchases[c.USER_ID].astype(str), c.ITEM_ID: purchases[c.ITEM_ID].astype(str)}
+    )
+    generators = {
+        name: g.fit(purchases) for name, g in make_generators(model.ranker_config).items()
+    }
+    ranker = Ranker(
+        config=model.ranker_config,
+        generators=generators,
+        tables=feature_tables(purchases, returns, end=split.split_ts),
+        booster=model.booster,
+        features=list(model.features),
+        split_ts=pd.Timestamp(split.split_ts),
+    )
+    recommendations = ranker.recommend(list(split.users), n=c.CANDIDATES_N)
+    report = evaluate(recommendations, split)
+    report.pop("per_user", None)
+    return report

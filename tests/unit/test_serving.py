@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from recsys_assets import constants as c
+from recsys_assets.lib.evaluation import evaluate, temporal_split
 from recsys_assets.lib.ranking import fit_ranker
 from recsys_assets.lib.serving import (
     FALLBACK_FEATURES_UNAVAILABLE,
@@ -13,6 +14,7 @@ from recsys_assets.lib.serving import (
     CandidateIndex,
     TableReader,
     build_serving_model,
+    evaluate_on_split,
     recommend,
 )
 from tests.unit.test_ranking import CONFIG, SPLIT, _synthetic
@@ -117,3 +119,14 @@ def test_items_that_are_not_products_are_never_served(fitted):
     assert blocked not in [i for i, _ in narrowed.popular]
     cold = recommend(narrowed, TableReader({}), "never-seen", k=50)
     assert blocked not in cold.items
+
+
+def test_re_evaluation_on_a_split_reproduces_the_rankers_own_figures(fitted):
+    ranker, model, _ = fitted
+    events = _synthetic(n_users=20, n_items=30, days=110, seed=5)
+    split = temporal_split(events, SPLIT)
+    own = evaluate(ranker.recommend(list(split.users), n=c.CANDIDATES_N), split)
+    again = evaluate_on_split(model, split)
+    assert again["n_users"] == own["n_users"] > 0
+    assert again["ndcg"] == pytest.approx(own["ndcg"])
+    assert again["recall"] == pytest.approx(own["recall"])

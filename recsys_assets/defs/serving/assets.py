@@ -23,15 +23,17 @@ from recsys_assets import constants as c
 from recsys_assets.config import get_settings
 from recsys_assets.config.settings import PROJECT_ROOT
 from recsys_assets.defs.training.assets import TrainedModel
-from recsys_assets.lib.evaluation import purchases_only
+from recsys_assets.lib.evaluation import Split, purchases_only
 from recsys_assets.lib.feature_store import FeatureRepo, quiet_feast
+from recsys_assets.lib.features import returns_from_quarantine
 from recsys_assets.lib.gate import GateDecision, quality_gate_decision
-from recsys_assets.lib.model_registry import current_promoted, save_promoted
+from recsys_assets.lib.model_registry import current_promoted, load_promoted, save_promoted
 from recsys_assets.lib.ranking import make_generators
 from recsys_assets.lib.serving import (
     FeastOnlineReader,
     ServingModel,
     build_serving_model,
+    evaluate_on_split,
     sample_latency,
 )
 from recsys_assets.lib.sources import load_source_spec
@@ -81,7 +83,11 @@ def challenger_model(
         generators=generators,
         product_pattern=spec.product_item_pattern,
         metrics={k: v for k, v in ranker_model.metrics.items() if isinstance(v, int | float)},
-        lineage={**ranker_model.lineage, "ranker_version": ranker_model.version},
+        lineage={
+            **ranker_model.lineage,
+            "ranker_version": ranker_model.version,
+            "train_data_version": ranker_model.train_data_version,
+        },
     )
     build_seconds = time.perf_counter() - started
     store = FeatureRepo(settings.feature_repo, settings.feature_store_yaml).store()
@@ -117,22 +123,53 @@ def challenger_model(
     )
 
 
-def _champion_figures() -> dict | None:
+def champion_figures(split: Split, returns: pd.DataFrame | None) -> dict | None:
+    """The champion's figures on the challenger's evaluation split: as recorded when it was
+    evaluated on the same training data, else its booster re-evaluated on this split
+    (:func:`~recsys_assets.lib.serving.evaluate_on_split`). None before the first promotion."""
+    import bentoml
+
     champion = current_promoted()
     if champion is None:
         return None
-    return {"version": champion["version"], **champion["metadata"].get("metrics", {})}
+    metadata = champion["metadata"]
+    recorded = metadata.get("metrics", {})
+    if metadata.get("lineage", {}).get("train_data_version") == data_version(split.train):
+        return {"version": champion["version"], "basis": "recorded, same split", **recorded}
+    stored = bentoml.models.get(champion["tag"])
+    model = load_promoted(stored.path, dict(stored.info.metadata))
+    try:
+        figures = evaluate_on_split(model, split, returns=returns)
+    except ValueError as error:  # promoted before models kept their ranker config
+        basis = f"recorded, other split (cannot re-evaluate: {error})"
+        return {"version": champion["version"], "basis": basis, **recorded}
+    return {
+        "version": champion["version"],
+        "basis": "re-evaluated on this split",
+        "recorded_ndcg": recorded.get("ndcg"),
+        **{k: v for k, v in figures.items() if isinstance(v, int | float)},
+    }
 
 
-@dg.asset_check(asset=challenger_model, blocking=True, name="quality_gate")
-def quality_gate(challenger_model: ServingModel) -> dg.AssetCheckResult:
+@dg.asset_check(
+    asset=challenger_model,
+    blocking=True,
+    name="quality_gate",
+    additional_ins={"evaluation_split": dg.AssetIn(), "quarantined_events": dg.AssetIn()},
+)
+def quality_gate(
+    challenger_model: ServingModel, evaluation_split: Split, quarantined_events: pd.DataFrame
+) -> dg.AssetCheckResult:
     """Promote only a model not worse than the champion on the evaluation protocol (NDCG@K
-    within ``serving.max_ndcg_drop``, relative), no worse than popularity, and inside the
-    latency budget (in-process p99, ``serving.latency_budget_p99_ms``)."""
+    within ``serving.max_ndcg_drop``, relative, on the same split: the champion is re-evaluated
+    when the data changed) and inside the latency budget (in-process p99,
+    ``serving.latency_budget_p99_ms``)."""
     settings = get_settings().serving
+    returns = returns_from_quarantine(restore_event_dtypes(quarantined_events))
+    champion = champion_figures(evaluation_split, returns)
     decision: GateDecision = quality_gate_decision(
         challenger_model.metrics,
-        _champion_figures(),
+        champion,
         max_ndcg_drop=settings.max_ndcg_drop,
         latency_budget_p99_ms=settings.latency_budget_p99_ms,
     )
@@ -144,6 +181,7 @@ def quality_gate(challenger_model: ServingModel) -> dg.AssetCheckResult:
             "reasons": dg.MetadataValue.json(decision.reasons),
             "figures": dg.MetadataValue.json(decision.figures),
             "challenger": challenger_model.version,
+            "champion_basis": (champion or {}).get("basis", "no champion yet"),
         },
     )
 
