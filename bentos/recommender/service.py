@@ -104,7 +104,8 @@ class FeedbackResponse(BaseModel):
     name=c.BENTO_NAME,
     http={"port": c.SERVICE_PORT},
     traffic={"timeout": 10},
-    # One process per core is the local default; in Kubernetes scale out with pods instead.
+    # Worker processes: 1 by default (in Kubernetes, scale out with pods); the benchmark runs 2
+    # on its 2-core machine.
     workers=int(os.environ.get("RECSYS_SERVICE_WORKERS", "1")),
     # Per-request access lines cost CPU on the hot path; /metrics counts requests instead.
     logging={"access": {"enabled": False}},
@@ -116,13 +117,12 @@ class Recommender:
 
     def __init__(self) -> None:
         from recsys_assets.config import get_settings
+        from recsys_assets.lib.feedback import FeedbackLog
 
         self.settings = get_settings()
         self.model = None
         self.reader = None
         self._metrics()
-        from recsys_assets.lib.feedback import FeedbackLog
-
         self.feedback_log = FeedbackLog(self.settings.feedback_log)  # open even without a model
         try:
             self._load()
