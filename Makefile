@@ -61,4 +61,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf .dagster_home data/warehouse data/models reports feature_repo/data
+	rm -rf .dagster_home data/warehouse data/models data/bentoml data/feedback reports feature_repo/data

@@ -195,7 +195,7 @@ def demo(args: argparse.Namespace) -> int:
     print(f"  fitted models: {settings.model_dir}")
     print(f"  evaluation report: {settings.reports_dir / 'evaluation.html'} (figures: .json)")
     print(f"  BentoML store (promoted models, bentos): {settings.bentoml_home}")
-    print("  serve it: make serve   (http://127.0.0.1:3000, /recommend, /feedback, /metrics)")
+    print("  serve it: make serve   (http://127.0.0.1:3001, /recommend, /feedback, /metrics)")
     print(f"  Dagster runs, metadata, check results: {home}  (open with: make dev)")
     print("  per-partition data versions and lineage: python -m recsys_assets lineage")
     return 0
