@@ -31,6 +31,7 @@ from recsys_assets.lib.reduction import (
     reduced_training_frame,
     select_features,
 )
+from tests.unit.test_ranking import _synthetic
 
 SPLIT = pd.Timestamp("2011-11-01")
 CONFIG = ReductionConfig(
@@ -222,22 +223,7 @@ RANKER = RankerConfig(
 @pytest.fixture(scope="module")
 def shop() -> pd.DataFrame:
     """Weekly orders of 30 customers: 3 favourite items (70% each) plus 2 random ones."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for u in range(30):
-        favourites = rng.choice(40, 3, replace=False)
-        for day in range(int(rng.integers(0, 7)), 120, 7):
-            items = set(favourites[rng.random(3) < 0.7]) | set(rng.choice(40, 2).tolist())
-            ts = START + pd.Timedelta(days=day, hours=10)
-            for i in sorted(items):
-                rows.append((f"U{u:02d}", f"I{i:02d}", ts, f"O{u}-{day}", 1, 2.0))
-    frame = pd.DataFrame(
-        rows, columns=[c.USER_ID, c.ITEM_ID, c.EVENT_TS, c.ORDER_ID, c.QUANTITY, c.UNIT_PRICE]
-    )
-    frame[c.EVENT_TYPE] = c.PURCHASE
-    frame[c.COUNTRY] = "United Kingdom"
-    frame[c.DEVICE] = "web"
-    return frame
+    return _synthetic()
 
 
 def test_new_cutoffs_are_those_at_or_after_the_previous_split():
