@@ -69,7 +69,8 @@ def previous_model(
     cutoffs) and the cutoffs of it a retraining at ``split_ts`` may reuse."""
     import xgboost as xgb
 
-    from recsys_assets.lib.reduction import _dmatrix, _purchases_before
+    from recsys_assets.lib.ranking import train_purchases
+    from recsys_assets.lib.reduction import _dmatrix
 
     split = split_ts - pd.DateOffset(months=1)
     earlier = tuple((split - pd.DateOffset(months=i)).strftime("%Y-%m-%d") for i in (1, 2, 3))
@@ -82,7 +83,7 @@ def previous_model(
         _dmatrix(frame, features),
         num_boost_round=prev_config.num_boost_round,
     )
-    purchases = _purchases_before(events, split)
+    purchases = train_purchases(events, split)
     generators = {n: g.fit(purchases) for n, g in make_generators(config).items()}
     ranker = Ranker(prev_config, generators, tables, booster, features, pd.Timestamp(split))
     return ranker, reusable_cutoffs(cache, split, config.label_days)

@@ -73,6 +73,8 @@ __all__ = [
     "fit_ranker",
     "label_pairs",
     "make_generators",
+    "naive_utc",
+    "train_purchases",
     "training_frame",
     "training_set",
     "via_feast",
@@ -260,7 +262,7 @@ def feature_tables(
     Feast form (timestamps inside as Unix seconds), keyed by view name. ``end`` (exclusive)
     drops every event from it on; pass the split date so nothing of the test period is used."""
     if end is not None:
-        end_naive = _naive(end)
+        end_naive = naive_utc(end)
         purchases = purchases.loc[purchases[c.EVENT_TS] < end_naive]
         if returns is not None:
             returns = returns.loc[returns[c.EVENT_TS] < end_naive]
@@ -271,7 +273,8 @@ def feature_tables(
     }
 
 
-def _naive(ts: pd.Timestamp | str) -> pd.Timestamp:
+def naive_utc(ts: pd.Timestamp | str) -> pd.Timestamp:
+    """A timestamp as timezone-naive UTC (the canonical event table's convention)."""
     ts = pd.Timestamp(ts)
     return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
 
@@ -532,12 +535,13 @@ def reusable_cutoffs(
     """The cached cutoffs a later retraining may reuse: those whose label window had closed at
     the split they were built with (cutoff + label_days <= that split), since their candidates
     (from purchases before the cutoff) and labels (inside the window) can no longer change."""
-    built = _naive(built_at)
+    built = naive_utc(built_at)
     window = pd.Timedelta(days=label_days)
     return {t: rows for t, rows in cutoff_rows.items() if t + window <= built}
 
 
-def _train_purchases(events: pd.DataFrame, split: pd.Timestamp) -> pd.DataFrame:
+def train_purchases(events: pd.DataFrame, split: pd.Timestamp) -> pd.DataFrame:
+    """The purchases of ``events`` before ``split``, ids as strings: what a ranker trains on."""
     purchases, _ = purchases_only(events)
     purchases = purchases.loc[purchases[c.EVENT_TS] < split].reset_index(drop=True)
     purchases[c.USER_ID] = purchases[c.USER_ID].astype(str)
@@ -561,12 +565,12 @@ def training_set(
     ``cutoff_rows`` caches the labelled candidates per cutoff across retrainings: entries
     present are reused (the caller keeps only cutoffs whose label window had closed when they
     were built, see :func:`reusable_cutoffs`), missing ones are computed and added to it."""
-    split = _naive(split_ts)
-    purchases = _train_purchases(events, split)
+    split = naive_utc(split_ts)
+    purchases = train_purchases(events, split)
     tables = feature_tables(purchases, returns, end=split)
     cache = cutoff_rows if cutoff_rows is not None else {}
     parts = []
-    for cutoff in sorted({_naive(t) for t in config.cutoffs}):
+    for cutoff in sorted({naive_utc(t) for t in config.cutoffs}):
         if not cutoff < split:
             raise ValueError(f"cutoff {cutoff} must be before the split date {split}")
         if cutoff not in cache:
@@ -607,7 +611,7 @@ def fit_ranker(
 
     config = config or RankerConfig()
     started = time.perf_counter()
-    split = _naive(split_ts)
+    split = naive_utc(split_ts)
     frame, tables = training_set(events, split, config, returns=returns, store=store)
     features = feature_columns(config.generator_names())
     dtrain = xgb.DMatrix(
@@ -619,13 +623,13 @@ def fit_ranker(
     )
     booster = xgb.train(config.booster_params(), dtrain, num_boost_round=config.num_boost_round)
 
-    purchases = _train_purchases(events, split)
+    purchases = train_purchases(events, split)
     generators = {name: g.fit(purchases) for name, g in make_generators(config).items()}
     stats = {
         "rows": len(frame),
         "queries": int(frame[QID].nunique()),
         "positives": int(frame[LABEL].sum()),
-        "cutoffs": [str(t.date()) for t in sorted({_naive(t) for t in config.cutoffs})],
+        "cutoffs": [str(t.date()) for t in sorted({naive_utc(t) for t in config.cutoffs})],
     }
     return Ranker(
         config=config,

@@ -69,6 +69,8 @@ from recsys_assets.lib.ranking import (
     feature_tables,
     label_pairs,
     make_generators,
+    naive_utc,
+    train_purchases,
     training_frame,
 )
 
@@ -406,19 +408,6 @@ def quick_importance(
 # --- The reduced fit --------------------------------------------------------------------------
 
 
-def _naive(ts: pd.Timestamp | str) -> pd.Timestamp:
-    ts = pd.Timestamp(ts)
-    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
-
-
-def _purchases_before(events: pd.DataFrame, split: pd.Timestamp) -> pd.DataFrame:
-    purchases, _ = purchases_only(events)
-    purchases = purchases.loc[purchases[c.EVENT_TS] < split].reset_index(drop=True)
-    purchases[c.USER_ID] = purchases[c.USER_ID].astype(str)
-    purchases[c.ITEM_ID] = purchases[c.ITEM_ID].astype(str)
-    return purchases
-
-
 def cutoff_rows_from(
     generators: Mapping[str, CandidateGenerator],
     purchases: pd.DataFrame,
@@ -431,7 +420,7 @@ def cutoff_rows_from(
     the serving generators of the model trained with ``cutoff`` as its split. Saves refitting
     them (ALS, item-KNN ...). Queries: customers with purchases both before the cutoff and in
     ``[cutoff, min(cutoff + label_days, split_ts))`` and at least one positive candidate."""
-    cutoff, split = _naive(cutoff), _naive(split_ts)
+    cutoff, split = naive_utc(cutoff), naive_utc(split_ts)
     before = purchases.loc[purchases[c.EVENT_TS] < cutoff]
     end = min(cutoff + pd.Timedelta(days=config.label_days), split)
     bought = label_pairs(purchases, cutoff, end)
@@ -451,8 +440,8 @@ def cutoff_rows_from(
 def new_cutoffs(cutoffs: Sequence[str | pd.Timestamp], previous_split: pd.Timestamp | str) -> list:
     """The cutoffs a model trained at ``previous_split`` has not seen: those at or after it
     (its own cutoffs were before it). Input order kept."""
-    prev = _naive(previous_split)
-    return [t for t in cutoffs if _naive(t) >= prev]
+    prev = naive_utc(previous_split)
+    return [t for t in cutoffs if naive_utc(t) >= prev]
 
 
 def reduced_training_frame(
@@ -475,13 +464,13 @@ def reduced_training_frame(
     ``generators`` (cutoff -> generators fitted on the purchases before it) takes its
     candidates from them instead of refitting (:func:`cutoff_rows_from`). ``report`` (if
     given) receives the candidate rows before and after down-sampling."""
-    split = _naive(split_ts)
-    purchases = _purchases_before(events, split)
+    split = naive_utc(split_ts)
+    purchases = train_purchases(events, split)
     tables = feature_tables(purchases, returns, end=split)
     cache = cutoff_rows if cutoff_rows is not None else {}
-    fitted = {_naive(t): g for t, g in (generators or {}).items()}
+    fitted = {naive_utc(t): g for t, g in (generators or {}).items()}
     parts = []
-    for cutoff in sorted({_naive(t) for t in config.cutoffs}):
+    for cutoff in sorted({naive_utc(t) for t in config.cutoffs}):
         if not cutoff < split:
             raise ValueError(f"cutoff {cutoff} must be before the split date {split}")
         if cutoff not in cache:
@@ -552,7 +541,7 @@ def fit_reduced_ranker(
     config = config or RankerConfig()
     reduction = reduction or ReductionConfig()
     started = time.perf_counter()
-    split = _naive(split_ts)
+    split = naive_utc(split_ts)
     warm = previous is not None and reduction.warm_start
     train_config = config
     if warm:
@@ -574,7 +563,7 @@ def fit_reduced_ranker(
     if prepared is None:
         fitted = {}
         if previous is not None:
-            fitted = {_naive(previous.split_ts): previous.generators}
+            fitted = {naive_utc(previous.split_ts): previous.generators}
         prepared = reduced_training_frame(
             events,
             split,
@@ -588,14 +577,14 @@ def fit_reduced_ranker(
         )
     frame, tables = prepared
     booster = xgb.train(params, _dmatrix(frame, chosen), num_boost_round=rounds, xgb_model=base)
-    purchases = _purchases_before(events, split)
+    purchases = train_purchases(events, split)
     generators = {name: g.fit(purchases) for name, g in make_generators(config).items()}
     stats = {
         "rows": len(frame),
         "queries": int(frame[QID].nunique()),
         "positives": int(frame[LABEL].sum()),
         "features": len(chosen),
-        "cutoffs": [str(_naive(t).date()) for t in sorted(train_config.cutoffs)],
+        "cutoffs": [str(naive_utc(t).date()) for t in sorted(train_config.cutoffs)],
         "warm_start": warm,
         "rounds": rounds,
         "trees": booster.num_boosted_rounds(),

@@ -28,7 +28,7 @@ import pandas as pd
 
 from recsys_assets import constants as c
 from recsys_assets.lib.candidates import CandidateGenerator, Popularity
-from recsys_assets.lib.evaluation import Split, evaluate, purchases_only
+from recsys_assets.lib.evaluation import Split, evaluate
 from recsys_assets.lib.ranking import (
     RAW_FEATURES,
     STRING_FEATURES,
@@ -40,6 +40,7 @@ from recsys_assets.lib.ranking import (
     derive_arrays,
     feature_tables,
     make_generators,
+    train_purchases,
     via_pandas,
 )
 
@@ -493,10 +494,7 @@ def evaluate_on_split(
     a challenger on the same test window."""
     if model.ranker_config is None:
         raise ValueError(f"model {model.version} has no ranker config to re-evaluate with")
-    purchases, _ = purchases_only(split.train)
-    purchases = purchases.assign(
-        **{c.USER_ID: purchases[c.USER_ID].astype(str), c.ITEM_ID: purchases[c.ITEM_ID].astype(str)}
-    )
+    purchases = train_purchases(split.train, split.split_ts)
     generators = {
         name: g.fit(purchases) for name, g in make_generators(model.ranker_config).items()
     }
