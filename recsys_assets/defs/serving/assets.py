@@ -47,17 +47,20 @@ LATENCY_ROUNDS = 3  # the gate holds the best round's p99 against the budget
 BENTOFILE = "bentos/recommender/bentofile.yaml"
 
 
+def serving_asset(**kwargs):
+    """The serving group's asset decorator: group, owner, tags and code version in one place."""
+    return dg.asset(
+        group_name="serving", owners=[c.OWNER_DATA], tags=TAGS, code_version=CODE_VERSION, **kwargs
+    )
+
+
 def serving_version(ranker_version: str, purchases: pd.DataFrame) -> str:
     """The serving model's version: the ranker's version and the data its candidates came from."""
     payload = f"{ranker_version}:{data_version(purchases)}".encode()
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
-@dg.asset(
-    group_name="serving",
-    owners=[c.OWNER_DATA],
-    tags=TAGS,
-    code_version=CODE_VERSION,
+@serving_asset(
     io_manager_key="model_store",
     ins={"ranker_model": dg.AssetIn(), "validated_events": dg.AssetIn()},
     deps=["online_features"],
@@ -186,11 +189,7 @@ def quality_gate(
     )
 
 
-@dg.asset(
-    group_name="serving",
-    owners=[c.OWNER_DATA],
-    tags=TAGS,
-    code_version=CODE_VERSION,
+@serving_asset(
     io_manager_key="model_store",
     kinds={"bentoml"},
 )
@@ -258,11 +257,7 @@ def build_bento(model_tag: str, version: str, *, timeout_s: float = 600) -> str:
     return lines[-1].removeprefix("__tag__:") if lines else f"{c.BENTO_NAME}:{version}"
 
 
-@dg.asset(
-    group_name="serving",
-    owners=[c.OWNER_DATA],
-    tags=TAGS,
-    code_version=CODE_VERSION,
+@serving_asset(
     kinds={"bentoml", "docker"},
 )
 def bento(context: dg.AssetExecutionContext, promoted_model: str) -> dg.MaterializeResult:
