@@ -72,6 +72,7 @@ __all__ = [
     "feature_tables",
     "fit_ranker",
     "label_pairs",
+    "labelled_candidates",
     "make_generators",
     "naive_utc",
     "train_purchases",
@@ -504,13 +505,16 @@ class Ranker:
         return dict(sorted(scores.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _training_rows(
+def labelled_candidates(
     purchases: pd.DataFrame,
     cutoff: pd.Timestamp,
     split_ts: pd.Timestamp,
     config: RankerConfig,
+    generators: Mapping[str, CandidateGenerator] | None = None,
 ) -> pd.DataFrame:
-    """Candidates with labels for one cutoff (events before the cutoff only for candidates)."""
+    """Candidates with labels for one cutoff (events before the cutoff only for candidates).
+    ``generators`` already fitted on the purchases before the cutoff are used as they are;
+    without them they are fitted here."""
     before = purchases.loc[purchases[c.EVENT_TS] < cutoff]
     end = min(cutoff + pd.Timedelta(days=config.label_days), split_ts)
     bought = label_pairs(purchases, cutoff, end)
@@ -519,7 +523,8 @@ def _training_rows(
     )
     if len(before) == 0 or len(users) == 0:
         return pd.DataFrame()
-    generators = {name: g.fit(before) for name, g in make_generators(config).items()}
+    if generators is None:
+        generators = {name: g.fit(before) for name, g in make_generators(config).items()}
     cands = candidate_frame(generators, users.tolist(), config.candidates)
     cands = cands.merge(bought.assign(**{LABEL: 1.0}), on=[c.USER_ID, c.ITEM_ID], how="left")
     cands[LABEL] = cands[LABEL].fillna(0.0)
@@ -574,7 +579,7 @@ def training_set(
         if not cutoff < split:
             raise ValueError(f"cutoff {cutoff} must be before the split date {split}")
         if cutoff not in cache:
-            cache[cutoff] = _training_rows(purchases, cutoff, split, config)
+            cache[cutoff] = labelled_candidates(purchases, cutoff, split, config)
         rows = cache[cutoff]
         if len(rows):
             parts.append(rows)

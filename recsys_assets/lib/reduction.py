@@ -64,10 +64,9 @@ from recsys_assets.lib.ranking import (
     QID,
     Ranker,
     RankerConfig,
-    candidate_frame,
     feature_columns,
     feature_tables,
-    label_pairs,
+    labelled_candidates,
     make_generators,
     naive_utc,
     train_purchases,
@@ -420,21 +419,9 @@ def cutoff_rows_from(
     the serving generators of the model trained with ``cutoff`` as its split. Saves refitting
     them (ALS, item-KNN ...). Queries: customers with purchases both before the cutoff and in
     ``[cutoff, min(cutoff + label_days, split_ts))`` and at least one positive candidate."""
-    cutoff, split = naive_utc(cutoff), naive_utc(split_ts)
-    before = purchases.loc[purchases[c.EVENT_TS] < cutoff]
-    end = min(cutoff + pd.Timedelta(days=config.label_days), split)
-    bought = label_pairs(purchases, cutoff, end)
-    users = np.intersect1d(
-        before[c.USER_ID].astype(str).unique(), bought[c.USER_ID].unique().astype(str)
+    return labelled_candidates(
+        purchases, naive_utc(cutoff), naive_utc(split_ts), config, generators=generators
     )
-    if len(before) == 0 or len(users) == 0:
-        return pd.DataFrame()
-    cands = candidate_frame(generators, users.tolist(), config.candidates)
-    cands = cands.merge(bought.assign(**{LABEL: 1.0}), on=[c.USER_ID, c.ITEM_ID], how="left")
-    cands[LABEL] = cands[LABEL].fillna(0.0)
-    has_positive = cands.groupby(c.USER_ID)[LABEL].transform("max") > 0
-    cands = cands.loc[has_positive].reset_index(drop=True)
-    return cands.assign(**{c.FEATURE_TS: pd.Timestamp(cutoff, tz="UTC")})
 
 
 def new_cutoffs(cutoffs: Sequence[str | pd.Timestamp], previous_split: pd.Timestamp | str) -> list:
@@ -477,7 +464,7 @@ def reduced_training_frame(
             if cutoff in fitted:
                 cache[cutoff] = cutoff_rows_from(fitted[cutoff], purchases, cutoff, split, config)
             else:
-                cache[cutoff] = _fresh_cutoff_rows(purchases, cutoff, split, config)
+                cache[cutoff] = labelled_candidates(purchases, cutoff, split, config)
         if len(cache[cutoff]):
             parts.append(cache[cutoff])
     if not parts:
@@ -494,17 +481,6 @@ def reduced_training_frame(
     frame = training_frame(kept, tables=tables)
     frame = frame.sort_values([QID, c.ITEM_ID], kind="mergesort").reset_index(drop=True)
     return frame, tables
-
-
-def _fresh_cutoff_rows(
-    purchases: pd.DataFrame, cutoff: pd.Timestamp, split: pd.Timestamp, config: RankerConfig
-) -> pd.DataFrame:
-    """One cutoff's labelled candidates with freshly fitted generators (as ``training_set``)."""
-    before = purchases.loc[purchases[c.EVENT_TS] < cutoff]
-    if len(before) == 0:
-        return pd.DataFrame()
-    generators = {name: g.fit(before) for name, g in make_generators(config).items()}
-    return cutoff_rows_from(generators, purchases, cutoff, split, config)
 
 
 def fit_reduced_ranker(

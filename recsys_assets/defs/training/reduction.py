@@ -20,9 +20,9 @@ import pandas as pd
 
 from recsys_assets import constants as c
 from recsys_assets.defs.training.assets import ranker_cutoffs
-from recsys_assets.lib.evaluation import Split, purchases_only
+from recsys_assets.lib.evaluation import Split
 from recsys_assets.lib.features import returns_from_quarantine
-from recsys_assets.lib.ranking import LABEL, QID, RankerConfig, feature_columns
+from recsys_assets.lib.ranking import LABEL, QID, RankerConfig, feature_columns, train_purchases
 from recsys_assets.lib.reduction import (
     ReductionConfig,
     quick_importance,
@@ -96,8 +96,7 @@ def reduced_training_set(
     all_features = feature_columns(ranker_config.generator_names())
     importance = quick_importance(frame, all_features, ranker_config)
     features, feature_report = select_features(frame, all_features, importance, config)
-    purchases, _ = purchases_only(split.train)
-    purchases = purchases.loc[purchases[c.EVENT_TS] < pd.Timestamp(split.split_ts)]
+    purchases = train_purchases(split.train, split.split_ts)
     full = {
         "rows": len(purchases),
         "customers": int(purchases[c.USER_ID].nunique()),
