@@ -248,6 +248,18 @@ def _session(limit: int, timeout_s: float) -> aiohttp.ClientSession:
     )
 
 
+async def _post_once(post, url: str, body: bytes) -> tuple[int, int]:
+    """One POST: (outcome code, HTTP status; 0 when no response came)."""
+    status = 0
+    try:
+        async with post(url, data=body, headers=JSON_HEADERS) as resp:
+            await resp.read()
+            status = resp.status
+        return (OK if 200 <= status < 300 else HTTP_ERROR), status
+    except Exception as exc:
+        return classify(None, exc), status
+
+
 async def run_closed(
     url: str,
     payload: Payload,
@@ -287,14 +299,7 @@ async def run_closed(
                 if i >= limit or t0 >= deadline:
                     return
                 nxt = i + 1
-                status = 0
-                try:
-                    async with post(url, data=bodies[i % nb], headers=JSON_HEADERS) as resp:
-                        await resp.read()
-                        status = resp.status
-                    code = OK if 200 <= status < 300 else HTTP_ERROR
-                except Exception as exc:
-                    code = classify(None, exc)
+                code, status = await _post_once(post, url, bodies[i % nb])
                 if record:
                     done.append(perf())
                     sent.append(t0)
@@ -350,14 +355,7 @@ async def run_open(
 
         async def one(i: int, when: float, record: bool) -> None:
             t0 = perf()
-            status = 0
-            try:
-                async with post(url, data=bodies[i % nb], headers=JSON_HEADERS) as resp:
-                    await resp.read()
-                    status = resp.status
-                code = OK if 200 <= status < 300 else HTTP_ERROR
-            except Exception as exc:
-                code = classify(None, exc)
+            code, status = await _post_once(post, url, bodies[i % nb])
             if record:
                 done[i] = perf()
                 sent[i] = t0
