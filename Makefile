@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
 DATA_CONFIG ?=
 
-.PHONY: install demo dev serve test test-fast lint format bench lock clean
+.PHONY: install demo simulate dev serve test test-fast lint format bench lock clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 ## Run the main job end to end on the embedded default (DuckDB + SQLite + local files).
 demo: install
 	$(BIN)/python -m recsys_assets demo $(if $(DATA_CONFIG),--data-config $(DATA_CONFIG))
+
+## The closed loop on the synthetic shop: drift, sensor-triggered retraining, recovery (data/simulation/)
+simulate: install
+	$(BIN)/python -m recsys_assets simulate
 
 ## Dagster UI and daemon (sensors and schedules tick) on http://127.0.0.1:3000
 dev: install

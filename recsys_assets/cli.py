@@ -57,14 +57,16 @@ def run_ingestion(partition_keys: list[str] | None = None) -> list[dict[str, obj
     return rows
 
 
-def run_job(name: str) -> tuple[bool, dict[str, dict[str, object]], str | None]:
+def run_job(
+    name: str, tags: dict[str, str] | None = None
+) -> tuple[bool, dict[str, dict[str, object]], str | None]:
     """Run an unpartitioned job once: (ok, metadata by asset and check, error)."""
     import dagster as dg
 
     from recsys_assets.definitions import defs
 
     result = defs.resolve_job_def(name).execute_in_process(
-        instance=dg.DagsterInstance.get(), raise_on_error=False, run_config=QUIET
+        instance=dg.DagsterInstance.get(), raise_on_error=False, run_config=QUIET, tags=tags
     )
     metadata = {
         event.asset_key.to_user_string(): {
@@ -345,6 +347,30 @@ def serve(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def simulate(args: argparse.Namespace) -> int:
+    """Run the closed-loop simulation (recsys_assets/simulate.py) and print its results."""
+    from recsys_assets.simulate import (
+        DEFAULT_WORKDIR,
+        Simulation,
+        SimulationPlan,
+        Workspace,
+        print_summary,
+    )
+
+    plan = SimulationPlan.small() if args.small else SimulationPlan()
+    overrides = {k: v for k, v in vars(args).items() if k in plan.__dataclass_fields__}
+    plan = SimulationPlan(
+        **{**plan.__dict__, **{k: v for k, v in overrides.items() if v is not None}}
+    )
+    workspace = Workspace(Path(args.workdir or DEFAULT_WORKDIR).resolve())
+    workspace.create(plan)
+    print(f"simulation: {plan}")
+    print(f"workspace:  {workspace.root}")
+    summary = Simulation(plan, workspace).run()
+    print_summary(summary)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recsys_assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -375,6 +401,16 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=3001)
     serve_parser.set_defaults(handler=serve)
+    simulate_parser = commands.add_parser(
+        "simulate", help="run the synthetic shop against the service: drift, retraining, recovery"
+    )
+    simulate_parser.add_argument("--small", action="store_true", help="the test's small plan")
+    simulate_parser.add_argument("--workdir", help="workspace (default data/simulation/)")
+    simulate_parser.add_argument("--days", type=int, help="simulated days after the history")
+    simulate_parser.add_argument("--drift-day", type=int, help="day the drift starts (0-based)")
+    simulate_parser.add_argument("--shoppers-per-day", type=int, help="lists served per day")
+    simulate_parser.add_argument("--port", type=int, help="the service's first port")
+    simulate_parser.set_defaults(handler=simulate)
     args = parser.parse_args(argv)
     return args.handler(args)
 

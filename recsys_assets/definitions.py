@@ -6,7 +6,7 @@ import dagster as dg
 
 from recsys_assets.config import get_settings
 from recsys_assets.config.settings import BENTOML_HOME_VAR
-from recsys_assets.defs import evaluation, features, ingestion, serving, training
+from recsys_assets.defs import evaluation, features, ingestion, monitoring, serving, training
 from recsys_assets.defs.warehouse import WarehouseIOManager
 
 settings = get_settings()
@@ -28,5 +28,6 @@ defs = dg.Definitions.merge(
     training.defs,
     evaluation.defs,
     serving.defs,
+    monitoring.defs,
     dg.Definitions(resources=shared_resources),
 )

@@ -10,6 +10,10 @@ import pytest
 
 # Before any recsys_assets import: definitions read the environment when they load.
 os.environ.setdefault("RECSYS_ENV", "test")
+# Logs that in-process runs append to stay out of the repository's data/ folder.
+_SCRATCH = Path(os.environ.setdefault("RECSYS_TEST_SCRATCH", f"/tmp/recsys-tests-{os.getpid()}"))
+os.environ.setdefault("RECSYS_LOOP_LOG", str(_SCRATCH / "loop" / "events.jsonl"))
+os.environ.setdefault("RECSYS_SERVED_LOG", str(_SCRATCH / "served.jsonl"))
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,6 +9,7 @@ BentoML model ``RECSYS_MODEL_TAG`` (default ``recsys-ranker:latest``), bundled i
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -111,19 +112,28 @@ class FeedbackResponse(BaseModel):
     logging={"access": {"enabled": False}},
 )
 class Recommender:
-    """Recommendations from the promoted model; feedback into the durable event log."""
+    """Recommendations from the promoted model, each also written to the served log;
+    feedback into the durable event log."""
 
     model_ref = _model_ref()
 
     def __init__(self) -> None:
         from recsys_assets.config import get_settings
         from recsys_assets.lib.feedback import FeedbackLog
+        from recsys_assets.lib.served_log import ServedLog, served_log_path
 
         self.settings = get_settings()
         self.model = None
         self.reader = None
         self._metrics()
         self.feedback_log = FeedbackLog(self.settings.feedback_log)  # open even without a model
+        # What /recommend served, for monitoring; telemetry: a failure never fails a request.
+        self.served_log = ServedLog(served_log_path(self.settings.feedback_log))
+        self._served_log_warned: set[str] = set()
+        try:
+            self.served_log.open()
+        except OSError as error:  # counted and retried on each request
+            self._served_log_failed(error)
         try:
             self._load()
         except Exception as error:  # refuse readiness rather than serve garbage
@@ -146,6 +156,8 @@ class Recommender:
         # prometheus_client is imported here, after BentoML set up its multiprocess directory
         import prometheus_client as prom
 
+        # Its _count is the number of requests served per model version and fallback (so no
+        # separate counter of served requests).
         self.latency = prom.Histogram(
             "recsys_recommend_latency_seconds",
             "Latency of /recommend by model version and outcome",
@@ -166,6 +178,11 @@ class Recommender:
         )
         self.feedback_events = prom.Counter(
             "recsys_feedback_events_total", "Feedback events appended", ["type"]
+        )
+        self.served_log_errors = prom.Counter(
+            "recsys_served_log_errors_total",
+            "Served recommendations that could not be written to the served log",
+            ["kind"],
         )
 
     def _load(self) -> None:
@@ -226,8 +243,11 @@ class Recommender:
         self.latency.labels(got.model_version, str(got.fallback).lower()).observe(
             time.perf_counter() - started
         )
+        request_id = uuid.uuid4().hex
+        as_of = got.as_of.isoformat()
+        self._log_served(request_id, request.customer_id, got, as_of)
         return RecommendResponse(
-            request_id=uuid.uuid4().hex,
+            request_id=request_id,
             customer_id=request.customer_id,
             items=[
                 RecommendedItem(item_id=i, score=s, name=n)
@@ -236,8 +256,53 @@ class Recommender:
             model_version=got.model_version,
             fallback=got.fallback,
             fallback_reason=got.fallback_reason,
-            as_of=got.as_of.isoformat(),
+            as_of=as_of,
         )
+
+    def _log_served(self, request_id: str, customer_id: str, got, as_of: str) -> None:
+        """Append what was served to the served log (about 15 us for 10 items, no fsync). Never
+        raises: a failure is counted in recsys_served_log_errors_total and logged once per
+        kind of error."""
+        from recsys_assets.lib.served_log import ServedRecord
+
+        try:
+            self.served_log.append(
+                [
+                    ServedRecord(
+                        ts=datetime.now(UTC),
+                        request_id=request_id,
+                        customer_id=customer_id,
+                        model_version=got.model_version,
+                        variant=None,
+                        items=got.items,
+                        scores=got.scores,
+                        fallback_reason=got.fallback_reason,
+                        as_of=as_of,
+                    )
+                ]
+            )
+        except Exception as error:  # OSError (disk full, permissions), or a record it refused
+            self._served_log_failed(error)
+
+    def _served_log_failed(self, error: Exception) -> None:
+        kind = type(error).__name__
+        if isinstance(error, OSError) and error.errno in errno.errorcode:
+            kind = errno.errorcode[error.errno]  # ENOSPC, EACCES, ...
+        self.served_log_errors.labels(kind).inc()
+        if kind not in self._served_log_warned:  # once per kind: no log flood per request
+            self._served_log_warned.add(kind)
+            logger.warning(
+                "served log %s: cannot write (%s: %s); requests are still served, further "
+                "%s errors are only counted in recsys_served_log_errors_total",
+                self.served_log.path,
+                kind,
+                error,
+                kind,
+            )
+
+    @bentoml.on_shutdown
+    def _close_served_log(self) -> None:
+        self.served_log.close()
 
     @bentoml.api(input_spec=FeedbackRequest, output_spec=FeedbackResponse)
     def feedback(self, **request) -> FeedbackResponse:

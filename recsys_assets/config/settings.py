@@ -10,8 +10,9 @@ and read only when a run needs it.
 (tests use a scratch copy) and ``RECSYS_FEATURE_STORE`` its config file (e.g.
 ``environments/redis.yaml`` to try the Redis online store locally), ``RECSYS_MODELS`` and
 ``RECSYS_REPORTS`` where fitted models and evaluation reports go, ``RECSYS_FEEDBACK_LOG`` the
-service's feedback event log and ``BENTOML_HOME`` the BentoML store (promoted models, bentos;
-default ``data/bentoml/<env>``, outside the service's build context ``bentos/recommender``).
+service's feedback event log, ``RECSYS_LOOP_LOG`` the continuous-deployment loop's event log
+and ``BENTOML_HOME`` the BentoML store (promoted models, bentos; default
+``data/bentoml/<env>``, outside the service's build context ``bentos/recommender``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ FEATURE_STORE_VAR = "RECSYS_FEATURE_STORE"
 MODELS_VAR = "RECSYS_MODELS"
 REPORTS_VAR = "RECSYS_REPORTS"
 FEEDBACK_LOG_VAR = "RECSYS_FEEDBACK_LOG"
+LOOP_LOG_VAR = "RECSYS_LOOP_LOG"
 BENTOML_HOME_VAR = "BENTOML_HOME"  # BentoML's own variable: its model and bento store
 
 
@@ -60,6 +62,8 @@ class Settings:
     feedback_log: Path  # the service's feedback events (JSON lines), read back as a source
     bentoml_home: Path  # BentoML's store of promoted models and bentos
     serving: ServingSettings  # the promotion gate and the service's behaviour
+    monitoring: MonitoringSettings  # drift monitors, retraining triggers and their thresholds
+    loop_log: Path  # the continuous-deployment loop's event log (decisions, releases, KPIs)
 
     @property
     def warehouse_path(self) -> Path | None:
@@ -80,6 +84,30 @@ class ServingSettings:
     def __post_init__(self) -> None:
         if self.clock not in ("data", "wall"):
             raise ValueError(f"serving.clock must be 'data' or 'wall', not {self.clock!r}")
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    """Monitors and retraining triggers, per environment (docs/monitoring.md)."""
+
+    reference_days: float = 28.0  # reference window: the last days the serving model saw
+    window_days: float = 2.0  # current window: the latest landed days
+    sample_rows: int = 20_000  # each side of a drift comparison is sampled to this many rows
+    drift_share: float = 0.3  # data drift: share of the ranker's features drifted
+    item_mix_distance: float = 0.05  # data drift: JS distance of bought items beyond chance
+    max_missing_share: float = 0.2  # data quality: a column missing more is a broken feed
+    score_ks: float = 0.2  # prediction drift: KS statistic of served scores
+    served_item_distance: float = 0.4  # prediction drift: JS distance of recommended items
+    label_horizon_days: float = 1.0  # delayed ground truth: purchases within this after a list
+    min_lists: int = 100  # performance: fewer scored lists than this decide nothing
+    performance_drop: float = 0.25  # performance: relative drop of the live hit rate
+    max_model_age_days: float = 30.0  # enough new data: retrain when the model is this stale
+    cooldown_days: float = 2.0  # no retraining within this many days of data of the last one
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"monitoring.{name} must be a non-negative number, not {value!r}")
 
 
 def _resolve(value: Any) -> str | dg.EnvVar:
@@ -124,4 +152,16 @@ def get_settings(environment: str | None = None) -> Settings:
         ),
         bentoml_home=_project_path(os.environ.get(BENTOML_HOME_VAR) or f"data/bentoml/{env.value}"),
         serving=ServingSettings(**raw.get("serving", {})),
+        monitoring=_monitoring(raw.get("monitoring", {})),
+        loop_log=_project_path(
+            os.environ.get(LOOP_LOG_VAR) or f"data/loop/{env.value}/events.jsonl"
+        ),
     )
+
+
+def _monitoring(raw: dict[str, Any]) -> MonitoringSettings:
+    known = set(MonitoringSettings.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"unknown monitoring setting(s) {unknown}; known: {sorted(known)}")
+    return MonitoringSettings(**raw)

@@ -36,8 +36,18 @@ def _sha256(path: Path) -> str:
 
 
 def _json_safe(value: Any) -> Any:
-    """Metadata values BentoML accepts: JSON round-tripped (numpy, timestamps -> plain)."""
-    return json.loads(json.dumps(value, default=str))
+    """Metadata values BentoML accepts: JSON round-tripped (numpy, timestamps -> plain), with
+    missing values (None, NaN) left out of mappings and written as "" in lists: BentoML refuses
+    None anywhere in model metadata."""
+    return _without_none(json.loads(json.dumps(value, default=str)))
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return ["" if v is None else _without_none(v) for v in value]
+    return value
 
 
 def save_promoted(

@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_DEVICES",
     "EVENT_COLUMNS",
     "LAUNCH_TS",
+    "LatentUsers",
     "NewItems",
     "PreferenceShift",
     "SeasonalBoost",
@@ -317,6 +318,46 @@ def user_segment(config: SyntheticConfig, shift: PreferenceShift) -> set[str]:
     """User ids in ``shift``'s segment under ``config`` (whether or not the config holds it)."""
     world = _build_world(config)
     return {str(world.user_ids[i]) for i in np.flatnonzero(_segment_mask(config, world, shift))}
+
+
+class LatentUsers:
+    """Ground truth of the users, for simulations that act as the shoppers themselves.
+
+    Why: a closed-loop simulation must make its shoppers react with the same hidden tastes (and
+    the same drift) the generator draws its events from. Arrays are in user order, aligned with
+    :attr:`user_ids`; :meth:`category_weights` is the generator's own per-session category
+    weighting, so the two cannot disagree.
+    """
+
+    def __init__(self, config: SyntheticConfig) -> None:
+        world = _build_world(config)
+        self.config = config
+        self.categories: tuple[str, ...] = world.categories
+        self.user_ids: np.ndarray = world.user_ids.copy()  # object array of "U00001", ...
+        self.home_country: np.ndarray = np.array([n for n, _ in config.countries], dtype=object)[
+            world.home_country
+        ]  # names
+        self.device: np.ndarray = np.array([n for n, _ in config.devices], dtype=object)[
+            world.device
+        ]  # preferred device names
+        self.activity: np.ndarray = world.activity.copy()  # multiplies the session rate (mean 1)
+        self.sensitivity: np.ndarray = world.sensitivity.copy()  # exponent of the relative price
+        self.taste: np.ndarray = world.taste.copy()  # users x categories before any drift
+        self.segments: tuple[np.ndarray, ...] = tuple(
+            _segment_mask(config, world, shift) for shift in config.preference_shifts
+        )  # one boolean mask over the users per config.preference_shifts entry
+        self._world = world
+
+    def category_weights(self, users: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+        """Taste after preference shifts (with their ramps) times seasonal boosts (users x cats).
+
+        ``users`` are user indices, ``seconds`` the moments (seconds from the window start,
+        one per user or one for all), exactly what the generator weighs a session's categories
+        by. Rows need not sum to 1 while a boost is active.
+        """
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        t = np.broadcast_to(np.asarray(seconds, dtype=np.float64), users.shape)
+        return _category_weights(self.config, self._world, users, t, list(self.segments))
 
 
 # --- The latent world -----------------------------------------------------------------------

@@ -60,6 +60,8 @@ def cli_env(workdir: Path) -> dict[str, str]:
         "RECSYS_MODELS": str(workdir / "models"),
         "RECSYS_REPORTS": str(workdir / "reports"),
         "RECSYS_FEEDBACK_LOG": str(workdir / "feedback" / "feedback.jsonl"),
+        "RECSYS_SERVED_LOG": str(workdir / "feedback" / "served.jsonl"),
+        "RECSYS_LOOP_LOG": str(workdir / "loop" / "events.jsonl"),
         "BENTOML_HOME": str(workdir / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "true",
     }

@@ -18,6 +18,7 @@ import yaml
 from recsys_assets import constants as c
 from recsys_assets.lib.deploy import check, render
 from recsys_assets.lib.feedback import FeedbackLog, to_canonical_events
+from recsys_assets.lib.served_log import SERVED_LOG_VAR, ServedLog
 from tests.integration.support import cli_env, free_port, served
 
 pytestmark = pytest.mark.integration
@@ -46,14 +47,21 @@ def _call(port: int, path: str, body: object | bytes | None = None) -> tuple[int
 
 
 @pytest.fixture(scope="module")
-def service(example_shop_demo):
+def served_log_file(tmp_path_factory) -> Path:
+    """Where the served bento writes its served log (RECSYS_SERVED_LOG; made by the service)."""
+    return tmp_path_factory.mktemp("served_log") / "logs" / "served.jsonl"
+
+
+@pytest.fixture(scope="module")
+def service(example_shop_demo, served_log_file):
     """The built bento served with the demo's stores: (port, workdir, bento tag)."""
     workdir, result = example_shop_demo
     assert result.returncode == 0, result.stderr
     bento_tag = re.search(r"bento: (recommender:[\w-]+)", result.stdout).group(1)
     port = free_port()
     command = [BENTOML, "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)]
-    with served(command, port, cli_env(workdir), workdir / "serve.log"):
+    env = {**cli_env(workdir), SERVED_LOG_VAR: str(served_log_file)}
+    with served(command, port, env, workdir / "serve.log"):
         yield port, workdir, bento_tag
 
 
@@ -77,6 +85,52 @@ def test_recommend_known_and_unknown_customers(service):
     )
     assert status == 200 and cold["fallback"] and cold["fallback_reason"] == "unknown_customer"
     assert len(cold["items"]) == 3
+
+
+def test_served_log_holds_one_record_per_successful_request(service, served_log_file):
+    port, workdir, _ = service
+    log = ServedLog(served_log_file)
+    assert served_log_file.exists()  # opened (and created) when the worker started
+    before = len(log.read())
+    profile = pd.read_parquet(workdir / "feature_repo" / "data" / "customer_profile.parquet")
+    customers = [str(customer) for customer in profile[c.USER_ID].iloc[:3]]
+    bodies = [
+        *({"customer_id": customer, "k": 4} for customer in customers),
+        {"customer_id": "never-seen", "k": 2, "context": {"country": "France"}},
+        {"customer_id": customers[0], "k": 0},  # refused (400): nothing served, nothing logged
+        {"customer_id": customers[1], "exclude_bought_within_days": 30},
+    ]
+    started = pd.Timestamp.now(tz="UTC")
+    answers = []
+    for body in bodies:
+        status, answer = _call(port, "/recommend", body)
+        if body.get("k") != 0:
+            assert status == 200, answer
+            answers.append(answer)
+        else:
+            assert status == 400
+    finished = pd.Timestamp.now(tz="UTC")
+
+    frame, skipped = log.read_with_report()
+    assert skipped == 0
+    new = frame.iloc[before:].reset_index(drop=True)
+    assert len(new) == len(answers) == 5  # one worker: in the order the requests were answered
+    for (_, row), answer in zip(new.iterrows(), answers, strict=True):
+        assert row["request_id"] == answer["request_id"]
+        assert row["customer_id"] == answer["customer_id"]
+        assert row["model_version"] == answer["model_version"]
+        assert row["items"] == [item["item_id"] for item in answer["items"]]
+        assert row["scores"] == [item["score"] for item in answer["items"]]
+        assert row["as_of"] == answer["as_of"]
+        assert pd.isna(row["variant"])
+        if answer["fallback"]:
+            assert row["fallback_reason"] == answer["fallback_reason"]
+        else:
+            assert pd.isna(row["fallback_reason"])
+        assert started <= row["ts"] <= finished
+    assert new["fallback_reason"].tolist()[3] == "unknown_customer"
+    since = log.read(since=started)
+    assert since["request_id"].tolist() == [answer["request_id"] for answer in answers]
 
 
 @pytest.mark.parametrize(
@@ -154,6 +208,25 @@ def test_bento_carries_a_dockerfile_that_the_manifests_agree_with(service):
         )
         == []
     )
+
+
+def test_a_served_log_that_cannot_be_written_never_fails_a_request(example_shop_demo, tmp_path):
+    workdir, _ = example_shop_demo
+    blocked = tmp_path / "served.jsonl"
+    blocked.mkdir()  # a folder where the file should be: every open fails with EISDIR
+    env = {**cli_env(workdir), SERVED_LOG_VAR: str(blocked)}
+    port = free_port()
+    command = [BENTOML, "serve", SERVICE, "--port", str(port)]
+    log = tmp_path / "serve.log"
+    with served(command, port, env, log):
+        for _ in range(3):
+            status, answer = _call(port, "/recommend", {"customer_id": "never-seen", "k": 2})
+            assert status == 200 and len(answer["items"]) == 2, answer
+        _, metrics = _call(port, c.METRICS_PATH)
+    # The open in the worker's __init__, then one retry per request; a warning only once.
+    errors = re.search(r'recsys_served_log_errors_total\{kind="EISDIR"\} ([\d.]+)', metrics)
+    assert errors is not None and float(errors.group(1)) == 4, metrics
+    assert log.read_text().count("cannot write (EISDIR") == 1
 
 
 def test_missing_model_refuses_to_start_with_a_clear_message(example_shop_demo):

@@ -23,6 +23,7 @@ from recsys_assets import constants as c
 from recsys_assets.config import get_settings
 from recsys_assets.config.settings import PROJECT_ROOT
 from recsys_assets.defs.training.assets import TrainedModel
+from recsys_assets.lib import loop
 from recsys_assets.lib.evaluation import Split, purchases_only
 from recsys_assets.lib.feature_store import FeatureRepo, quiet_feast
 from recsys_assets.lib.features import returns_from_quarantine
@@ -106,6 +107,9 @@ def challenger_model(
     latency["p99_ms_rounds"] = [round(r["p99_ms"], 3) for r in rounds]
     model.metrics["latency"] = latency
     context.log.info("challenger %s: latency %s", model.version, latency)
+    loop.LoopLog(settings.loop_log).append(
+        loop.TRAINING_FINISHED, model_version=model.version, run_id=context.run.run_id
+    )
     return dg.Output(
         model,
         data_version=dg.DataVersion(model.version),
@@ -161,21 +165,31 @@ def champion_figures(split: Split, returns: pd.DataFrame | None) -> dict | None:
     additional_ins={"evaluation_split": dg.AssetIn(), "quarantined_events": dg.AssetIn()},
 )
 def quality_gate(
-    challenger_model: ServingModel, evaluation_split: Split, quarantined_events: pd.DataFrame
+    context: dg.AssetCheckExecutionContext,
+    challenger_model: ServingModel,
+    evaluation_split: Split,
+    quarantined_events: pd.DataFrame,
 ) -> dg.AssetCheckResult:
     """Promote only a model not worse than the champion on the evaluation protocol (NDCG@K
     within ``serving.max_ndcg_drop``, relative, on the same split: the champion is re-evaluated
     when the data changed) and inside the latency budget (in-process p99,
     ``serving.latency_budget_p99_ms``)."""
-    settings = get_settings().serving
+    settings = get_settings()
     returns = returns_from_quarantine(restore_event_dtypes(quarantined_events))
     champion = champion_figures(evaluation_split, returns)
     decision: GateDecision = quality_gate_decision(
         challenger_model.metrics,
         champion,
-        max_ndcg_drop=settings.max_ndcg_drop,
-        latency_budget_p99_ms=settings.latency_budget_p99_ms,
+        max_ndcg_drop=settings.serving.max_ndcg_drop,
+        latency_budget_p99_ms=settings.serving.latency_budget_p99_ms,
     )
+    if not decision.passed:
+        loop.LoopLog(settings.loop_log).append(
+            loop.GATE_REFUSED,
+            model_version=challenger_model.version,
+            reasons=decision.reasons,
+            run_id=context.run.run_id,
+        )
     return dg.AssetCheckResult(
         passed=decision.passed,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -212,6 +226,9 @@ def promoted_model(
         },
     )
     context.log.info("promoted %s", tag)
+    loop.LoopLog(get_settings().loop_log).append(
+        loop.PROMOTED, model_version=model.version, tag=tag, run_id=context.run.run_id
+    )
     return dg.Output(
         tag,
         data_version=dg.DataVersion(model.version),

@@ -1,0 +1,43 @@
+"""Monitoring domain: drift, quality and performance monitors, the retraining loop and its KPIs."""
+
+import dagster as dg
+
+from recsys_assets.defs.monitoring.assets import MONITORS, mlops_kpis
+from recsys_assets.defs.monitoring.sensors import MONITORING_JOB, RETRAINING_JOB, retraining_sensor
+
+monitoring_job = dg.define_asset_job(
+    MONITORING_JOB,
+    selection=dg.AssetSelection.assets(*MONITORS, mlops_kpis),
+    description="Measure data drift, data quality, prediction drift and live performance of the "
+    "serving model on the latest landed data, and refresh the loop's KPIs.",
+)
+
+retraining_job = dg.define_asset_job(
+    RETRAINING_JOB,
+    # Features first (the new model is served over them), then only what the served model
+    # needs: split, ranker, challenger with its blocking gate, promotion and bento. The six
+    # stand-alone generators and the evaluation report are for comparing models, not serving.
+    selection=dg.AssetSelection.groups("features")
+    | dg.AssetSelection.assets(
+        "evaluation_split", "ranker_model", "challenger_model", "promoted_model", "bento"
+    ),
+    description="Retrain on the landed data and release through the same quality gate as "
+    "always: features, ranker, challenger, gate, promotion, bento. Requested by "
+    "retraining_sensor.",
+)
+
+daily_refresh = dg.ScheduleDefinition(
+    name="daily_refresh",
+    job_name="features_job",
+    cron_schedule="0 2 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Rebuild the feature tables and the online store every night: windowed item "
+    "sales move on days without new events too.",
+)
+
+defs = dg.Definitions(
+    assets=[*MONITORS, mlops_kpis],
+    jobs=[monitoring_job, retraining_job],
+    sensors=[retraining_sensor],
+    schedules=[daily_refresh],
+)

@@ -1,0 +1,421 @@
+"""Monitoring: is the serving model still right for the data that lands?
+
+Four monitors compare a reference with the latest window and carry their own asset check, with
+thresholds from ``monitoring`` in the environment's settings (docs/monitoring.md):
+
+- ``data_drift_report``: Evidently data drift over the ranker's input features of the purchase
+  lines (reference: the last ``reference_days`` before the serving model's data end; current:
+  the latest ``window_days`` landed since), plus the mix of bought items;
+- ``data_quality_report``: types, ranges, missing values and sparsity of the current window,
+  so that a broken feed is told apart from a real shift in behaviour;
+- ``prediction_drift_report``: served scores and recommended items (the service's served log)
+  in the serving model's first days against the latest days: a warning before labels arrive;
+- ``live_performance``: hit rate of served lists on the purchases that followed them (delayed
+  ground truth) in the latest days against the same model's first days.
+
+``mlops_kpis`` turns the loop's event log into MTTD, MTTR and deployment velocity.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from recsys_assets import constants as c
+from recsys_assets.config import get_settings
+from recsys_assets.lib import loop, monitoring
+from recsys_assets.lib.features import returns_from_quarantine
+from recsys_assets.lib.model_registry import current_promoted
+from recsys_assets.lib.served_log import ServedLog, served_log_path
+from recsys_assets.lib.validation import restore_event_dtypes
+
+TAGS = {"domain": "monitoring"}
+CODE_VERSION = "1"
+EVENTS_IN = {"validated_events": dg.AssetIn(), "quarantined_events": dg.AssetIn()}
+
+
+def monitoring_asset(check: str, description: str, **kwargs):
+    """A monitor: group, owner, tags and code version, with one check of the same asset."""
+
+    def decorate(fn):
+        return dg.asset(
+            name=fn.__name__,
+            group_name="monitoring",
+            owners=[c.OWNER_DATA],
+            tags=TAGS,
+            code_version=CODE_VERSION,
+            check_specs=[dg.AssetCheckSpec(check, asset=fn.__name__, description=description)],
+            **kwargs,
+        )(fn)
+
+    return decorate
+
+
+def reports_dir() -> Path:
+    path = get_settings().reports_dir / "monitoring"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def serving_model() -> dict[str, Any] | None:
+    """The serving model (newest promoted): version, data end and offline figures."""
+    champion = current_promoted()
+    if champion is None:
+        return None
+    metadata = champion["metadata"]
+    return {
+        "version": champion["version"],
+        "data_end": metadata.get("data_end"),
+        "metrics": metadata.get("metrics", {}),
+    }
+
+
+def skipped(check: str, why: str, **metadata: Any) -> dg.MaterializeResult:
+    """A monitor with nothing to compare yet: says why; its check passes without a verdict."""
+    return dg.MaterializeResult(
+        metadata={"status": why, **metadata},
+        check_results=[dg.AssetCheckResult(check_name=check, passed=True, description=why)],
+    )
+
+
+def _windows(events: pd.DataFrame, model: dict[str, Any] | None) -> loop.Windows | None:
+    if model is None or not model.get("data_end") or events.empty:
+        return None
+    settings = get_settings().monitoring
+    return loop.monitoring_windows(
+        events[c.EVENT_TS].max(),
+        model["data_end"],
+        reference_days=settings.reference_days,
+        window_days=settings.window_days,
+    )
+
+
+def _between(events: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    ts = events[c.EVENT_TS]
+    return events.loc[(ts >= start) & (ts < end)]
+
+
+# Columns left out of the drift comparison: they move with time by construction (totals, ages,
+# the calendar of a window shorter than a week), so they would always "drift".
+NOT_STATIONARY = (
+    "orders_total", "units_total", "revenue_total", "customer_tenure_days", "item_age_days",
+    "day_of_week", "hour_of_day",
+)  # fmt: skip
+
+
+@monitoring_asset(
+    "data_drift",
+    "Share of drifted ranker features and the bought-item mix within their thresholds",
+    ins=EVENTS_IN,
+    kinds={"evidently"},
+)
+def data_drift_report(
+    validated_events: pd.DataFrame, quarantined_events: pd.DataFrame
+) -> dg.MaterializeResult:
+    """Evidently data drift of the ranker's input features (per purchase line, point in time)
+    between the serving model's reference window and the latest landed days, and the
+    Jensen-Shannon distance of the bought items; HTML report under reports/monitoring/."""
+    settings = get_settings().monitoring
+    events = restore_event_dtypes(validated_events)
+    model = serving_model()
+    windows = _windows(events, model)
+    if windows is None:
+        why = "no promoted model yet" if model is None else "no data since the model's data end"
+        return skipped("data_drift", why)
+    returns = returns_from_quarantine(restore_event_dtypes(quarantined_events))
+    reference = monitoring.window_features(
+        events, windows.reference_start, windows.reference_end, returns=returns
+    )
+    current = monitoring.window_features(
+        events, windows.current_start, windows.current_end, returns=returns
+    )
+    if reference.empty or current.empty:
+        return skipped("data_drift", "no purchases in one of the windows", **windows.as_metadata())
+    columns = [name for name in reference.columns if name not in NOT_STATIONARY]
+    drift = monitoring.data_drift(
+        reference,
+        current,
+        columns=columns,
+        max_rows=settings.sample_rows,
+        drift_share=settings.drift_share,
+    )
+    purchases = events.loc[events[c.EVENT_TYPE] == c.PURCHASE]
+    mix = monitoring.item_mix_shift(
+        _between(purchases, windows.reference_start, windows.reference_end)[c.ITEM_ID],
+        _between(purchases, windows.current_start, windows.current_end)[c.ITEM_ID],
+    )
+    html = reports_dir() / "data_drift.html"
+    drift.save_html(html)
+    drifted = [name for name, col in drift.columns.items() if col["drifted"]]
+    passed = (
+        drift.drifted_share < settings.drift_share and not mix.excess >= settings.item_mix_distance
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "status": "measured",
+            "model_version": model["version"],
+            "drifted_share": float(drift.drifted_share),
+            "item_mix_distance": mix.excess,
+            "item_mix_js": mix.distance,
+            "item_mix_js_expected": mix.expected,
+            "item_mix_pvalue": mix.pvalue,
+            "drifted_features": dg.MetadataValue.json(drifted),
+            "feature_scores": dg.MetadataValue.json(
+                {name: round(float(col["score"]), 4) for name, col in drift.columns.items()}
+            ),
+            "reference_rows": drift.n_reference,
+            "current_rows": drift.n_current,
+            "latest_data_ts": str(events[c.EVENT_TS].max()),
+            "report": dg.MetadataValue.path(str(html)),
+            **windows.as_metadata(),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="data_drift",
+                passed=bool(passed),
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"{drift.drifted_share:.0%} of features drifted "
+                f"(threshold {settings.drift_share:.0%}), item mix distance {mix.excess:.3f} "
+                f"(threshold {settings.item_mix_distance})",
+                metadata={"drifted_features": dg.MetadataValue.json(drifted)},
+            )
+        ],
+    )
+
+
+@monitoring_asset(
+    "data_quality",
+    "Types, ranges and missing values of the latest window within bounds",
+    ins=EVENTS_IN,
+    kinds={"evidently"},
+)
+def data_quality_report(
+    validated_events: pd.DataFrame, quarantined_events: pd.DataFrame
+) -> dg.MaterializeResult:
+    """Data quality of the latest window's ranker inputs (Evidently's data summary): a broken
+    upstream feed shows here as quality problems, a shift in behaviour only as drift."""
+    settings = get_settings().monitoring
+    events = restore_event_dtypes(validated_events)
+    windows = _windows(events, serving_model())
+    if windows is None:
+        return skipped("data_quality", "no window to check yet (no model or no new data)")
+    returns = returns_from_quarantine(restore_event_dtypes(quarantined_events))
+    current = monitoring.window_features(
+        events, windows.current_start, windows.current_end, returns=returns
+    )
+    if current.empty:
+        return skipped("data_quality", "no purchases in the latest window")
+    quality = monitoring.data_quality(
+        current,
+        max_missing_share=settings.max_missing_share,
+        missing_ok=monitoring.MISSING_BY_DESIGN,
+        max_rows=settings.sample_rows,
+    )
+    html = reports_dir() / "data_quality.html"
+    quality.save_html(html)
+    quarantined = restore_event_dtypes(quarantined_events)
+    quarantined = _between(quarantined, windows.current_start, windows.current_end)
+    return dg.MaterializeResult(
+        metadata={
+            "status": "measured",
+            "problems": dg.MetadataValue.json(list(quality.problems)),
+            "rows": len(current),
+            "quarantined_rows": len(quarantined),
+            "report": dg.MetadataValue.path(str(html)),
+            **windows.as_metadata(),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="data_quality",
+                passed=bool(quality.ok),
+                severity=dg.AssetCheckSeverity.WARN,
+                description="; ".join(quality.problems) or "no problems",
+            )
+        ],
+    )
+
+
+def served_lists(model_version: str) -> pd.DataFrame:
+    """The serving model's served lists, timed by their feature clock (``as_of``): the wall
+    time of a replay or a simulation is not the shopper's time."""
+    settings = get_settings()
+    served = ServedLog(served_log_path(settings.feedback_log)).read()
+    served = served.loc[served["model_version"] == model_version].copy()
+    served["ts"] = pd.to_datetime(served["as_of"], utc=True, format="ISO8601")
+    return served.sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+def first_and_latest(served: pd.DataFrame, days: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The lists of the model's first ``days`` of serving and of the latest ``days``; the
+    second is empty while the two would overlap."""
+    if served.empty:
+        return served, served
+    span = pd.Timedelta(days=days)
+    first = served.loc[served["ts"] < served["ts"].min() + span]
+    latest = served.loc[served["ts"] > served["ts"].max() - span]
+    if latest["ts"].min() < first["ts"].max() + pd.Timedelta(seconds=1):
+        return first, served.iloc[0:0]
+    return first, latest
+
+
+@monitoring_asset(
+    "prediction_drift",
+    "Served scores and recommended items close to the model's first days",
+    kinds={"bentoml"},
+)
+def prediction_drift_report() -> dg.MaterializeResult:
+    """Distribution of the served scores (KS) and of the recommended items (Jensen-Shannon)
+    in the latest ``window_days`` against the serving model's first ``window_days``."""
+    settings = get_settings().monitoring
+    model = serving_model()
+    if model is None:
+        return skipped("prediction_drift", "no promoted model yet")
+    reference, current = first_and_latest(served_lists(model["version"]), settings.window_days)
+    if reference.empty or current.empty:
+        return skipped(
+            "prediction_drift",
+            "not enough serving history: the first and the latest window overlap",
+            lists=len(reference),
+        )
+    drift = monitoring.prediction_drift(
+        reference,
+        current,
+        k=c.DEFAULT_K,
+        score_threshold=settings.score_ks,
+        item_threshold=settings.served_item_distance,
+    )
+    figures = {
+        "score_ks": float(drift.ks_statistic),
+        "score_ks_pvalue": float(drift.ks_pvalue),
+        "score_wasserstein_normed": float(drift.wasserstein_normed),
+        "served_item_distance": float(drift.js_distance),
+        "reference_fallback_rate": float(drift.fallback_rate_reference),
+        "current_fallback_rate": float(drift.fallback_rate_current),
+    }
+    return dg.MaterializeResult(
+        metadata={
+            "status": "measured",
+            "model_version": model["version"],
+            **figures,
+            "reference_lists": drift.n_reference,
+            "current_lists": drift.n_current,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="prediction_drift",
+                passed=not drift.drifted,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"served scores KS {figures['score_ks']:.3f} (threshold "
+                f"{settings.score_ks}), recommended items JS {figures['served_item_distance']:.3f}"
+                f" (threshold {settings.served_item_distance})",
+            )
+        ],
+    )
+
+
+@monitoring_asset(
+    "performance",
+    "Live hit rate of served lists not fallen too far below the model's first days",
+    ins={"validated_events": dg.AssetIn()},
+)
+def live_performance(validated_events: pd.DataFrame) -> dg.MaterializeResult:
+    """Delayed ground truth: the share of served lists followed by a purchase of a listed item
+    within ``label_horizon_days``, latest days against the model's first days (the offline
+    hit rate is shown beside it, but is not comparable: other horizon, other customers)."""
+    settings = get_settings().monitoring
+    model = serving_model()
+    if model is None:
+        return skipped("performance", "no promoted model yet")
+    events = restore_event_dtypes(validated_events)
+    purchases = events.loc[events[c.EVENT_TYPE] == c.PURCHASE, [c.USER_ID, c.ITEM_ID, c.EVENT_TS]]
+    served = served_lists(model["version"])
+    if not purchases.empty:  # lists whose horizon has passed on the landed data
+        horizon_end = purchases[c.EVENT_TS].max().tz_localize("UTC")
+        served = served.loc[
+            served["ts"] + pd.Timedelta(days=settings.label_horizon_days) <= horizon_end
+        ]
+    reference, current = first_and_latest(served, settings.window_days)
+    if reference.empty or current.empty:
+        return skipped(
+            "performance", "not enough scored lists: the first and latest window overlap"
+        )
+    kwargs = {"k": c.DEFAULT_K, "horizon_days": settings.label_horizon_days}
+    before = monitoring.delayed_performance(reference, purchases, **kwargs)
+    now = monitoring.delayed_performance(current, purchases, **kwargs)
+    # among lists whose customer bought anything in the horizon: how often a listed item
+    drop = monitoring.performance_drop(
+        now["hit_rate_with_purchase"], before["hit_rate_with_purchase"]
+    )
+    enough = now["lists_with_purchase"] >= settings.min_lists
+    passed = not enough or drop < settings.performance_drop
+    return dg.MaterializeResult(
+        metadata={
+            "status": "measured",
+            "model_version": model["version"],
+            "hit_rate": float(now["hit_rate_with_purchase"]),
+            "reference_hit_rate": float(before["hit_rate_with_purchase"]),
+            "offline_hit_rate": float(model["metrics"].get("hit_rate", np.nan)),
+            "hit_rate_all_lists": float(now["hit_rate"]),
+            "performance_drop": float(drop),
+            "scored_lists": int(now["lists_with_purchase"]),
+            "reference_lists": int(before["lists_with_purchase"]),
+            "precision": float(now["precision"]),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="performance",
+                passed=bool(passed),
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"hit rate {now['hit_rate_with_purchase']:.3f} vs "
+                f"{before['hit_rate_with_purchase']:.3f} in the model's first days: {drop:+.0%} "
+                f"drop (threshold {settings.performance_drop:.0%}, "
+                f"{int(now['lists_with_purchase'])} lists with a purchase, at least "
+                f"{settings.min_lists} needed)",
+            )
+        ],
+    )
+
+
+MONITORS = (data_drift_report, data_quality_report, prediction_drift_report, live_performance)
+
+
+@dg.asset(
+    group_name="monitoring",
+    owners=[c.OWNER_DATA],
+    tags=TAGS,
+    code_version=CODE_VERSION,
+    deps=[m.key for m in MONITORS],
+)
+def mlops_kpis() -> dg.MaterializeResult:
+    """MTTD (first drifted data landed -> detection), MTTR (detection -> the retrained model
+    serving) and deployment velocity (training finished -> serving), from the loop's event log,
+    with every incident and release as history; JSON under reports/monitoring/."""
+    figures = loop.kpis(loop.LoopLog(get_settings().loop_log).read())
+    path = reports_dir() / "kpis.json"
+    path.write_text(json.dumps(figures, indent=2, default=str))
+
+    def seconds(block: dict[str, Any], key: str) -> float:
+        value = block[key]
+        return float("nan") if value is None else round(float(value), 1)
+
+    history = pd.DataFrame(figures["history"])
+    columns = ["detected", "triggers", "mttd_s", "mttr_s", "deployment_s", "model_version"]
+    return dg.MaterializeResult(
+        metadata={
+            "incidents": figures["incidents"],
+            "open_incidents": figures["open_incidents"],
+            "mttd_mean_s": seconds(figures["mttd"], "mean_s"),
+            "mttd_latest_s": seconds(figures["mttd"], "latest_s"),
+            "mttr_mean_s": seconds(figures["mttr"], "mean_s"),
+            "mttr_latest_s": seconds(figures["mttr"], "latest_s"),
+            "deployment_mean_s": seconds(figures["deployment"], "mean_s"),
+            "deployments": figures["deployments"],
+            "history": dg.MetadataValue.md(
+                history[columns].to_markdown(index=False) if len(history) else "no incident yet"
+            ),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )

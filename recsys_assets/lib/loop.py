@@ -1,0 +1,389 @@
+"""The continuous-deployment loop's decisions and records: when to retrain, and how fast it went.
+
+Three parts, all pure:
+
+- :class:`LoopLog`, an append-only JSON-lines file of loop events. The retraining sensor writes
+  every decision to it (fired or not, with the trigger values and the reason); the training,
+  promotion and deployment steps write when they finished. It is the record MTTD, MTTR and
+  deployment velocity are computed from, so nothing about them is guessed.
+- :func:`retraining_decision`: the triggers (data drift, item mix, prediction drift, live
+  performance, model age) against the thresholds of ``monitoring`` in the environment's settings,
+  with the guards that keep the loop from flapping (a retraining already running, the cooldown,
+  a broken feed).
+- :func:`incidents` and :func:`kpis`: from the log, per drift incident the time to detect (first
+  drifted data landed -> the decision that fired), the time to recover (detection -> the retrained
+  model serving) and the deployment time (training finished -> serving), with their history.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+# Event kinds, in the order one incident goes through them.
+DRIFT_LANDED = "drift_landed"  # ground truth or annotation: the first drifted data landed
+DATA_LANDED = "data_landed"  # a partition of events was ingested
+DECISION = "decision"  # the retraining sensor evaluated its triggers (fired or not)
+MONITORS_REQUESTED = "monitors_requested"  # new data: the sensor asked for the monitors to run
+TRAINING_FINISHED = "training_finished"  # the ranker of a retraining run was fitted
+PROMOTED = "promoted"  # the gate passed and the model is in the registry
+GATE_REFUSED = "gate_refused"  # the gate refused the challenger: nothing is deployed
+SERVING = "serving"  # a service answers with this model version
+EVENT_KINDS = (
+    DRIFT_LANDED,
+    DATA_LANDED,
+    MONITORS_REQUESTED,
+    DECISION,
+    TRAINING_FINISHED,
+    PROMOTED,
+    GATE_REFUSED,
+    SERVING,
+)
+
+
+def now_utc() -> str:
+    """The wall clock in ISO 8601 UTC, as every loop event stamps it."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class LoopLog:
+    """Append-only JSON lines ``{"ts": ..., "kind": ..., ...}``; safe for several writers.
+
+    Low rate (a few events a minute), so every append takes an exclusive lock, writes whole
+    lines and fsyncs: a decision that was logged is on disk. Readers skip a torn last line.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def append(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Record one event now (``ts`` may be given for events stamped elsewhere)."""
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown loop event kind {kind!r}; known: {list(EVENT_KINDS)}")
+        record = {"ts": fields.pop("ts", None) or now_utc(), "kind": kind, **fields}
+        line = json.dumps(record, separators=(",", ":"), default=str, allow_nan=False) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self._ends_torn(fd):
+                os.write(fd, b"\n")  # a crashed writer's fragment stays a line of its own
+            payload = line.encode()
+            while payload:
+                payload = payload[os.write(fd, payload) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return record
+
+    @staticmethod
+    def _ends_torn(fd: int) -> bool:
+        size = os.fstat(fd).st_size
+        return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+
+    def read(self, kinds: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Every well-formed event in the order written (optionally only some kinds)."""
+        if not self.path.exists():
+            return []
+        wanted = set(kinds) if kinds is not None else None
+        events = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn line left by a crash
+            if isinstance(record, dict) and (wanted is None or record.get("kind") in wanted):
+                events.append(record)
+        return events
+
+    def last(self, kind: str, **match: Any) -> dict[str, Any] | None:
+        """The newest event of ``kind`` whose fields equal ``match``."""
+        for record in reversed(self.read([kind])):
+            if all(record.get(k) == v for k, v in match.items()):
+                return record
+        return None
+
+
+# --- The retraining decision ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the monitors saw in the latest window (None: not measured, e.g. no served lists)."""
+
+    latest_data_ts: str | None = None  # newest landed event
+    model_version: str | None = None  # the serving (newest promoted) model
+    model_data_end: str | None = None  # the newest purchase that model was trained on
+    data_drift_share: float | None = None  # share of the ranker's features drifted
+    item_mix_distance: float | None = None  # JS distance of bought items, reference vs latest
+    quality_problems: tuple[str, ...] = ()  # a broken feed, not a shift in behaviour
+    score_ks: float | None = None  # served scores, reference vs latest
+    served_item_distance: float | None = None  # recommended items, reference vs latest
+    performance_drop: float | None = None  # relative drop of the live hit rate
+    scored_lists: int = 0  # served lists whose delayed ground truth is in
+    monitored_at: str | None = None  # when the monitors ran
+
+    @property
+    def new_data_days(self) -> float | None:
+        """Days of data landed since the serving model's data end."""
+        if self.latest_data_ts is None or self.model_data_end is None:
+            return None
+        gap = _ts(self.latest_data_ts) - _ts(self.model_data_end)
+        return gap.total_seconds() / 86_400
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether to retrain now, which triggers fired, and why it did or did not fire."""
+
+    fire: bool
+    triggers: tuple[str, ...]  # triggers over their threshold
+    reason: str  # one sentence for the log and the UI
+    values: dict[str, Any] = field(default_factory=dict)  # every signal and threshold used
+
+    def as_event(self) -> dict[str, Any]:
+        return {"fire": self.fire, "triggers": list(self.triggers), "reason": self.reason,
+                "values": self.values}  # fmt: skip
+
+
+def _ts(value: str | pd.Timestamp) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _over(value: float | None, threshold: float) -> bool:
+    return value is not None and not math.isnan(value) and value >= threshold
+
+
+def retraining_decision(
+    signals: Signals,
+    thresholds: Any,
+    *,
+    last_retraining_data_ts: str | None = None,
+    retraining_running: bool = False,
+) -> Decision:
+    """Retrain when any trigger is over its threshold, unless a guard holds it back.
+
+    ``thresholds`` has the fields of ``config.settings.MonitoringSettings``. Triggers:
+    ``data_drift`` (drifted feature share >= ``drift_share``), ``item_mix`` (JS distance of the
+    bought items >= ``item_mix_distance``), ``prediction_drift`` (served scores' KS >=
+    ``score_ks`` or recommended items' JS >= ``served_item_distance``), ``performance``
+    (relative hit-rate drop >= ``performance_drop`` over at least ``min_lists`` lists) and
+    ``model_age`` (new data since the model's data end >= ``max_model_age_days``).
+    Guards, in order: no model serving yet; a retraining run in progress; quality problems (a
+    broken feed must be fixed, not learnt); the cooldown (less than ``cooldown_days`` of data
+    since the data end of the last retraining request).
+    """
+    t = thresholds
+    limits = asdict(t) if hasattr(t, "__dataclass_fields__") else dict(t)
+    values = {**asdict(signals), "new_data_days": signals.new_data_days, "thresholds": limits}
+    performance = signals.performance_drop if signals.scored_lists >= t.min_lists else None
+    checks = {
+        "data_drift": _over(signals.data_drift_share, t.drift_share),
+        "item_mix": _over(signals.item_mix_distance, t.item_mix_distance),
+        "prediction_drift": _over(signals.score_ks, t.score_ks)
+        or _over(signals.served_item_distance, t.served_item_distance),
+        "performance": _over(performance, t.performance_drop),
+        "model_age": _over(signals.new_data_days, t.max_model_age_days),
+    }
+    triggers = tuple(name for name, over in checks.items() if over)
+
+    def hold(reason: str) -> Decision:
+        return Decision(False, triggers, reason, values)
+
+    if signals.model_version is None:
+        return hold("no promoted model yet: the first one comes from the full pipeline")
+    if retraining_running:
+        return hold("a retraining run is in progress; the service keeps the current model")
+    if signals.quality_problems:
+        return hold(
+            "data quality problems, fix the feed first: " + "; ".join(signals.quality_problems)
+        )
+    if not triggers:
+        return hold("no trigger over its threshold")
+    if last_retraining_data_ts is not None and signals.latest_data_ts is not None:
+        since = (_ts(signals.latest_data_ts) - _ts(last_retraining_data_ts)).total_seconds()
+        if since < t.cooldown_days * 86_400:
+            return hold(
+                f"cooldown: {since / 86_400:.1f} of {t.cooldown_days:g} days of data since the "
+                f"last retraining; triggers {list(triggers)} wait"
+            )
+    return Decision(True, triggers, f"retrain: {', '.join(triggers)} over threshold", values)
+
+
+# --- KPIs -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One drift incident: when drifted data landed, was detected and a recovered model served."""
+
+    landed: str | None  # first drifted data landed (None: not annotated)
+    detected: str  # the decision that fired
+    triggers: tuple[str, ...]
+    training_finished: str | None = None
+    promoted: str | None = None
+    serving: str | None = None  # the retrained model answered requests
+    model_version: str | None = None
+    refused: bool = False  # the gate refused the retrained model
+
+    @property
+    def mttd_s(self) -> float | None:
+        return _seconds(self.landed, self.detected)
+
+    @property
+    def mttr_s(self) -> float | None:
+        return _seconds(self.detected, self.serving)
+
+    @property
+    def deployment_s(self) -> float | None:
+        return _seconds(self.training_finished, self.serving)
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return (_ts(end) - _ts(start)).total_seconds()
+
+
+def incidents(events: Iterable[Mapping[str, Any]]) -> list[Incident]:
+    """Drift incidents in the log, oldest first.
+
+    An incident opens at a decision that fired. Its ``landed`` time is the newest
+    ``drift_landed`` event since the previous incident, if any. It is followed by the first
+    ``training_finished`` after it, the ``promoted`` or ``gate_refused`` after that, and the
+    ``serving`` event of the promoted version.
+    """
+    ordered = sorted((dict(e) for e in events), key=lambda e: _ts(e["ts"]))
+    found: list[Incident] = []
+    landed: str | None = None
+    current: dict[str, Any] | None = None
+    for event in ordered:
+        kind = event.get("kind")
+        if kind == DRIFT_LANDED and current is None:
+            landed = landed or event["ts"]
+        elif kind == DECISION and event.get("fire") and current is None:
+            current = {"landed": landed, "detected": event["ts"],
+                       "triggers": tuple(event.get("triggers", ()))}  # fmt: skip
+            landed = None
+        elif current is None:
+            continue
+        elif kind == TRAINING_FINISHED and "training_finished" not in current:
+            current["training_finished"] = event["ts"]
+        elif kind == GATE_REFUSED and "training_finished" in current:
+            found.append(Incident(**current, refused=True))
+            current = None
+        elif kind == PROMOTED and "training_finished" in current and "promoted" not in current:
+            current["promoted"] = event["ts"]
+            current["model_version"] = event.get("model_version")
+        elif kind == SERVING and event.get("model_version") == current.get("model_version", 0):
+            found.append(Incident(**current, serving=event["ts"]))
+            current = None
+    if current is not None:
+        found.append(Incident(**current))  # still open
+    return found
+
+
+def deployments(events: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Every model version that reached a service: when its training finished, when it was
+    promoted and first served, and the seconds from training to serving."""
+    first: dict[tuple[str, str], str] = {}
+    for event in sorted((dict(e) for e in events), key=lambda e: _ts(e["ts"])):
+        version = event.get("model_version")
+        if version and event.get("kind") in (TRAINING_FINISHED, PROMOTED, SERVING):
+            first.setdefault((event["kind"], version), event["ts"])
+    rows = []
+    for (kind, version), served in first.items():
+        if kind != SERVING:
+            continue
+        trained = first.get((TRAINING_FINISHED, version))
+        rows.append({
+            "model_version": version,
+            "training_finished": trained,
+            "promoted": first.get((PROMOTED, version)),
+            "serving": served,
+            "deployment_s": _seconds(trained, served),
+        })  # fmt: skip
+    columns = ["model_version", "training_finished", "promoted", "serving", "deployment_s"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def kpis(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """MTTD, MTTR and deployment velocity (means and latest) with their history."""
+    events = list(events)
+    found = incidents(events)
+    released = deployments(events)
+
+    def stats(values: list[float | None]) -> dict[str, float | None]:
+        known = [float(v) for v in values if v is not None and not math.isnan(v)]
+        return {
+            "count": len(known),
+            "mean_s": float(sum(known) / len(known)) if known else None,
+            "latest_s": known[-1] if known else None,
+        }
+
+    return {
+        "incidents": len(found),
+        "open_incidents": sum(1 for i in found if i.serving is None and not i.refused),
+        "refused_by_gate": sum(1 for i in found if i.refused),
+        "mttd": stats([i.mttd_s for i in found]),
+        "mttr": stats([i.mttr_s for i in found]),
+        "deployment": stats(released["deployment_s"].tolist()),
+        "deployments": len(released),
+        "history": [
+            {**asdict(i), "mttd_s": i.mttd_s, "mttr_s": i.mttr_s, "deployment_s": i.deployment_s}
+            for i in found
+        ],
+        "releases": released.to_dict("records"),
+    }
+
+
+# --- Monitoring windows -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The reference window (the last days the serving model was trained on) and the current
+    one (the latest landed days, never before the model's data end); naive UTC, end exclusive."""
+
+    reference_start: pd.Timestamp
+    reference_end: pd.Timestamp
+    current_start: pd.Timestamp
+    current_end: pd.Timestamp
+
+    def as_metadata(self) -> dict[str, str]:
+        return {name: str(value) for name, value in asdict(self).items()}
+
+
+def monitoring_windows(
+    latest_ts: pd.Timestamp | str,
+    model_data_end: pd.Timestamp | str,
+    *,
+    reference_days: float,
+    window_days: float,
+) -> Windows | None:
+    """The two windows a drift monitor compares; None when no data landed after the model's
+    data end (nothing new to compare)."""
+    latest = _ts(latest_ts).tz_localize(None)
+    data_end = _ts(model_data_end).tz_localize(None)
+    if latest <= data_end:
+        return None
+    # both ends exclusive of the next event: include the latest and the data-end events
+    end = latest + pd.Timedelta(microseconds=1)
+    return Windows(
+        reference_start=data_end - pd.Timedelta(days=reference_days),
+        reference_end=data_end + pd.Timedelta(microseconds=1),
+        current_start=max(
+            data_end + pd.Timedelta(microseconds=1), end - pd.Timedelta(days=window_days)
+        ),
+        current_end=end,
+    )
