@@ -1,4 +1,5 @@
-"""Command line: ``python -m recsys_assets demo`` runs the pipeline end to end on local files.
+"""Command line: ``python -m recsys_assets demo`` runs the pipeline end to end on local files;
+``simulate`` runs the closed loop on the synthetic shop, ``loop`` prints its decisions.
 
 Runs go through a persistent Dagster instance (``DAGSTER_HOME``, default ``.dagster_home/``),
 so everything the demo did is visible afterwards in the UI that ``make dev`` opens.
@@ -58,7 +59,7 @@ def run_ingestion(partition_keys: list[str] | None = None) -> list[dict[str, obj
 
 
 def run_job(
-    name: str, tags: dict[str, str] | None = None
+    name: str, tags: dict[str, str] | None = None, run_config: dict | None = None
 ) -> tuple[bool, dict[str, dict[str, object]], str | None]:
     """Run an unpartitioned job once: (ok, metadata by asset and check, error)."""
     import dagster as dg
@@ -66,7 +67,10 @@ def run_job(
     from recsys_assets.definitions import defs
 
     result = defs.resolve_job_def(name).execute_in_process(
-        instance=dg.DagsterInstance.get(), raise_on_error=False, run_config=QUIET, tags=tags
+        instance=dg.DagsterInstance.get(),
+        raise_on_error=False,
+        run_config={**QUIET, **(run_config or {})},
+        tags=tags,
     )
     metadata = {
         event.asset_key.to_user_string(): {
@@ -347,6 +351,36 @@ def serve(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def loop_log(args: argparse.Namespace) -> int:
+    """Print the loop's event log (decisions with their reasons, releases) and its KPIs."""
+    from recsys_assets.config import get_settings
+    from recsys_assets.lib import loop
+
+    settings = get_settings()
+    events = loop.LoopLog(settings.loop_log).read(args.kind or None)
+    print(f"loop log: {settings.loop_log} ({len(events)} events)")
+    for event in events[-args.last :] if args.last else events:
+        if event["kind"] == loop.DECISION:
+            verdict = "FIRE" if event.get("fire") else "hold"
+            detail = f"{verdict}: {event.get('reason')}"
+        else:
+            shown = ("model_version", "tag", "bento", "day", "reasons", "port")
+            detail = ", ".join(f"{k} {event[k]}" for k in shown if k in event)
+        print(f"  {event['ts'][:19]}  {event['kind']:<19}{detail}")
+    figures = loop.kpis(loop.LoopLog(settings.loop_log).read())
+
+    def seconds(block: dict) -> str:
+        mean = block["mean_s"]
+        return "-" if mean is None else f"{mean:.0f} s (mean of {block['count']})"
+
+    print(
+        f"incidents {figures['incidents']} (open {figures['open_incidents']}, refused by the gate "
+        f"{figures['refused_by_gate']}); MTTD {seconds(figures['mttd'])}; "
+        f"MTTR {seconds(figures['mttr'])}; deployment {seconds(figures['deployment'])}"
+    )
+    return 0
+
+
 def simulate(args: argparse.Namespace) -> int:
     """Run the closed-loop simulation (recsys_assets/simulate.py) and print its results."""
     from recsys_assets.simulate import (
@@ -401,6 +435,12 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=3001)
     serve_parser.set_defaults(handler=serve)
+    loop_parser = commands.add_parser(
+        "loop", help="print the loop's decisions and releases, and MTTD / MTTR / velocity"
+    )
+    loop_parser.add_argument("--kind", action="append", help="only this event kind (repeatable)")
+    loop_parser.add_argument("--last", type=int, help="only the last N events")
+    loop_parser.set_defaults(handler=loop_log)
     simulate_parser = commands.add_parser(
         "simulate", help="run the synthetic shop against the service: drift, retraining, recovery"
     )

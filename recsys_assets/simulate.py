@@ -52,6 +52,7 @@ from recsys_assets import constants as c
 from recsys_assets.config.settings import PROJECT_ROOT
 
 DEFAULT_WORKDIR = PROJECT_ROOT / "data" / "simulation"
+LEGACY_START_DAY = 14  # the shop's previous recommender goes live on this history day
 # Timeline events drawn as markers on the report's plots.
 MARKED_EVENTS = ("drift landed", "retraining triggered by retraining_sensor", "new model serving")
 
@@ -70,7 +71,7 @@ class SimulationPlan:
     drift_strength: float = 0.9
     drift_user_fraction: float = 0.4
     sessions_per_week: float = 3.0  # organic sessions per shopper and week (mean)
-    shoppers_per_day: int = 150  # lists served per day
+    shoppers_per_day: int = 300  # lists served per day
     ticks_per_day: int = 2  # retraining_sensor evaluations after each landing
     start: date = date(2024, 1, 1)
     seed: int = c.SEED
@@ -80,7 +81,7 @@ class SimulationPlan:
     def small(cls, **overrides: Any) -> SimulationPlan:
         """A few minutes on two cores: the loop closes, the numbers are noisier."""
         base = {"n_users": 600, "n_items": 240, "history_days": 56, "warmup_days": 2,
-                "days": 9, "drift_day": 3, "shoppers_per_day": 150}  # fmt: skip
+                "days": 12, "drift_day": 3, "shoppers_per_day": 300}  # fmt: skip
         return cls(**{**base, **overrides})
 
     def date_of(self, day: int) -> date:
@@ -221,7 +222,7 @@ class Simulation:
 
     plan: SimulationPlan
     workspace: Workspace
-    say: Callable[[str], None] = print
+    say: Callable[[str], None] = field(default=lambda message: print(message, flush=True))
     timeline: list[dict[str, Any]] = field(default_factory=list)
     lists: list[dict[str, Any]] = field(default_factory=list)
     reactions: list[dict[str, Any]] = field(default_factory=list)
@@ -271,14 +272,8 @@ class Simulation:
         return self.summary(time.perf_counter() - started)
 
     def history(self) -> None:
-        from recsys_assets.lib.simulation import organic_events
-
         plan = self.plan
-        frames = [
-            organic_events(self.shop, plan.start + timedelta(days=d))
-            for d in range(plan.history_days)
-        ]
-        self.write_landed(pd.concat(frames, ignore_index=True))
+        self.write_landed(self.legacy_history())
         keys = [str(plan.start + timedelta(days=d)) for d in range(plan.history_days)]
         self.ingest(keys)
         self.note(None, "history landed", f"{plan.history_days} days ingested")
@@ -288,12 +283,70 @@ class Simulation:
         self.note(None, "first model promoted", meta["promoted_model"]["tag"])
         self.deploy(None)
 
+    def legacy_history(self) -> pd.DataFrame:
+        """The organic history, plus the orders the shop's previous recommender brought in: from
+        ``LEGACY_START_DAY`` on, each day's shoppers were shown their own past purchases, then
+        the popular items (``RepeatThenPopular``, refitted weekly). Without it the first
+        recommended orders would look like drift by themselves (repeat-heavy baskets of a
+        different size)."""
+        from recsys_assets.lib.candidates import RepeatThenPopular
+        from recsys_assets.lib.simulation import organic_events, respond
+
+        plan = self.plan
+        frames: list[pd.DataFrame] = []
+        legacy = None
+        for d in range(plan.history_days):
+            today = plan.start + timedelta(days=d)
+            frames.append(organic_events(self.shop, today))
+            if d < LEGACY_START_DAY:
+                continue
+            if legacy is None or d % 7 == 0:
+                landed = pd.concat(frames, ignore_index=True)
+                legacy = RepeatThenPopular().fit(landed.loc[landed[c.EVENT_TYPE] == c.PURCHASE])
+            shoppers = self.shoppers.active_sample(today, plan.shoppers_per_day, self.rng)
+            lists = legacy.recommend(shoppers, n=c.DEFAULT_K)
+            reactions = []
+            for user, items in lists.groupby(c.USER_ID, sort=False)[c.ITEM_ID]:
+                seconds = int(self.rng.integers(8 * 3600, 22 * 3600))
+                ts = datetime.combine(today, datetime.min.time(), UTC) + timedelta(seconds=seconds)
+                reactions += respond(
+                    self.shoppers, str(user), [str(i) for i in items], ts, self.rng,
+                    request_id=f"legacy-{d}-{user}",
+                )  # fmt: skip
+            frames.append(self.purchase_events(reactions))
+        return pd.concat(frames, ignore_index=True)
+
+    def purchase_events(self, reactions: list) -> pd.DataFrame:
+        """Canonical purchase rows of simulated reactions (shop events, as the order system
+        records them)."""
+        from recsys_assets.lib.synthetic import EVENT_COLUMNS
+
+        bought = [r for r in reactions if r.feedback_type == "purchase"]
+        frame = pd.DataFrame(
+            {
+                c.EVENT_TS: [
+                    pd.Timestamp(r.ts).tz_convert("UTC").tz_localize(None) for r in bought
+                ],
+                c.USER_ID: [r.customer_id for r in bought],
+                c.ITEM_ID: [r.item_id for r in bought],
+                c.EVENT_TYPE: c.PURCHASE,
+                c.QUANTITY: [float(r.quantity) for r in bought],
+                c.UNIT_PRICE: [r.unit_price for r in bought],
+                c.ORDER_ID: [r.order_id for r in bought],
+                c.DESCRIPTION: None,
+                c.COUNTRY: [self.shoppers.home_country(r.customer_id) for r in bought],
+                c.DEVICE: [self.shoppers.device(r.customer_id) for r in bought],
+            },
+            columns=list(EVENT_COLUMNS),
+        )
+        return frame.astype({c.EVENT_TS: "datetime64[ns]"})
+
     # --- Dagster ----------------------------------------------------------------------------
 
-    def run_job(self, name: str, tags: dict[str, str] | None = None):
+    def run_job(self, name: str, tags: dict[str, str] | None = None, run_config=None):
         from recsys_assets.cli import run_job
 
-        return run_job(name, tags=tags)
+        return run_job(name, tags=tags, run_config=run_config)
 
     def ingest(self, keys: list[str]) -> None:
         from recsys_assets.cli import run_ingestion
@@ -317,7 +370,9 @@ class Simulation:
             if request.job_name == "retraining_job":
                 trigger = request.tags.get("recsys/trigger", "")
                 self.note(day, "retraining triggered by retraining_sensor", trigger)
-            ok, meta, error = self.run_job(request.job_name, tags=dict(request.tags))
+            ok, meta, error = self.run_job(
+                request.job_name, tags=dict(request.tags), run_config=request.run_config
+            )
             if request.job_name == "monitoring_job":
                 self.note_monitors(day, meta)
             elif ok:
@@ -484,7 +539,7 @@ class Simulation:
         reactions = pd.DataFrame(self.reactions)
         metrics = daily_metrics(lists, reactions, self.drifted)
         kpis = loop.kpis(loop.LoopLog(get_settings().loop_log).read())
-        recovery = recovery_figures(metrics, lists, self.timeline, self.plan)
+        recovery = recovery_figures(metrics, lists, self.plan)
         summary = {"plan": {k: str(v) for k, v in asdict(self.plan).items()},
                    "wall_seconds": round(seconds, 1), "kpis": kpis, "recovery": recovery,
                    "timeline": self.timeline}  # fmt: skip
@@ -501,15 +556,17 @@ class Simulation:
 
 
 def recovery_figures(
-    metrics: pd.DataFrame, lists: pd.DataFrame, timeline: list[dict[str, Any]], plan
+    metrics: pd.DataFrame, lists: pd.DataFrame, plan: SimulationPlan
 ) -> dict[str, Any]:
-    """Conversion of the drifted segment and the others: before the drift, after it under the
-    stale model, and under the retrained model (days it served most lists)."""
-    first_version = lists["model_version"].iloc[0] if len(lists) else None
+    """Conversion of the drifted segment and of the others: before the drift, after it under
+    the model that was serving when it began (stale), and under the models retrained since.
+    A day counts for the model that served most of its lists."""
     by_day = lists.groupby("day")["model_version"].agg(lambda v: v.value_counts().index[0])
-    stale_days = [d for d, v in by_day.items() if d >= plan.drift_day and v == first_version]
-    new_days = [d for d, v in by_day.items() if d >= plan.drift_day and v != first_version]
-    before_days = [d for d in by_day.index if d < plan.drift_day]
+    stale = by_day.get(plan.drift_day)
+    after = by_day[by_day.index >= plan.drift_day]
+    stale_days = [int(d) for d, v in after.items() if v == stale]
+    retrained_days = [int(d) for d, v in after.items() if v != stale]
+    before_days = [int(d) for d in by_day.index if 0 <= d < plan.drift_day]
 
     def conversion(days: list[int], group: str) -> float | None:
         rows = metrics.loc[metrics["day"].isin(days) & (metrics["group"] == group)]
@@ -517,14 +574,15 @@ def recovery_figures(
             return None
         return float((rows["conversion"] * rows["lists"]).sum() / rows["lists"].sum())
 
-    return {
+    figures: dict[str, Any] = {
         group: {
             "before_drift": conversion(before_days, group),
             "stale_model_after_drift": conversion(stale_days, group),
-            "retrained_model": conversion(new_days, group),
+            "retrained_model": conversion(retrained_days, group),
         }
         for group in ("drifted", "others")
-    } | {"stale_days": stale_days, "retrained_days": new_days}
+    }
+    return figures | {"stale_days": stale_days, "retrained_days": retrained_days}
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 # Before any recsys_assets import: definitions read the environment when they load.
 os.environ.setdefault("RECSYS_ENV", "test")
 # Logs that in-process runs append to stay out of the repository's data/ folder.
-_SCRATCH = Path(os.environ.setdefault("RECSYS_TEST_SCRATCH", f"/tmp/recsys-tests-{os.getpid()}"))
+_SCRATCH = Path(tempfile.gettempdir()) / f"recsys-tests-{os.getpid()}"
 os.environ.setdefault("RECSYS_LOOP_LOG", str(_SCRATCH / "loop" / "events.jsonl"))
 os.environ.setdefault("RECSYS_SERVED_LOG", str(_SCRATCH / "served.jsonl"))
 

@@ -5,6 +5,10 @@ asset. Endpoints (JSON over POST): ``/recommend`` and ``/feedback``; BentoML add
 ``/readyz`` (false until the model and the feature store are loaded) and ``/metrics``
 (Prometheus). Configuration comes from the project settings of ``RECSYS_ENV``; the model is the
 BentoML model ``RECSYS_MODEL_TAG`` (default ``recsys-ranker:latest``), bundled into the bento.
+
+Canary: with ``RECSYS_CHALLENGER_TAG`` set, the service also loads that model from the local
+BentoML store (not bundled) and sends a sticky share of customers (``RECSYS_CANARY_SHARE``,
+hashed with ``RECSYS_CANARY_SALT``) to it; see :mod:`recsys_assets.lib.canary`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ logger = logging.getLogger("bentoml.recommender")
 
 MODEL_TAG = os.environ.get("RECSYS_MODEL_TAG", f"{c.SERVING_MODEL_NAME}:latest")
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Variant = Literal["champion", "challenger"]  # recsys_assets.lib.canary.VARIANTS
 
 
 def _model_ref() -> bentoml.models.BentoModel | None:
@@ -74,6 +79,9 @@ class RecommendResponse(BaseModel):
     fallback: bool
     fallback_reason: str | None
     as_of: str
+    variant: Variant = Field(
+        description="which model answered: champion, or the canary's challenger"
+    )
 
 
 class FeedbackItem(BaseModel):
@@ -90,6 +98,9 @@ class FeedbackItem(BaseModel):
     order_id: Id | None = None
     order_value: float | None = Field(None, ge=0)
     position: int | None = Field(None, ge=1, le=c.MAX_K)
+    variant: Variant | None = Field(
+        None, description="the variant the recommendation's response named (canary analysis)"
+    )
 
 
 class FeedbackRequest(BaseModel):
@@ -119,12 +130,16 @@ class Recommender:
 
     def __init__(self) -> None:
         from recsys_assets.config import get_settings
+        from recsys_assets.lib.canary import CanaryConfig
         from recsys_assets.lib.feedback import FeedbackLog
         from recsys_assets.lib.served_log import ServedLog, served_log_path
 
         self.settings = get_settings()
         self.model = None
         self.reader = None
+        self.challenger = None  # the canary's challenger model, when RECSYS_CHALLENGER_TAG is set
+        self.challenger_reader = None
+        self.canary = CanaryConfig(challenger_tag=None)  # replaced by _load
         self._metrics()
         self.feedback_log = FeedbackLog(self.settings.feedback_log)  # open even without a model
         # What /recommend served, for monitoring; telemetry: a failure never fails a request.
@@ -151,17 +166,26 @@ class Recommender:
                 len(self.model.candidates),
                 len(self.model.catalogue),
             )
+            if self.challenger is not None:
+                logger.info(
+                    "canary: challenger %s (model %s) for %.1f%% of customers (salt %r)",
+                    self.canary.challenger_tag,
+                    self.challenger.version,
+                    100 * self.canary.share,
+                    self.canary.salt,
+                )
+            self.canary_share.set(self.canary.effective_share)
 
     def _metrics(self) -> None:
         # prometheus_client is imported here, after BentoML set up its multiprocess directory
         import prometheus_client as prom
 
-        # Its _count is the number of requests served per model version and fallback (so no
-        # separate counter of served requests).
+        # Its _count is the number of requests served per model version, fallback and canary
+        # variant (so no separate counter of served requests).
         self.latency = prom.Histogram(
             "recsys_recommend_latency_seconds",
-            "Latency of /recommend by model version and outcome",
-            ["model_version", "fallback"],
+            "Latency of /recommend by model version, outcome and canary variant",
+            ["model_version", "fallback", "variant"],
             buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25),
         )
         self.feature_latency = prom.Histogram(
@@ -171,7 +195,16 @@ class Recommender:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05),
         )
         self.fallbacks = prom.Counter(
-            "recsys_fallbacks_total", "Requests served the popularity fallback", ["reason"]
+            "recsys_fallbacks_total",
+            "Requests served the popularity fallback",
+            ["reason", "variant"],
+        )
+        # One value per service, not per worker: "livemax" drops the pid label (and dead
+        # workers' values) in BentoML's multiprocess collection.
+        self.canary_share = prom.Gauge(
+            "recsys_canary_share",
+            "Configured share of customers routed to the challenger (0 without one)",
+            multiprocess_mode="livemax",
         )
         self.errors = prom.Counter(
             "recsys_errors_total", "Requests that failed inside the service", ["endpoint"]
@@ -186,22 +219,52 @@ class Recommender:
         )
 
     def _load(self) -> None:
+        """Load the champion, the challenger (if configured) and their feature readers; the
+        attributes are set only once everything loaded, so a failure leaves no half state."""
+        from recsys_assets.lib.canary import CanaryConfig
         from recsys_assets.lib.feature_store import FeatureRepo
         from recsys_assets.lib.model_registry import load_promoted
         from recsys_assets.lib.serving import FeastOnlineReader
 
+        canary = CanaryConfig.from_env(os.environ)  # bad values: not ready, naming the variable
         if self.model_ref is None:
             raise RuntimeError(f"model {MODEL_TAG} is not in the BentoML model store")
         stored = getattr(self.model_ref, "stored", self.model_ref)  # resolved in a worker
-        self.model = load_promoted(stored.path, dict(stored.info.metadata))
-        repo = FeatureRepo(self.settings.feature_repo, self.settings.feature_store_yaml)
-        self.reader = TimedReader(
-            FeastOnlineReader(
-                repo.store(), list(self.model.catalogue), self.settings.serving.item_refresh_s
-            ),
-            self.feature_latency.labels(self.model.version),
-        )
-        self.reader.reader.items()  # warm the in-memory item features before ready
+        model = load_promoted(stored.path, dict(stored.info.metadata))
+        challenger = None
+        if canary.enabled:
+            challenger = self._load_challenger(canary.challenger_tag)
+        store = FeatureRepo(self.settings.feature_repo, self.settings.feature_store_yaml).store()
+        refresh = self.settings.serving.item_refresh_s
+        inner = FeastOnlineReader(store, list(model.catalogue), refresh)
+        inner.items()  # warm the in-memory item features before ready
+        reader = TimedReader(inner, self.feature_latency.labels(model.version))
+        challenger_reader = None
+        if challenger is not None:
+            if list(challenger.catalogue) != inner.catalogue:  # else share the item features
+                inner = FeastOnlineReader(store, list(challenger.catalogue), refresh)
+                inner.items()
+            challenger_reader = TimedReader(inner, self.feature_latency.labels(challenger.version))
+        self.canary, self.challenger, self.challenger_reader = canary, challenger, challenger_reader
+        self.model, self.reader = model, reader
+
+    @staticmethod
+    def _load_challenger(tag: str):
+        """The challenger from the local BentoML store (a canary is decided at deploy time, so
+        it is not bundled into the bento); a clear error when it is missing or corrupt."""
+        from recsys_assets.lib.model_registry import load_promoted
+
+        try:
+            stored = bentoml.models.get(tag)
+        except bentoml.exceptions.NotFound as error:
+            raise RuntimeError(
+                f"challenger model {tag} (RECSYS_CHALLENGER_TAG) is not in the BentoML model "
+                f"store: {error}"
+            ) from error
+        try:
+            return load_promoted(stored.path, dict(stored.info.metadata))
+        except Exception as error:
+            raise RuntimeError(f"challenger model {tag}: {error}") from error
 
     def __is_ready__(self) -> bool:
         return self.model is not None and self.load_error is None
@@ -224,10 +287,16 @@ class Recommender:
         if self.model is None:
             raise bentoml.exceptions.ServiceUnavailable("model not loaded: " + self.load_error)
         started = time.perf_counter()
+        # One hash per request, only while a challenger is served (about 1 us).
+        variant = self.canary.assign(request.customer_id)
+        if variant == "challenger":
+            model, reader = self.challenger, self.challenger_reader
+        else:
+            model, reader = self.model, self.reader
         try:
             got = recommend(
-                self.model,
-                self.reader,
+                model,
+                reader,
                 request.customer_id,
                 k=request.k,
                 as_of=self._as_of(request.context),
@@ -239,13 +308,13 @@ class Recommender:
             self.errors.labels("recommend").inc()
             raise
         if got.fallback:
-            self.fallbacks.labels(got.fallback_reason).inc()
-        self.latency.labels(got.model_version, str(got.fallback).lower()).observe(
+            self.fallbacks.labels(got.fallback_reason, variant).inc()
+        self.latency.labels(got.model_version, str(got.fallback).lower(), variant).observe(
             time.perf_counter() - started
         )
         request_id = uuid.uuid4().hex
         as_of = got.as_of.isoformat()
-        self._log_served(request_id, request.customer_id, got, as_of)
+        self._log_served(request_id, request.customer_id, got, as_of, variant)
         return RecommendResponse(
             request_id=request_id,
             customer_id=request.customer_id,
@@ -257,9 +326,10 @@ class Recommender:
             fallback=got.fallback,
             fallback_reason=got.fallback_reason,
             as_of=as_of,
+            variant=variant,
         )
 
-    def _log_served(self, request_id: str, customer_id: str, got, as_of: str) -> None:
+    def _log_served(self, request_id: str, customer_id: str, got, as_of: str, variant: str) -> None:
         """Append what was served to the served log (about 15 us for 10 items, no fsync). Never
         raises: a failure is counted in recsys_served_log_errors_total and logged once per
         kind of error."""
@@ -273,7 +343,7 @@ class Recommender:
                         request_id=request_id,
                         customer_id=customer_id,
                         model_version=got.model_version,
-                        variant=None,
+                        variant=variant,
                         items=got.items,
                         scores=got.scores,
                         fallback_reason=got.fallback_reason,
@@ -314,6 +384,9 @@ class Recommender:
             raise bentoml.exceptions.ServiceUnavailable("feedback log not open")
         now = datetime.now(UTC)
         version = self.model.version if self.model is not None else None
+        # An event the client tagged with the challenger is attributed to the challenger's
+        # model while one is served; everything else to the champion (as before the canary).
+        challenger_version = self.challenger.version if self.challenger is not None else version
         events = [
             FeedbackEvent(
                 request_id=e.request_id,
@@ -325,8 +398,8 @@ class Recommender:
                 unit_price=e.unit_price,
                 order_id=e.order_id,
                 order_value=e.order_value,
-                model_version=version,
-                variant=None,
+                model_version=challenger_version if e.variant == "challenger" else version,
+                variant=e.variant,
                 position=e.position,
             )
             for e in request.events

@@ -93,7 +93,7 @@ class MonitoringSettings:
     reference_days: float = 28.0  # reference window: the last days the serving model saw
     window_days: float = 2.0  # current window: the latest landed days
     sample_rows: int = 20_000  # each side of a drift comparison is sampled to this many rows
-    drift_share: float = 0.3  # data drift: share of the ranker's features drifted
+    drift_share: float = 0.5  # data drift: share of the ranker features drifted (Evidently default)
     item_mix_distance: float = 0.05  # data drift: JS distance of bought items beyond chance
     max_missing_share: float = 0.2  # data quality: a column missing more is a broken feed
     score_ks: float = 0.2  # prediction drift: KS statistic of served scores

@@ -35,7 +35,7 @@ customers, very large test baskets and relevance on items unseen in training
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -506,4 +506,45 @@ def bootstrap_ndcg(
         "point": float(values.mean()),
         "n_resamples": n,
         "n_users": m,
+    }
+
+
+def per_user_ndcg(per_user: pd.DataFrame) -> dict[str, float]:
+    """Each evaluated customer's NDCG from :func:`evaluate`'s ``per_user`` table, by customer
+    id: what a paired comparison of two models on the same split needs."""
+    return dict(zip(per_user[c.USER_ID].astype(str), per_user[NDCG].astype(float), strict=True))
+
+
+def paired_ndcg_difference(
+    challenger: Mapping[str, float],
+    champion: Mapping[str, float],
+    *,
+    n: int = 1_000,
+    seed: int = c.SEED,
+    confidence: float = 0.95,
+) -> dict[str, float | int]:
+    """The challenger's mean NDCG relative to the champion's over the customers both were
+    scored on, with a paired bootstrap interval (customers resampled together, so what both
+    models find easy or hard cancels out). ``relative`` = mean(ch) / mean(champ) - 1; ``low`` /
+    ``high``: the central ``confidence`` interval of it. NaNs without common customers."""
+    users = sorted(set(challenger) & set(champion))
+    m = len(users)
+    if m == 0 or n < 1:
+        nan = math.nan
+        return {"relative": nan, "low": nan, "high": nan, "n_users": 0, "n_resamples": n}
+    a = np.array([challenger[u] for u in users], dtype=np.float64)
+    b = np.array([champion[u] for u in users], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, m, size=(n, m))
+    sums_a, sums_b = a[draws].sum(axis=1), b[draws].sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(sums_b > 0, sums_a / sums_b - 1.0, np.nan)
+    tail = (1.0 - confidence) / 2 * 100
+    relative = a.mean() / b.mean() - 1.0 if b.mean() > 0 else math.nan
+    return {
+        "relative": float(relative),
+        "low": float(np.nanpercentile(ratios, tail)),
+        "high": float(np.nanpercentile(ratios, 100 - tail)),
+        "n_users": m,
+        "n_resamples": n,
     }

@@ -214,7 +214,7 @@ def retraining_decision(
         since = (_ts(signals.latest_data_ts) - _ts(last_retraining_data_ts)).total_seconds()
         if since < t.cooldown_days * 86_400:
             return hold(
-                f"cooldown: {since / 86_400:.1f} of {t.cooldown_days:g} days of data since the "
+                f"cooldown: {since / 86_400:.2f} of {t.cooldown_days:g} days of data since the "
                 f"last retraining; triggers {list(triggers)} wait"
             )
     return Decision(True, triggers, f"retrain: {', '.join(triggers)} over threshold", values)

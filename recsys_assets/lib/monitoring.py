@@ -280,6 +280,9 @@ def _save_snapshot(snapshot: Any, path: str | Path) -> Path:
     return target
 
 
+SMALL_WINDOW_ROWS = 1_000  # below this on either side, drift is decided by p-value tests
+
+
 def data_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -296,8 +299,10 @@ def data_drift(
     sampled to at most ``max_rows`` rows (seeded; ``None`` keeps all), because Evidently's cost
     grows with rows and a 20k sample decides drift as well as the whole window. Columns
     entirely null on either side cannot be compared and are listed in ``skipped_columns``.
-    Evidently picks the test per column (KS / chi-square / Z p-values up to 1,000 reference
-    rows, normed Wasserstein / Jensen-Shannon distances above). ``dataset_drift`` is
+    Evidently picks the test per column by the reference's size (KS / chi-square / Z p-values
+    up to 1,000 rows, normed Wasserstein / Jensen-Shannon distances above); when either side
+    has fewer than :data:`SMALL_WINDOW_ROWS` rows, KS and chi-square are used instead, because
+    a distance over a few hundred rows is large by chance alone. ``dataset_drift`` is
     ``drifted_share >= drift_share``. Raises ValueError on an empty window, mismatched or
     datetime columns, or a column numeric on one side only.
     """
@@ -335,7 +340,13 @@ def data_drift(
         raise ValueError(f"data drift: every column is entirely null on one side: {skipped}")
 
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-    report = Report([DataDriftPreset(drift_share=drift_share)], include_tests=True)
+    methods: dict[str, str] = {}
+    if min(len(ref), len(cur)) < SMALL_WINDOW_ROWS:
+        # Evidently picks its test by the reference's size only: with a large reference and a
+        # day of data, normed Wasserstein > 0.1 is what sampling alone gives. Tests with a
+        # p-value account for the smaller side.
+        methods = {"num_method": "ks", "cat_method": "chisquare"}
+    report = Report([DataDriftPreset(drift_share=drift_share, **methods)], include_tests=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         snapshot = report.run(

@@ -28,7 +28,7 @@ import pandas as pd
 
 from recsys_assets import constants as c
 from recsys_assets.lib.candidates import CandidateGenerator, Popularity
-from recsys_assets.lib.evaluation import Split, evaluate
+from recsys_assets.lib.evaluation import Split, evaluate, per_user_ndcg
 from recsys_assets.lib.ranking import (
     RAW_FEATURES,
     STRING_FEATURES,
@@ -508,5 +508,5 @@ def evaluate_on_split(
     )
     recommendations = ranker.recommend(list(split.users), n=c.CANDIDATES_N)
     report = evaluate(recommendations, split)
-    report.pop("per_user", None)
+    report["per_user_ndcg"] = per_user_ndcg(report.pop("per_user"))
     return report

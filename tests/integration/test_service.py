@@ -19,6 +19,7 @@ from recsys_assets import constants as c
 from recsys_assets.lib.deploy import check, render
 from recsys_assets.lib.feedback import FeedbackLog, to_canonical_events
 from recsys_assets.lib.served_log import SERVED_LOG_VAR, ServedLog
+from tests.conftest import PROJECT_ROOT
 from tests.integration.support import cli_env, free_port, served
 
 pytestmark = pytest.mark.integration
@@ -122,7 +123,7 @@ def test_served_log_holds_one_record_per_successful_request(service, served_log_
         assert row["items"] == [item["item_id"] for item in answer["items"]]
         assert row["scores"] == [item["score"] for item in answer["items"]]
         assert row["as_of"] == answer["as_of"]
-        assert pd.isna(row["variant"])
+        assert row["variant"] == answer["variant"] == "champion"  # no challenger configured
         if answer["fallback"]:
             assert row["fallback_reason"] == answer["fallback_reason"]
         else:
@@ -182,8 +183,10 @@ def test_health_and_metrics(service):
     assert _call(port, c.READINESS_PATH)[0] == 200
     _, metrics = _call(port, c.METRICS_PATH)
     assert "recsys_recommend_latency_seconds_bucket" in metrics
-    assert 'recsys_fallbacks_total{reason="unknown_customer"}' in metrics
+    assert 'recsys_fallbacks_total{reason="unknown_customer",variant="champion"}' in metrics
     assert 'recsys_feedback_events_total{type="purchase"}' in metrics
+    assert re.search(r"^recsys_canary_share 0\.0$", metrics, re.MULTILINE), metrics
+    assert 'variant="champion"' in metrics and 'variant="challenger"' not in metrics
 
 
 def test_bento_carries_a_dockerfile_that_the_manifests_agree_with(service):
@@ -251,3 +254,132 @@ def test_corrupt_model_is_never_ready(example_shop_demo, tmp_path):
         assert _call(port, c.READINESS_PATH)[0] == 503
         assert _call(port, "/recommend", {"customer_id": "1"})[0] == 503
     assert "not ready: model file" in log.read_text() and "is corrupt" in log.read_text()
+
+
+# --- Canary: a champion and a challenger in one service ----------------------------------------
+
+# Saves a second promoted model (the champion's content under another version) into the store of
+# BENTOML_HOME: run in a subprocess, since BentoML fixes its store when it is first used.
+_SAVE_CHALLENGER = """
+import dataclasses, sys
+import bentoml
+from recsys_assets.lib.model_registry import load_promoted, save_promoted
+stored = bentoml.models.get(sys.argv[1])
+model = load_promoted(stored.path, dict(stored.info.metadata))
+print(save_promoted(dataclasses.replace(model, version=model.version + "-b")))
+"""
+
+
+@pytest.fixture(scope="module")
+def canary_store(example_shop_demo, tmp_path_factory):
+    """A copy of the demo's BentoML store holding a second promoted model (the challenger):
+    (workdir, home, bento tag, champion version, challenger version). A copy, so that the other
+    tests' store keeps a single model (``latest``, and the corrupt-model test, rely on it)."""
+    workdir, result = example_shop_demo
+    assert result.returncode == 0, result.stderr
+    bento_tag = re.search(r"bento: (recommender:[\w-]+)", result.stdout).group(1)
+    champion = bento_tag.split(":")[1].split("-")[0]
+    home = shutil.copytree(workdir / "bentoml", tmp_path_factory.mktemp("canary") / "bentoml")
+    env = {**cli_env(workdir), "BENTOML_HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-c", _SAVE_CHALLENGER, f"{c.SERVING_MODEL_NAME}:{champion}"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    challenger = done.stdout.strip().splitlines()[-1].split(":")[1]
+    assert challenger == champion + "-b"
+    return workdir, home, bento_tag, champion, challenger
+
+
+def _canary_env(workdir: Path, home: Path, champion: str, challenger_tag: str, share: str):
+    return {
+        **cli_env(workdir),
+        "BENTOML_HOME": str(home),
+        # pinned: "latest" would now be the challenger, the newest model in this store
+        "RECSYS_MODEL_TAG": f"{c.SERVING_MODEL_NAME}:{champion}",
+        "RECSYS_CHALLENGER_TAG": challenger_tag,
+        "RECSYS_CANARY_SHARE": share,
+    }
+
+
+@pytest.fixture(scope="module")
+def canary_service(canary_store, tmp_path_factory):
+    """The bento served with a challenger for half the customers:
+    (port, workdir, champion version, challenger version, served log, feedback log)."""
+    workdir, home, bento_tag, champion, challenger = canary_store
+    logs = tmp_path_factory.mktemp("canary_logs")
+    env = {
+        **_canary_env(workdir, home, champion, f"{c.SERVING_MODEL_NAME}:{challenger}", "0.5"),
+        SERVED_LOG_VAR: str(logs / "served.jsonl"),
+        "RECSYS_FEEDBACK_LOG": str(logs / "feedback.jsonl"),
+    }
+    port = free_port()
+    command = [BENTOML, "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)]
+    with served(command, port, env, logs / "serve.log"):
+        yield port, workdir, champion, challenger, logs / "served.jsonl", logs / "feedback.jsonl"
+
+
+def _customers(workdir: Path, n: int) -> list[str]:
+    profile = pd.read_parquet(workdir / "feature_repo" / "data" / "customer_profile.parquet")
+    return [str(customer) for customer in profile[c.USER_ID].drop_duplicates().iloc[:n]]
+
+
+def test_canary_routes_each_customer_stickily_to_one_model(canary_service):
+    port, workdir, champion, challenger, served_log, _ = canary_service
+    version_of = {"champion": champion, "challenger": challenger}
+    customers = _customers(workdir, 60)
+    assert len(customers) == 60
+    answers = []
+    for customer in customers:
+        status, answer = _call(port, "/recommend", {"customer_id": customer, "k": 3})
+        assert status == 200, answer
+        assert answer["model_version"] == version_of[answer["variant"]], answer
+        answers.append(answer)
+    variants = [answer["variant"] for answer in answers]
+    assert set(variants) == {"champion", "challenger"}  # P(one-sided) = 2 * 0.5**60
+    for customer, first in zip(customers[:5], answers[:5], strict=True):
+        for _ in range(5):
+            _, again = _call(port, "/recommend", {"customer_id": customer, "k": 3})
+            assert (again["variant"], again["model_version"]) == (
+                first["variant"],
+                first["model_version"],
+            )
+    log = ServedLog(served_log).read().set_index("request_id")
+    for answer in answers:
+        row = log.loc[answer["request_id"]]
+        assert row["variant"] == answer["variant"]
+        assert row["model_version"] == answer["model_version"]
+    _, metrics = _call(port, c.METRICS_PATH)
+    assert re.search(r"^recsys_canary_share 0\.5$", metrics, re.MULTILINE), metrics
+    assert re.search(
+        r'recsys_recommend_latency_seconds_count\{[^}]*variant="challenger"[^}]*\} [1-9]', metrics
+    ), metrics
+
+
+def test_canary_feedback_carries_the_variant_the_client_sends(canary_service):
+    port, _, champion, challenger, _, feedback_log = canary_service
+    base = {"request_id": "r1", "customer_id": "u1", "item_id": "i1", "type": "click"}
+    events = [{**base, "variant": "challenger"}, {**base, "variant": "champion"}, base]
+    status, body = _call(port, "/feedback", {"events": events})
+    assert status == 200 and body == {"accepted": 3}
+    assert _call(port, "/feedback", {"events": [{**base, "variant": "treatment"}]})[0] == 400
+    log = FeedbackLog(feedback_log).read()
+    assert log["variant"].tolist()[-3:] == ["challenger", "champion", pd.NA]
+    assert log["model_version"].tolist()[-3:] == [challenger, champion, champion]
+
+
+def test_a_missing_challenger_is_never_ready(canary_store, tmp_path):
+    workdir, home, bento_tag, champion, _ = canary_store
+    missing = f"{c.SERVING_MODEL_NAME}:doesnotexist"
+    env = {
+        **_canary_env(workdir, home, champion, missing, "0.5"),
+        SERVED_LOG_VAR: str(tmp_path / "served.jsonl"),
+    }
+    port = free_port()
+    command = [BENTOML, "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)]
+    log = tmp_path / "serve.log"
+    with served(command, port, env, log, ready=False):  # BentoML starts; the worker is unready
+        assert _call(port, c.READINESS_PATH)[0] == 503
+        assert _call(port, "/recommend", {"customer_id": "1"})[0] == 503
+    text = log.read_text()
+    assert f"not ready: challenger model {missing} (RECSYS_CHALLENGER_TAG)" in text, text

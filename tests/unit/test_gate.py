@@ -45,3 +45,45 @@ def test_missing_latency_fails_and_every_reason_is_listed():
     decision = quality_gate_decision({"ndcg": 0.1}, {"version": "v1", "ndcg": 0.4}, **BUDGET)
     assert not decision.passed and len(decision.reasons) == 2
     assert decision.summary.startswith("refused: ")
+
+
+# --- paired comparison on the same customers --------------------------------------------------
+
+
+def per_user(values: list[float]) -> dict[str, float]:
+    return {f"C{i:03d}": v for i, v in enumerate(values)}
+
+
+def test_paired_difference_hand_checked():
+    from recsys_assets.lib.evaluation import paired_ndcg_difference
+
+    figures = paired_ndcg_difference(per_user([0.5, 1.0]), per_user([0.5, 0.5]), n=500)
+    assert figures["relative"] == pytest.approx(0.5)  # 0.75 / 0.5 - 1
+    assert figures["n_users"] == 2
+    assert -1e-9 <= figures["low"] <= figures["relative"] <= figures["high"] <= 1.0 + 1e-9
+    empty = paired_ndcg_difference({"a": 1.0}, {"b": 1.0})
+    assert empty["n_users"] == 0 and math.isnan(empty["relative"])
+
+
+def test_paired_gate_lets_a_model_within_the_noise_through():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, 300)
+    champion = {"version": "v1", "ndcg": 0.5, "per_user_ndcg": per_user(list(base))}
+    # 4% lower on average, but customer by customer it is a coin toss: not worse beyond doubt
+    noisy = np.clip(base * 0.96 + rng.normal(0, 0.25, 300), 0, 1)
+    ch = challenger(ndcg=float(noisy.mean())) | {"per_user_ndcg": per_user(list(noisy))}
+    decision = quality_gate_decision(ch, champion, **BUDGET)
+    assert decision.passed, decision.reasons
+    assert decision.figures["paired"]["low"] < -0.02 < decision.figures["paired"]["high"]
+
+
+def test_paired_gate_refuses_a_model_worse_beyond_doubt():
+    values = [0.2 + 0.002 * i for i in range(300)]
+    champion = {"version": "v1", "ndcg": 0.5, "per_user_ndcg": per_user(values)}
+    worse = [v * 0.8 for v in values]
+    ch = challenger(ndcg=0.4) | {"per_user_ndcg": per_user(worse)}
+    decision = quality_gate_decision(ch, champion, **BUDGET)
+    assert not decision.passed
+    assert "-20.0% against the champion on the same 300 customers" in decision.reasons[0]

@@ -27,7 +27,11 @@ def evaluation_report(evaluation_split: Split, **models: TrainedModel) -> dg.Mat
     fixed protocol, per segment, as K curves and with bootstrap spreads: an HTML page with plots
     and a JSON of the figures, kept per version under reports/evaluation/, the latest also at
     reports/evaluation.json."""
-    figures = {trained.name: trained.metrics for trained in models.values()}
+    # every figure but the per-customer NDCG kept for the promotion gate
+    figures = {
+        trained.name: {k: v for k, v in trained.metrics.items() if k != "per_user_ndcg"}
+        for trained in models.values()
+    }
     report = build_report(figures, split_description=evaluation_split.description)
     version = report_version(report)
     reports_dir = get_settings().reports_dir

@@ -130,6 +130,8 @@ def retraining_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
                 run_key=f"retrain-{monitored.storage_id}",
                 job_name=RETRAINING_JOB,
                 tags={TRIGGER_TAG: ",".join(decision.triggers)},
+                # the cheap recipe: warm-start the previous ranker (full fit when it cannot)
+                run_config={"ops": {"ranker_model": {"config": {"warm_start": True}}}},
             )
         ],
         cursor=json.dumps(cursor),

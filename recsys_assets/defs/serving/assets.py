@@ -86,7 +86,10 @@ def challenger_model(
         version=serving_version(ranker_model.version, purchases),
         generators=generators,
         product_pattern=spec.product_item_pattern,
-        metrics={k: v for k, v in ranker_model.metrics.items() if isinstance(v, int | float)},
+        metrics={
+            **{k: v for k, v in ranker_model.metrics.items() if isinstance(v, int | float)},
+            "per_user_ndcg": ranker_model.metrics.get("per_user_ndcg", {}),  # the gate's pairs
+        },
         lineage={
             **ranker_model.lineage,
             "ranker_version": ranker_model.version,

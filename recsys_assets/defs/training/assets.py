@@ -6,21 +6,26 @@ records fit time, metrics and lineage as metadata. The fitted model is pickled b
 fits its own candidate generators at each training cutoff.
 """
 
+import pickle
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from recsys_assets import constants as c
+from recsys_assets.config import get_settings
 from recsys_assets.defs.ingestion.assets import event_partitions
 from recsys_assets.defs.lineage import model_lineage, model_version
 from recsys_assets.lib import candidates
-from recsys_assets.lib.evaluation import Split, evaluate, temporal_split
+from recsys_assets.lib.evaluation import Split, evaluate, per_user_ndcg, temporal_split
 from recsys_assets.lib.feature_store import FEATURE_SERVICE
 from recsys_assets.lib.features import returns_from_quarantine
-from recsys_assets.lib.ranking import RankerConfig, fit_ranker
+from recsys_assets.lib.ranking import Ranker, RankerConfig, fit_ranker
+from recsys_assets.lib.reduction import fit_reduced_ranker
 from recsys_assets.lib.validation import restore_event_dtypes
 from recsys_assets.lib.versioning import data_version
 
@@ -95,7 +100,8 @@ def scored_model(
 ) -> TrainedModel:
     """Evaluate a model's recommendations on the split and keep the figures with the model."""
     report = evaluate(recommendations, split)
-    report.pop("per_user")  # figures only; the per-customer rows stay out of the model file
+    # figures, and each customer's NDCG for the gate's paired comparison; no other rows
+    report["per_user_ndcg"] = per_user_ndcg(report.pop("per_user"))
     report["fit_seconds"] = fit_seconds
     report["recommend_seconds"] = recommend_seconds
     report["params"] = params
@@ -196,6 +202,28 @@ def ranker_cutoffs(split: Split, count: int = 3, step_days: int = 30) -> tuple[s
     return tuple(t.strftime("%Y-%m-%d") for t in kept)
 
 
+class RankerRunConfig(dg.Config):
+    """How a run fits the ranker (the retraining sensor asks for the warm start)."""
+
+    warm_start: bool = Field(
+        default=False,
+        description="Warm-start the previous ranker's booster on the cutoffs it has not seen "
+        "(lib/reduction.py: 2.75-4.3x faster at +0.5% NDCG@10 on UCI); falls back to the full "
+        "fit when there is no previous ranker or no new cutoff.",
+    )
+
+
+def previous_ranker(model_dir: Path) -> Ranker | None:
+    """The ranker of the last materialisation (the model store's file), if it can be read."""
+    path = model_dir / "ranker_model"
+    try:
+        with path.open("rb") as handle:
+            trained = pickle.load(handle)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+        return None
+    return trained.model if isinstance(getattr(trained, "model", None), Ranker) else None
+
+
 @dg.asset(
     group_name="training",
     owners=[c.OWNER_DATA],
@@ -206,7 +234,10 @@ def ranker_cutoffs(split: Split, count: int = 3, step_days: int = 30) -> tuple[s
     ins={"evaluation_split": dg.AssetIn(), "quarantined_events": dg.AssetIn()},
 )
 def ranker_model(
-    context: dg.AssetExecutionContext, evaluation_split: Split, quarantined_events: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    config: RankerRunConfig,
+    evaluation_split: Split,
+    quarantined_events: pd.DataFrame,
 ) -> dg.Output[TrainedModel]:
     """The production model: XGBoost learning-to-rank (rank:ndcg) over the union of candidates
     (repeat, popularity, item-KNN, ALS) with their scores and ranks and point-in-time customer,
@@ -218,10 +249,28 @@ def ranker_model(
             description="not enough history before the split to train the ranker: it needs at "
             "least two weeks of purchases before its first training cutoff"
         )
-    config = RankerConfig(cutoffs=cutoffs)
+    ranker_config = RankerConfig(cutoffs=cutoffs)
     # Returns (cancellations) feed the return-rate features; fit_ranker uses those before the split.
     returns = returns_from_quarantine(restore_event_dtypes(quarantined_events))
-    ranker = fit_ranker(evaluation_split.train, evaluation_split.split_ts, config, returns=returns)
+    mode = "full fit"
+    previous = previous_ranker(get_settings().model_dir) if config.warm_start else None
+    ranker = None
+    if config.warm_start and previous is None:
+        mode = "full fit (no previous ranker to warm-start)"
+    elif previous is not None:
+        try:
+            ranker = fit_reduced_ranker(
+                evaluation_split.train, evaluation_split.split_ts, ranker_config,
+                returns=returns, previous=previous,
+            )  # fmt: skip
+            mode = "warm start"
+        except ValueError as error:  # no cutoff after the previous split: nothing new to learn
+            mode = f"full fit (warm start not possible: {error})"
+    if ranker is None:
+        ranker = fit_ranker(
+            evaluation_split.train, evaluation_split.split_ts, ranker_config, returns=returns
+        )
+    context.log.info("ranker: %s", mode)
     started = time.perf_counter()
     recommendations = ranker.recommend(
         list(evaluation_split.users), n=c.CANDIDATES_N, as_of=evaluation_split.split_ts
@@ -229,8 +278,10 @@ def ranker_model(
     trained = scored_model(
         "ranker", ranker, recommendations, evaluation_split,
         fit_seconds=ranker.fit_seconds, recommend_seconds=time.perf_counter() - started,
-        params={"cutoffs": list(cutoffs), "candidates": [list(x) for x in config.candidates],
-                "xgb_params": dict(config.xgb_params), "rounds": config.num_boost_round},
+        params={"cutoffs": list(cutoffs),
+                "candidates": [list(x) for x in ranker_config.candidates],
+                "xgb_params": dict(ranker_config.xgb_params),
+                "rounds": ranker_config.num_boost_round},
     )  # fmt: skip
     importance = ranker.feature_importance()
     top = dict(sorted(importance.items(), key=lambda kv: -kv[1])[:15])
@@ -240,4 +291,5 @@ def ranker_model(
         feature_service=FEATURE_SERVICE,  # its features are ranker_v1's, joined point in time
         feature_importance=dg.MetadataValue.json({k: round(v, 4) for k, v in top.items()}),
         training_rows=int(ranker.train_stats.get("rows", 0)),
+        training_mode=mode,
     )
