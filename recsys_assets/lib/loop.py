@@ -38,6 +38,8 @@ TRAINING_FINISHED = "training_finished"  # the ranker of a retraining run was fi
 PROMOTED = "promoted"  # the gate passed and the model is in the registry
 GATE_REFUSED = "gate_refused"  # the gate refused the challenger: nothing is deployed
 SERVING = "serving"  # a service answers with this model version
+CANARY_DECISION = "canary_decision"  # the canary analysis judged the challenger (any action)
+ROLLED_BACK = "rolled_back"  # the challenger was taken out of service after a rollback decision
 EVENT_KINDS = (
     DRIFT_LANDED,
     DATA_LANDED,
@@ -47,6 +49,8 @@ EVENT_KINDS = (
     PROMOTED,
     GATE_REFUSED,
     SERVING,
+    CANARY_DECISION,
+    ROLLED_BACK,
 )
 
 
@@ -235,6 +239,7 @@ class Incident:
     serving: str | None = None  # the retrained model answered requests
     model_version: str | None = None
     refused: bool = False  # the gate refused the retrained model
+    evaluations: int | None = None  # sensor evaluations from the landing to the detection
 
     @property
     def mttd_s(self) -> float | None:
@@ -266,15 +271,21 @@ def incidents(events: Iterable[Mapping[str, Any]]) -> list[Incident]:
     ordered = sorted((dict(e) for e in events), key=lambda e: _ts(e["ts"]))
     found: list[Incident] = []
     landed: str | None = None
+    evaluations = 0  # logged sensor evaluations (monitors requested, decisions) since landing
     current: dict[str, Any] | None = None
     for event in ordered:
         kind = event.get("kind")
         if kind == DRIFT_LANDED and current is None:
             landed = landed or event["ts"]
-        elif kind == DECISION and event.get("fire") and current is None:
+        elif kind in (MONITORS_REQUESTED, DECISION) and current is None and landed is not None:
+            evaluations += 1
+        if kind == DRIFT_LANDED:
+            continue
+        if kind == DECISION and event.get("fire") and current is None:
             current = {"landed": landed, "detected": event["ts"],
-                       "triggers": tuple(event.get("triggers", ()))}  # fmt: skip
-            landed = None
+                       "triggers": tuple(event.get("triggers", ())),
+                       "evaluations": evaluations if landed is not None else None}  # fmt: skip
+            landed, evaluations = None, 0
         elif current is None:
             continue
         elif kind == TRAINING_FINISHED and "training_finished" not in current:
@@ -336,6 +347,7 @@ def kpis(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "open_incidents": sum(1 for i in found if i.serving is None and not i.refused),
         "refused_by_gate": sum(1 for i in found if i.refused),
         "mttd": stats([i.mttd_s for i in found]),
+        "evaluations_to_detect": [i.evaluations for i in found if i.evaluations is not None],
         "mttr": stats([i.mttr_s for i in found]),
         "deployment": stats(released["deployment_s"].tolist()),
         "deployments": len(released),

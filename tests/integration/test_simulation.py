@@ -18,7 +18,7 @@ from recsys_assets.lib import loop
 from tests.conftest import PROJECT_ROOT
 from tests.integration.support import cli_env, free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1_800)]
 
 
 @pytest.fixture(scope="module")

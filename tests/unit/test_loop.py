@@ -173,6 +173,7 @@ def test_one_incident_from_landing_to_the_retrained_model_serving():
     assert incident.mttr_s == pytest.approx(300)
     assert incident.deployment_s == pytest.approx(120)
     assert incident.model_version == "v2"
+    assert incident.evaluations == 2  # the hold at 11:01 and the detection at 11:02
 
 
 def test_kpis_hold_history_and_releases():
@@ -187,6 +188,7 @@ def test_kpis_hold_history_and_releases():
     assert figures["refused_by_gate"] == 1
     assert figures["open_incidents"] == 1  # the last one is still running
     assert figures["mttd"] == {"count": 1, "mean_s": 120.0, "latest_s": 120.0}
+    assert figures["evaluations_to_detect"] == [2]  # the later incidents had no landing
     assert figures["mttr"]["mean_s"] == pytest.approx(300)
     assert figures["deployments"] == 2
     assert figures["deployment"]["count"] == 1  # v1 was never trained in this log

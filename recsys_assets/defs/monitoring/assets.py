@@ -17,6 +17,7 @@ thresholds from ``monitoring`` in the environment's settings (docs/monitoring.md
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,16 +82,39 @@ def skipped(check: str, why: str, **metadata: Any) -> dg.MaterializeResult:
     )
 
 
-def _windows(events: pd.DataFrame, model: dict[str, Any] | None) -> loop.Windows | None:
-    if model is None or not model.get("data_end") or events.empty:
-        return None
-    settings = get_settings().monitoring
-    return loop.monitoring_windows(
-        events[c.EVENT_TS].max(),
-        model["data_end"],
-        reference_days=settings.reference_days,
-        window_days=settings.window_days,
-    )
+@dataclass(frozen=True)
+class Landed:
+    """The landed events (typed), their returns, the serving model and the windows to compare
+    (None: no model yet, or no data after its data end)."""
+
+    events: pd.DataFrame
+    returns: pd.DataFrame
+    model: dict[str, Any] | None
+    windows: loop.Windows | None
+
+    @classmethod
+    def load(cls, validated_events: pd.DataFrame, quarantined_events: pd.DataFrame) -> "Landed":
+        events = restore_event_dtypes(validated_events)
+        model = serving_model()
+        windows = None
+        if model is not None and model.get("data_end") and not events.empty:
+            settings = get_settings().monitoring
+            windows = loop.monitoring_windows(
+                events[c.EVENT_TS].max(),
+                model["data_end"],
+                reference_days=settings.reference_days,
+                window_days=settings.window_days,
+            )
+        returns = returns_from_quarantine(restore_event_dtypes(quarantined_events))
+        return cls(events, returns, model, windows)
+
+    @property
+    def why_not(self) -> str:
+        return "no promoted model yet" if self.model is None else "no data since its data end"
+
+    def features(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        """The ranker's input features of the purchase lines in ``[start, end)``."""
+        return monitoring.window_features(self.events, start, end, returns=self.returns)
 
 
 def _between(events: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
@@ -119,19 +143,12 @@ def data_drift_report(
     between the serving model's reference window and the latest landed days, and the
     Jensen-Shannon distance of the bought items; HTML report under reports/monitoring/."""
     settings = get_settings().monitoring
-    events = restore_event_dtypes(validated_events)
-    model = serving_model()
-    windows = _windows(events, model)
-    if windows is None:
-        why = "no promoted model yet" if model is None else "no data since the model's data end"
-        return skipped("data_drift", why)
-    returns = returns_from_quarantine(restore_event_dtypes(quarantined_events))
-    reference = monitoring.window_features(
-        events, windows.reference_start, windows.reference_end, returns=returns
-    )
-    current = monitoring.window_features(
-        events, windows.current_start, windows.current_end, returns=returns
-    )
+    landed = Landed.load(validated_events, quarantined_events)
+    events, model, windows = landed.events, landed.model, landed.windows
+    if windows is None or model is None:
+        return skipped("data_drift", landed.why_not)
+    reference = landed.features(windows.reference_start, windows.reference_end)
+    current = landed.features(windows.current_start, windows.current_end)
     if reference.empty or current.empty:
         return skipped("data_drift", "no purchases in one of the windows", **windows.as_metadata())
     columns = [name for name in reference.columns if name not in NOT_STATIONARY]
@@ -198,14 +215,11 @@ def data_quality_report(
     """Data quality of the latest window's ranker inputs (Evidently's data summary): a broken
     upstream feed shows here as quality problems, a shift in behaviour only as drift."""
     settings = get_settings().monitoring
-    events = restore_event_dtypes(validated_events)
-    windows = _windows(events, serving_model())
+    landed = Landed.load(validated_events, quarantined_events)
+    windows = landed.windows
     if windows is None:
-        return skipped("data_quality", "no window to check yet (no model or no new data)")
-    returns = returns_from_quarantine(restore_event_dtypes(quarantined_events))
-    current = monitoring.window_features(
-        events, windows.current_start, windows.current_end, returns=returns
-    )
+        return skipped("data_quality", landed.why_not)
+    current = landed.features(windows.current_start, windows.current_end)
     if current.empty:
         return skipped("data_quality", "no purchases in the latest window")
     quality = monitoring.data_quality(
@@ -402,13 +416,15 @@ def mlops_kpis() -> dg.MaterializeResult:
         return float("nan") if value is None else round(float(value), 1)
 
     history = pd.DataFrame(figures["history"])
-    columns = ["detected", "triggers", "mttd_s", "mttr_s", "deployment_s", "model_version"]
+    columns = ["detected", "triggers", "evaluations", "mttd_s", "mttr_s", "deployment_s",
+               "model_version"]  # fmt: skip
     return dg.MaterializeResult(
         metadata={
             "incidents": figures["incidents"],
             "open_incidents": figures["open_incidents"],
             "mttd_mean_s": seconds(figures["mttd"], "mean_s"),
             "mttd_latest_s": seconds(figures["mttd"], "latest_s"),
+            "evaluations_to_detect": dg.MetadataValue.json(figures["evaluations_to_detect"]),
             "mttr_mean_s": seconds(figures["mttr"], "mean_s"),
             "mttr_latest_s": seconds(figures["mttr"], "latest_s"),
             "deployment_mean_s": seconds(figures["deployment"], "mean_s"),

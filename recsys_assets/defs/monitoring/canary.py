@@ -1,0 +1,143 @@
+"""The canary analysis of the served challenger: ``canary_report``.
+
+Reads the service's served log and feedback log, compares the champion and the challenger on
+the canary's guardrails (error rate, p99 latency, fallback rate, conversion) and decides to
+wait, roll back, widen the challenger's share or promote it
+(:mod:`recsys_assets.lib.canary_analysis`, docs/serving.md "Canary"). The decision is written to
+the loop's event log (``canary_decision``) and to reports/monitoring/canary.json; applying it
+(restarting the service with the new share, or without the challenger) is not built yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import dagster as dg
+
+from recsys_assets.config import get_settings
+from recsys_assets.defs.monitoring.assets import monitoring_asset, reports_dir
+from recsys_assets.lib import loop
+from recsys_assets.lib.canary import VARIANTS, CanaryConfig
+from recsys_assets.lib.canary_analysis import (
+    ROLLBACK,
+    CanaryPolicy,
+    canary_decision,
+    variant_figures,
+)
+from recsys_assets.lib.feedback import FeedbackLog
+from recsys_assets.lib.served_log import ServedLog, served_log_path
+
+CANARY_CHECK = "canary_guardrails"
+NO_CANARY = "no canary running"
+REPORT_NAME = "canary.json"
+
+# Per-variant figures copied into the metadata as <variant>_<key> (None becomes NaN).
+_METADATA_FIGURES = (
+    "requests",
+    "errors",
+    "error_rate",
+    "fallback_rate",
+    "click_through",
+    "conversion",
+    "orders",
+    "aov",
+    "p50_ms",
+    "p99_ms",
+)
+
+
+def _number(value: Any) -> float:
+    """Metadata number: None (no figure) becomes NaN, as in the other monitors."""
+    return float("nan") if value is None else float(value)
+
+
+def _write(report: dict[str, Any]) -> str:
+    path = reports_dir() / REPORT_NAME
+    path.write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
+    return str(path)
+
+
+@monitoring_asset(
+    CANARY_CHECK,
+    "The served challenger stays within the canary's guardrails (the analysis does not roll "
+    "it back)",
+)
+def canary_report() -> dg.MaterializeResult:
+    """The canary analysis: per variant served lists, error and fallback rates, click-through,
+    conversion, orders and AOV from the served and feedback logs, judged against the default
+    :class:`~recsys_assets.lib.canary_analysis.CanaryPolicy` at the configured share
+    (``RECSYS_CHALLENGER_TAG``, ``RECSYS_CANARY_SHARE``): wait, rollback, widen or promote, with
+    the reasons. Written to the loop log as a ``canary_decision`` event and to
+    reports/monitoring/canary.json; the check ``canary_guardrails`` fails (WARN) on a rollback.
+
+    Latency samples and error counts are not in the logs: they come from the service's
+    Prometheus metrics (``recsys_recommend_latency_seconds`` by variant, failed requests) once
+    those are scraped, which is not built yet; until then p99 is not judged and errors count as
+    0. Without a challenger it materialises with status "no canary running" and the check
+    passes."""
+    settings = get_settings()
+    config = CanaryConfig.from_env(os.environ)
+    if not config.enabled:
+        report_path = _write({"status": NO_CANARY})
+        return dg.MaterializeResult(
+            metadata={"status": NO_CANARY, "report_json": dg.MetadataValue.path(report_path)},
+            check_results=[
+                dg.AssetCheckResult(check_name=CANARY_CHECK, passed=True, description=NO_CANARY)
+            ],
+        )
+
+    served = ServedLog(served_log_path(settings.feedback_log)).read()
+    feedback = FeedbackLog(settings.feedback_log).read()
+    figures = variant_figures(served, feedback, latency=None, errors=None)
+    policy = CanaryPolicy()
+    decision = canary_decision(figures, policy, current_share=config.share)
+    event = loop.LoopLog(settings.loop_log).append(
+        loop.CANARY_DECISION,
+        challenger_tag=config.challenger_tag,
+        current_share=config.share,
+        **decision.as_event(),
+    )
+    report = {
+        "status": "analysed",
+        "ts": event["ts"],
+        "challenger_tag": config.challenger_tag,
+        "current_share": config.share,
+        "policy": {
+            **{k: getattr(policy, k) for k in policy.__dataclass_fields__ if k != "steps"},
+            "steps": list(policy.steps),
+        },
+        **decision.as_event(),
+    }
+    report_path = _write(report)
+    per_variant = {
+        f"{variant}_{key}": _number(figures[variant][key])
+        for variant in VARIANTS
+        for key in _METADATA_FIGURES
+    }
+    rollback = decision.action == ROLLBACK
+    return dg.MaterializeResult(
+        metadata={
+            "status": "analysed",
+            "challenger_tag": str(config.challenger_tag),
+            "action": decision.action,
+            "current_share": config.share,
+            "next_share": decision.next_share,
+            "reasons": dg.MetadataValue.json(decision.reasons),
+            **per_variant,
+            "figures": dg.MetadataValue.json(figures),
+            "guardrails": dg.MetadataValue.json(decision.guardrails),
+            "report_json": dg.MetadataValue.path(report_path),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=CANARY_CHECK,
+                passed=not rollback,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"{decision.action} (share {config.share:g} -> "
+                f"{decision.next_share:g}): " + "; ".join(decision.reasons),
+                metadata={"action": decision.action, "next_share": decision.next_share},
+            )
+        ],
+    )

@@ -1,0 +1,425 @@
+"""The canary analysis: compare the champion and the challenger, then wait, roll back, widen or
+promote.
+
+Two steps, both pure (pandas, numpy, scipy; no Dagster, no BentoML):
+
+- :func:`variant_figures`: per variant (``champion``, ``challenger``) what the service's logs
+  say about it: served lists, the error and fallback rates, click-through, conversion, orders,
+  AOV and, when latency samples are given, p50 and p99. Failed requests never reach the served
+  log, so error counts are passed in, as are latency samples (both come from the service's
+  Prometheus metrics).
+- :func:`canary_decision`: the figures against a :class:`CanaryPolicy`'s guardrails, as a
+  :class:`CanaryDecision` with an action, the next challenger share and plain-English reasons.
+
+The rules, in order:
+
+1. **wait** while either variant has fewer than ``min_requests`` attempts (served lists plus
+   errors: a challenger that fails every request still gets judged); nothing is judged yet.
+2. **rollback** (next share 0) when any guardrail is breached. A threshold value itself is
+   within limits: only a value strictly beyond it breaches (``>`` for the increases and the
+   p99 ratio, ``<`` for the conversion ratio).
+
+   - error rate: challenger minus champion ``> max_error_rate_increase`` (absolute);
+   - p99 latency: challenger p99 / champion p99 ``> max_p99_ratio``, judged when both variants
+     have at least ``min_requests`` latency samples;
+   - fallback rate: challenger minus champion ``> max_fallback_rate_increase`` (absolute);
+   - conversion: challenger / champion ``< min_conversion_ratio`` **and** a one-sided
+     two-proportion z-test says the challenger converts worse (p ``< alpha``), so that noise on
+     a small canary never rolls it back.
+3. **widen** to the next of ``steps`` above the current share when every guardrail is clean (or
+   could not be judged: no latency samples, no champion conversion), or **promote** (next
+   share 1.0: the challenger takes every customer and becomes the next champion) when the
+   current share is already the last step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from recsys_assets.lib.canary import VARIANT_CHALLENGER, VARIANT_CHAMPION, VARIANTS
+
+WAIT = "wait"
+ROLLBACK = "rollback"
+WIDEN = "widen"
+PROMOTE = "promote"
+ACTIONS: tuple[str, ...] = (WAIT, ROLLBACK, WIDEN, PROMOTE)
+
+# Guardrail statuses in CanaryDecision.guardrails.
+BREACHED = "breached"
+CLEAN = "clean"
+NOT_JUDGED = "not judged"
+
+GUARDRAILS: tuple[str, ...] = ("error_rate", "p99_latency", "fallback_rate", "conversion")
+
+_PURCHASE = "purchase"
+
+
+# --- Figures ---------------------------------------------------------------------------------
+
+
+def _is(series: pd.Series, value: str) -> np.ndarray:
+    """Boolean mask of ``series == value`` with missing values False."""
+    return series.astype("string").eq(value).fillna(False).to_numpy(dtype=bool)
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return float(numerator) / float(denominator) if denominator else None
+
+
+def _percentile_ms(samples: Sequence[float] | None, q: float) -> float | None:
+    values = np.asarray(samples if samples is not None else [], dtype=float)
+    values = values[np.isfinite(values)]
+    return float(np.percentile(values, q) * 1000.0) if values.size else None
+
+
+def variant_figures(
+    served: pd.DataFrame,
+    feedback: pd.DataFrame,
+    *,
+    latency: Mapping[str, Sequence[float]] | None = None,
+    errors: Mapping[str, int] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per variant (``champion``, ``challenger``; both always present) the canary's figures.
+
+    ``served`` is a served-log frame (``request_id``, ``variant``, ``fallback_reason`` are
+    used), ``feedback`` a feedback frame (``request_id``, ``feedback_type``, ``order_id``,
+    ``order_value`` and, when present, ``variant``). ``latency``: request latencies in seconds
+    per variant; ``errors``: failed requests per variant (default 0).
+
+    Keys per variant:
+
+    - ``requests``: served lists; ``errors``; ``error_rate`` = errors / (requests + errors);
+    - ``fallbacks`` (lists with a ``fallback_reason``) and ``fallback_rate`` = fallbacks /
+      requests;
+    - ``impressions``, ``clicks`` and ``click_through`` = clicks / impressions, by the feedback
+      event's ``variant``; an event without one takes its request's variant from the served log;
+    - ``converted_lists``: served lists with at least one purchase quoting their request id,
+      ``conversion`` = converted_lists / requests;
+    - ``orders`` (distinct order ids of those purchases; a purchase without one counts as an
+      order of its own), ``revenue`` (sum of the orders' ``order_value``) and ``aov`` (mean
+      ``order_value`` of the orders that carry one);
+    - ``latency_samples``, ``p50_ms`` and ``p99_ms`` (None without samples).
+
+    A rate whose denominator is 0 is None.
+    """
+    errors = dict(errors or {})
+    latency = dict(latency or {})
+    first = served.drop_duplicates("request_id")
+    served_variant = pd.Series(
+        first["variant"].astype(object).to_numpy(), index=first["request_id"].astype(str)
+    )
+    feedback_ids = feedback["request_id"].astype(str)
+    if "variant" in feedback.columns:
+        event_variant = feedback["variant"].astype(object)
+        event_variant = event_variant.where(event_variant.notna(), feedback_ids.map(served_variant))
+    else:
+        event_variant = feedback_ids.map(served_variant)
+    kinds = feedback["feedback_type"]
+    purchases = feedback.loc[_is(kinds, _PURCHASE)]
+
+    figures: dict[str, dict[str, Any]] = {}
+    for variant in VARIANTS:
+        lists = served.loc[_is(served["variant"], variant)]
+        requests = len(lists)
+        failed = int(errors.get(variant, 0))
+        if failed < 0:
+            raise ValueError(f"errors must not be negative, got {failed} for {variant!r}")
+        fallbacks = int(lists["fallback_reason"].notna().sum())
+        mine = _is(event_variant, variant)
+        impressions = int((mine & _is(kinds, "impression")).sum())
+        clicks = int((mine & _is(kinds, "click")).sum())
+        listed = purchases["request_id"].astype(str).isin(set(lists["request_id"].astype(str)))
+        bought = purchases.loc[listed.to_numpy()]
+        order_key = (
+            bought["order_id"]
+            .astype(object)
+            .where(
+                bought["order_id"].notna(),
+                pd.Series("(no order id) row " + bought.index.astype(str), bought.index),
+            )
+        )
+        values = bought["order_value"].astype(float).groupby(order_key.to_numpy()).first()
+        valued = values.dropna()
+        samples = latency.get(variant)
+        figures[variant] = {
+            "requests": requests,
+            "errors": failed,
+            "error_rate": _ratio(failed, requests + failed),
+            "fallbacks": fallbacks,
+            "fallback_rate": _ratio(fallbacks, requests),
+            "impressions": impressions,
+            "clicks": clicks,
+            "click_through": _ratio(clicks, impressions),
+            "converted_lists": int(bought["request_id"].nunique()),
+            "conversion": _ratio(bought["request_id"].nunique(), requests),
+            "orders": int(order_key.nunique()),
+            "revenue": float(valued.sum()),
+            "aov": float(valued.mean()) if len(valued) else None,
+            "latency_samples": 0 if samples is None else len(samples),
+            "p50_ms": _percentile_ms(samples, 50),
+            "p99_ms": _percentile_ms(samples, 99),
+        }
+    return figures
+
+
+# --- The decision ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CanaryPolicy:
+    """The canary's guardrails and the shares it widens through.
+
+    - ``min_requests`` (200): attempts (served lists + errors) each variant needs before any
+      decision; latency samples each variant needs before p99 is judged;
+    - ``max_error_rate_increase`` (0.01): challenger error rate minus the champion's, absolute;
+    - ``max_p99_ratio`` (1.5): challenger p99 latency / champion p99 latency;
+    - ``max_fallback_rate_increase`` (0.05): challenger fallback rate minus the champion's;
+    - ``min_conversion_ratio`` (0.9): challenger conversion / champion conversion, breached only
+      when the one-sided two-proportion z-test at ``alpha`` (0.05) says the challenger is worse;
+    - ``steps`` ((0.1, 0.25, 0.5, 1.0)): the challenger shares to widen through, increasing.
+
+    A value equal to a threshold is within limits; only a value strictly beyond it breaches.
+    """
+
+    min_requests: int = 200
+    max_error_rate_increase: float = 0.01
+    max_p99_ratio: float = 1.5
+    max_fallback_rate_increase: float = 0.05
+    min_conversion_ratio: float = 0.9
+    alpha: float = 0.05
+    steps: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.min_requests, bool) or not isinstance(self.min_requests, int):
+            raise ValueError(f"min_requests must be an integer, got {self.min_requests!r}")
+        if self.min_requests < 1:
+            raise ValueError(f"min_requests must be at least 1, got {self.min_requests}")
+        for name in ("max_error_rate_increase", "max_fallback_rate_increase"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        if not (math.isfinite(self.max_p99_ratio) and self.max_p99_ratio > 0):
+            raise ValueError(f"max_p99_ratio must be positive, got {self.max_p99_ratio!r}")
+        if not (math.isfinite(self.min_conversion_ratio) and self.min_conversion_ratio >= 0):
+            raise ValueError(
+                f"min_conversion_ratio must be >= 0, got {self.min_conversion_ratio!r}"
+            )
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
+        steps = tuple(float(s) for s in self.steps)
+        if not steps or any(not 0.0 < s <= 1.0 for s in steps):
+            raise ValueError(f"steps must be shares in (0, 1], got {self.steps!r}")
+        if any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError(f"steps must be strictly increasing, got {self.steps!r}")
+        object.__setattr__(self, "steps", steps)
+
+
+@dataclass(frozen=True)
+class CanaryDecision:
+    """What to do with the canary: ``action`` (one of :data:`ACTIONS`), the challenger's
+    ``next_share`` (0 after a rollback, the current share while waiting, 1.0 on promotion),
+    ``reasons`` (plain English: each breached guardrail with its numbers, or why it waits or
+    widens), ``figures`` (:func:`variant_figures`) and ``guardrails`` (per guardrail its status
+    :data:`BREACHED` / :data:`CLEAN` / :data:`NOT_JUDGED`, the values and the limit)."""
+
+    action: str
+    next_share: float
+    reasons: list[str]
+    figures: dict[str, dict[str, Any]]
+    guardrails: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def as_event(self) -> dict[str, Any]:
+        """The fields of a ``canary_decision`` loop event (JSON-serialisable)."""
+        return {
+            "action": self.action,
+            "next_share": self.next_share,
+            "reasons": list(self.reasons),
+            "figures": self.figures,
+            "guardrails": self.guardrails,
+        }
+
+
+def conversion_z_test(
+    converted_champion: int, lists_champion: int, converted_challenger: int, lists_challenger: int
+) -> tuple[float | None, float | None]:
+    """One-sided pooled two-proportion z-test that the challenger converts worse than the
+    champion: ``(z, p)`` with z = (p_challenger - p_champion) / pooled SE and p = Phi(z);
+    ``(None, None)`` without lists, ``(0.0, 0.5)`` when the pooled rate is 0 or 1 (no spread,
+    no evidence either way)."""
+    if lists_champion <= 0 or lists_challenger <= 0:
+        return None, None
+    p_champion = converted_champion / lists_champion
+    p_challenger = converted_challenger / lists_challenger
+    pooled = (converted_champion + converted_challenger) / (lists_champion + lists_challenger)
+    se = math.sqrt(pooled * (1.0 - pooled) * (1.0 / lists_champion + 1.0 / lists_challenger))
+    if se == 0.0:
+        return 0.0, 0.5
+    z = (p_challenger - p_champion) / se
+    return float(z), float(stats.norm.cdf(z))
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
+
+
+def _points(value: float) -> str:
+    return f"{value * 100:+.2f} points"
+
+
+def _guardrails(figures: Mapping[str, Mapping[str, Any]], policy: CanaryPolicy) -> dict:
+    """Each guardrail's status, numbers and one-line description."""
+    champ, chall = figures[VARIANT_CHAMPION], figures[VARIANT_CHALLENGER]
+    result: dict[str, dict[str, Any]] = {}
+
+    # error rate: defined whenever the variant has attempts (min_requests guarantees it)
+    increase = (chall["error_rate"] or 0.0) - (champ["error_rate"] or 0.0)
+    breached = increase > policy.max_error_rate_increase
+    result["error_rate"] = {
+        "status": BREACHED if breached else CLEAN,
+        "champion": champ["error_rate"],
+        "challenger": chall["error_rate"],
+        "increase": increase,
+        "limit": policy.max_error_rate_increase,
+        "text": f"error rate: challenger {_pct(chall['error_rate'])} "
+        f"({chall['errors']} of {chall['requests'] + chall['errors']} requests) vs champion "
+        f"{_pct(champ['error_rate'])} ({champ['errors']} of "
+        f"{champ['requests'] + champ['errors']}): {_points(increase)}, limit "
+        f"{_points(policy.max_error_rate_increase)}",
+    }
+
+    # p99 latency: needs min_requests samples per variant and a champion p99 above 0
+    samples = min(champ["latency_samples"], chall["latency_samples"])
+    p99_champ, p99_chall = champ["p99_ms"], chall["p99_ms"]
+    if samples < policy.min_requests or not p99_champ or p99_chall is None:
+        result["p99_latency"] = {
+            "status": NOT_JUDGED,
+            "champion": p99_champ,
+            "challenger": p99_chall,
+            "ratio": None,
+            "limit": policy.max_p99_ratio,
+            "text": f"p99 latency not judged: {champ['latency_samples']} champion and "
+            f"{chall['latency_samples']} challenger latency samples "
+            f"(at least {policy.min_requests} each needed)",
+        }
+    else:
+        ratio = p99_chall / p99_champ
+        result["p99_latency"] = {
+            "status": BREACHED if ratio > policy.max_p99_ratio else CLEAN,
+            "champion": p99_champ,
+            "challenger": p99_chall,
+            "ratio": ratio,
+            "limit": policy.max_p99_ratio,
+            "text": f"p99 latency: challenger {p99_chall:.1f} ms vs champion {p99_champ:.1f} ms: "
+            f"{ratio:.2f}x, limit {policy.max_p99_ratio:.2f}x",
+        }
+
+    # fallback rate
+    increase = (chall["fallback_rate"] or 0.0) - (champ["fallback_rate"] or 0.0)
+    result["fallback_rate"] = {
+        "status": BREACHED if increase > policy.max_fallback_rate_increase else CLEAN,
+        "champion": champ["fallback_rate"],
+        "challenger": chall["fallback_rate"],
+        "increase": increase,
+        "limit": policy.max_fallback_rate_increase,
+        "text": f"fallback rate: challenger {_pct(chall['fallback_rate'])} "
+        f"({chall['fallbacks']} of {chall['requests']} lists) vs champion "
+        f"{_pct(champ['fallback_rate'])} ({champ['fallbacks']} of {champ['requests']}): "
+        f"{_points(increase)}, limit {_points(policy.max_fallback_rate_increase)}",
+    }
+
+    # conversion: ratio below the limit and significantly worse
+    z, p = conversion_z_test(
+        champ["converted_lists"], champ["requests"], chall["converted_lists"], chall["requests"]
+    )
+    conv_champ, conv_chall = champ["conversion"], chall["conversion"]
+    if not conv_champ or conv_chall is None or p is None:
+        result["conversion"] = {
+            "status": NOT_JUDGED,
+            "champion": conv_champ,
+            "challenger": conv_chall,
+            "ratio": None,
+            "z": z,
+            "p_value": p,
+            "limit": policy.min_conversion_ratio,
+            "text": "conversion not judged: the champion has no converted lists yet",
+        }
+    else:
+        ratio = conv_chall / conv_champ
+        significant = p < policy.alpha
+        breached = ratio < policy.min_conversion_ratio and significant
+        verdict = "significantly worse" if significant else "not significantly worse"
+        result["conversion"] = {
+            "status": BREACHED if breached else CLEAN,
+            "champion": conv_champ,
+            "challenger": conv_chall,
+            "ratio": ratio,
+            "z": z,
+            "p_value": p,
+            "limit": policy.min_conversion_ratio,
+            "text": f"conversion: challenger {_pct(conv_chall)} ({chall['converted_lists']} of "
+            f"{chall['requests']} lists) vs champion {_pct(conv_champ)} "
+            f"({champ['converted_lists']} of {champ['requests']}): ratio {ratio:.3f}, limit "
+            f"{policy.min_conversion_ratio:.3f}; {verdict} (one-sided z = {z:.2f}, "
+            f"p = {p:.3g}, alpha {policy.alpha:g})",
+        }
+    return result
+
+
+def next_step(current_share: float, steps: Sequence[float]) -> float | None:
+    """The first step strictly above ``current_share``; None when it is at or past the last."""
+    for step in steps:
+        if step > current_share + 1e-9:
+            return float(step)
+    return None
+
+
+def canary_decision(
+    figures: Mapping[str, Mapping[str, Any]],
+    policy: CanaryPolicy | None = None,
+    *,
+    current_share: float,
+) -> CanaryDecision:
+    """Wait, roll back, widen or promote (see the module notes for the rules).
+
+    ``figures`` are :func:`variant_figures`'; ``current_share`` the challenger's share of
+    customers now, in [0, 1]."""
+    policy = policy or CanaryPolicy()
+    if not (math.isfinite(current_share) and 0.0 <= current_share <= 1.0):
+        raise ValueError(f"current_share must be in [0, 1], got {current_share!r}")
+    missing = [v for v in VARIANTS if v not in figures]
+    if missing:
+        raise ValueError(f"figures lack variant(s) {missing}")
+    plain = {v: dict(figures[v]) for v in VARIANTS}
+    attempts = {v: plain[v]["requests"] + plain[v]["errors"] for v in VARIANTS}
+    short = [v for v in VARIANTS if attempts[v] < policy.min_requests]
+    if short:
+        reason = (
+            f"waiting for traffic: challenger {attempts[VARIANT_CHALLENGER]} and champion "
+            f"{attempts[VARIANT_CHAMPION]} requests, at least {policy.min_requests} each "
+            "before a decision"
+        )
+        return CanaryDecision(WAIT, float(current_share), [reason], plain)
+
+    guardrails = _guardrails(plain, policy)
+    breached = [g for g in GUARDRAILS if guardrails[g]["status"] == BREACHED]
+    if breached:
+        reasons = [guardrails[g]["text"] for g in breached]
+        return CanaryDecision(ROLLBACK, 0.0, reasons, plain, guardrails)
+    step = next_step(current_share, policy.steps)
+    unjudged = [guardrails[g]["text"] for g in GUARDRAILS if guardrails[g]["status"] == NOT_JUDGED]
+    clean = ", ".join(g for g in GUARDRAILS if guardrails[g]["status"] == CLEAN)
+    if step is None:
+        reasons = [f"all judged guardrails clean ({clean}) at the last step "
+                   f"{current_share:g}: promote the challenger", *unjudged]  # fmt: skip
+        return CanaryDecision(PROMOTE, 1.0, reasons, plain, guardrails)
+    reasons = [f"all judged guardrails clean ({clean}): widen from {current_share:g} to {step:g}",
+               *unjudged]  # fmt: skip
+    return CanaryDecision(WIDEN, step, reasons, plain, guardrails)

@@ -1,0 +1,146 @@
+"""canary_report materialised against scratch served, feedback and loop logs."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from recsys_assets.defs.monitoring.canary import CANARY_CHECK, NO_CANARY, canary_report
+from recsys_assets.lib import loop
+from recsys_assets.lib.feedback import FeedbackEvent, FeedbackLog
+from recsys_assets.lib.served_log import ServedLog, ServedRecord
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    paths = {
+        "feedback": tmp_path / "feedback" / "feedback.jsonl",
+        "served": tmp_path / "feedback" / "served.jsonl",
+        "loop": tmp_path / "loop" / "events.jsonl",
+        "reports": tmp_path / "reports",
+    }
+    monkeypatch.setenv("RECSYS_FEEDBACK_LOG", str(paths["feedback"]))
+    monkeypatch.setenv("RECSYS_SERVED_LOG", str(paths["served"]))
+    monkeypatch.setenv("RECSYS_LOOP_LOG", str(paths["loop"]))
+    monkeypatch.setenv("RECSYS_REPORTS", str(paths["reports"]))
+    monkeypatch.setenv("RECSYS_CHALLENGER_TAG", "recsys-ranker:v2")
+    monkeypatch.setenv("RECSYS_CANARY_SHARE", "0.1")
+    monkeypatch.delenv("RECSYS_CANARY_SALT", raising=False)
+    return paths
+
+
+def write_logs(paths: dict[str, Path], converted: dict[str, int], lists: int = 1000) -> None:
+    """``lists`` served lists per variant, each with an impression; the first
+    ``converted[variant]`` of them followed by an order."""
+    records, events = [], []
+    for variant in ("champion", "challenger"):
+        for i in range(lists):
+            ts = T0 + timedelta(seconds=i)
+            request_id = f"{variant}-{i}"
+            records.append(
+                ServedRecord(
+                    ts=ts,
+                    request_id=request_id,
+                    customer_id=f"{variant}-cust-{i}",
+                    model_version="v2" if variant == "challenger" else "v1",
+                    variant=variant,
+                    items=["i1", "i2"],
+                    scores=[0.9, 0.5],
+                    fallback_reason=None,
+                    as_of=ts.isoformat(),
+                )
+            )
+            common = {"request_id": request_id, "customer_id": f"{variant}-cust-{i}"}
+            events.append(
+                FeedbackEvent(
+                    **common, item_id="i1", feedback_type="impression", ts=ts, variant=variant
+                )
+            )
+            if i < converted[variant]:
+                events.append(
+                    FeedbackEvent(
+                        **common,
+                        item_id="i1",
+                        feedback_type="purchase",
+                        ts=ts + timedelta(hours=1),
+                        order_id=f"o-{request_id}",
+                        order_value=40.0,
+                    )
+                )
+    with ServedLog(paths["served"]) as served:
+        served.append(records)
+    FeedbackLog(paths["feedback"]).append(events)
+
+
+def materialise() -> tuple[dict, dg.AssetCheckEvaluation]:
+    result = dg.materialize([canary_report])
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    [check] = result.get_asset_check_evaluations()
+    return {k: v.value for k, v in event.materialization.metadata.items()}, check
+
+
+def test_a_clean_canary_widens(logs):
+    write_logs(logs, {"champion": 300, "challenger": 290})
+    metadata, check = materialise()
+    assert metadata["action"] == "widen"
+    assert metadata["current_share"] == pytest.approx(0.1)
+    assert metadata["next_share"] == pytest.approx(0.25)
+    assert metadata["champion_requests"] == metadata["challenger_requests"] == 1000
+    assert metadata["champion_conversion"] == pytest.approx(0.3)
+    assert metadata["challenger_conversion"] == pytest.approx(0.29)
+    assert metadata["challenger_aov"] == pytest.approx(40.0)
+    assert metadata["challenger_click_through"] == 0.0  # impressions, no clicks
+    assert math.isnan(metadata["challenger_p99_ms"])  # no latency samples yet
+    assert check.passed
+    [event] = loop.LoopLog(logs["loop"]).read([loop.CANARY_DECISION])
+    assert event["action"] == "widen" and event["next_share"] == pytest.approx(0.25)
+    assert event["challenger_tag"] == "recsys-ranker:v2"
+    report = json.loads(Path(metadata["report_json"]).read_text())
+    assert Path(metadata["report_json"]) == logs["reports"] / "monitoring" / "canary.json"
+    assert report["action"] == "widen" and report["policy"]["min_requests"] == 200
+    assert report["figures"]["challenger"]["converted_lists"] == 290
+
+
+def test_a_clearly_worse_challenger_is_rolled_back(logs):
+    write_logs(logs, {"champion": 300, "challenger": 100})
+    metadata, check = materialise()
+    assert metadata["action"] == "rollback"
+    assert metadata["next_share"] == 0.0
+    [reason] = metadata["reasons"]
+    assert reason.startswith("conversion: challenger 10.00% (100 of 1000 lists)")
+    assert not check.passed
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert "rollback (share 0.1 -> 0)" in check.description
+    [event] = loop.LoopLog(logs["loop"]).read([loop.CANARY_DECISION])
+    assert event["action"] == "rollback"
+    assert event["figures"]["challenger"]["conversion"] == pytest.approx(0.1)
+    assert event["guardrails"]["conversion"]["status"] == "breached"
+
+
+def test_too_little_traffic_waits(logs):
+    write_logs(logs, {"champion": 30, "challenger": 30}, lists=100)
+    metadata, check = materialise()
+    assert metadata["action"] == "wait" and metadata["next_share"] == pytest.approx(0.1)
+    assert check.passed
+
+
+def test_without_a_challenger_no_canary_running(logs, monkeypatch):
+    monkeypatch.delenv("RECSYS_CHALLENGER_TAG")
+    write_logs(logs, {"champion": 300, "challenger": 100})
+    metadata, check = materialise()
+    assert metadata["status"] == NO_CANARY
+    assert check.passed and check.description == NO_CANARY
+    assert loop.LoopLog(logs["loop"]).read() == []
+    assert json.loads(Path(metadata["report_json"]).read_text()) == {"status": NO_CANARY}
+
+
+def test_check_name():
+    assert CANARY_CHECK in {key.name for key in canary_report.check_keys}
