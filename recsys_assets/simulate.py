@@ -429,7 +429,13 @@ class Simulation:
             if self.service is None or self.service.port != self.plan.port
             else (self.plan.port + 1)
         )
-        env = {**os.environ, "RECSYS_SERVICE_WORKERS": "1"}
+
+        # the bento's own default environment is prod: serve in the simulation's
+        env = {
+            **os.environ,
+            "RECSYS_ENV": get_settings().environment.value,
+            "RECSYS_SERVICE_WORKERS": "1",
+        }
         new = Service(bento_tag, port, env, self.workspace.root / "logs" / f"service-{port}.log")
         new.wait_ready()
         probe = self.post(new.url, "/recommend", {"customer_id": "U00001", "k": 1})

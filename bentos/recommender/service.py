@@ -9,11 +9,20 @@ BentoML model ``RECSYS_MODEL_TAG`` (default ``recsys-ranker:latest``), bundled i
 Canary: with ``RECSYS_CHALLENGER_TAG`` set, the service also loads that model from the local
 BentoML store (not bundled) and sends a sticky share of customers (``RECSYS_CANARY_SHARE``,
 hashed with ``RECSYS_CANARY_SALT``) to it; see :mod:`recsys_assets.lib.canary`.
+
+Access control: with API keys configured (``RECSYS_API_KEYS`` or ``RECSYS_API_KEYS_FILE``),
+``/recommend`` and ``/feedback`` need ``Authorization: Bearer <key>`` and a subject the policy
+allows (``read_recommendations``, ``send_feedback``): 401 without a valid key, 403 when the
+policy denies; every decision goes to the audit log (``RECSYS_AUDIT_LOG``, default
+``audit.jsonl`` next to the feedback log). The check runs in an ASGI middleware, before the
+body is read. Acceptance and prod without keys are never ready; dev and test without keys serve
+openly with one warning. See docs/access-control.md.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import gc
 import logging
 import os
@@ -32,6 +41,15 @@ logger = logging.getLogger("bentoml.recommender")
 MODEL_TAG = os.environ.get("RECSYS_MODEL_TAG", f"{c.SERVING_MODEL_NAME}:latest")
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Variant = Literal["champion", "challenger"]  # recsys_assets.lib.canary.VARIANTS
+# Every API route and the policy action that guards it (a test holds this to the service's
+# routes, so a new endpoint cannot be added unguarded). /livez, /readyz, /metrics stay open.
+ROUTE_ACTIONS = {"/recommend": "read_recommendations", "/feedback": "send_feedback"}
+# What a refused request gets: the same body whatever the key, rule or subject.
+REFUSALS = {
+    401: b'{"error":"unauthenticated"}',
+    403: b'{"error":"forbidden"}',
+    503: b'{"error":"not ready"}',
+}
 
 
 def _model_ref() -> bentoml.models.BentoModel | None:
@@ -41,6 +59,59 @@ def _model_ref() -> bentoml.models.BentoModel | None:
     except Exception as error:  # NotFound, or a broken store
         logger.error("model %s is not in the BentoML model store: %s", MODEL_TAG, error)
         return None
+
+
+@functools.cache
+def access_gate():
+    """This process's :class:`~recsys_assets.lib.policy.DataPlaneGate`, built once: the service
+    (readiness) and the middleware (each request) share it."""
+    from recsys_assets.config import get_settings
+    from recsys_assets.lib.policy import DataPlaneGate, audit_log_path
+
+    settings = get_settings()
+    return DataPlaneGate.from_environment(
+        settings.environment, audit_log_path(settings.feedback_log)
+    )
+
+
+class AccessControl:
+    """ASGI middleware: the routes in ROUTE_ACTIONS pass only what the gate admits; a refusal
+    is answered here, before the body is read, with a body that names no key, rule or subject.
+    Everything else (health, metrics, docs) passes untouched."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self._audit_warned: set[str] = set()
+
+    async def __call__(self, scope, receive, send) -> None:
+        action = ROUTE_ACTIONS.get(scope["path"]) if scope["type"] == "http" else None
+        if action is None:
+            return await self.app(scope, receive, send)
+        gate = access_gate()
+        if not gate.enforced:
+            return await self.app(scope, receive, send)
+        authorization = [v for k, v in scope["headers"] if k == b"authorization"]
+        header = authorization[0].decode("latin-1") if len(authorization) == 1 else None
+        try:
+            status = gate.admit(action, header).status
+        except OSError as error:  # no audit line, no access: fail closed
+            status = 503
+            kind = errno.errorcode.get(error.errno, type(error).__name__)
+            if kind not in self._audit_warned:
+                self._audit_warned.add(kind)
+                logger.error(
+                    "audit log %s: cannot write (%s); requests are refused with 503",
+                    gate.audit.path,
+                    kind,
+                )
+        if status == 200:
+            return await self.app(scope, receive, send)
+        body = REFUSALS[status]
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 class Context(BaseModel):
@@ -141,6 +212,11 @@ class Recommender:
         self.challenger_reader = None
         self.canary = CanaryConfig(challenger_tag=None)  # replaced by _load
         self._metrics()
+        self.access = access_gate()
+        if self.access.error is not None:  # names the variables, never a key
+            logger.error("not ready: %s", self.access.error)
+        elif self.access.warning is not None:
+            logger.warning("%s", self.access.warning)
         self.feedback_log = FeedbackLog(self.settings.feedback_log)  # open even without a model
         # What /recommend served, for monitoring; telemetry: a failure never fails a request.
         self.served_log = ServedLog(served_log_path(self.settings.feedback_log))
@@ -267,7 +343,7 @@ class Recommender:
             raise RuntimeError(f"challenger model {tag}: {error}") from error
 
     def __is_ready__(self) -> bool:
-        return self.model is not None and self.load_error is None
+        return self.model is not None and self.load_error is None and self.access.ready
 
     def _as_of(self, context: Context | None):
         if context is not None and context.timestamp is not None:
@@ -412,6 +488,9 @@ class Recommender:
         for e in request.events:
             self.feedback_events.labels(e.type).inc()
         return FeedbackResponse(accepted=accepted)
+
+
+Recommender.add_asgi_middleware(AccessControl)
 
 
 class TimedReader:

@@ -477,10 +477,16 @@ def _jsonable(value: Any) -> Any:
 
 
 class AuditLog:
-    """Append-only JSON lines, one per decision, each flushed and fsynced before returning."""
+    """Append-only JSON lines, one per decision, each flushed and fsynced before returning.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    ``fsync=False`` (the service's data plane, one line per request) flushes each line to the
+    operating system without waiting for the disk: a crashed process loses nothing, a crashed
+    machine may lose the last lines still in the page cache. That saves ~0.2 ms per request.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
         self.path = Path(path)
+        self.fsync = fsync
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -511,7 +517,8 @@ class AuditLog:
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.write(line)
                 handle.flush()
-                os.fsync(handle.fileno())
+                if self.fsync:
+                    os.fsync(handle.fileno())
         return entry
 
     def entries(self) -> list[dict[str, Any]]:
@@ -651,3 +658,162 @@ def subject_for_api_key(keys: Mapping[str, Subject], presented: str | None) -> S
         if hmac.compare_digest(key_hash, presented_hash):
             found = subject
     return found
+
+
+# --- the data plane: API keys on HTTP requests -----------------------------------------------
+
+# Where the service must have keys: without them it refuses readiness. In dev and test it then
+# serves openly (and says so once at start), so local runs and the test suite need no secret.
+KEYS_REQUIRED_ENVIRONMENTS = ("acceptance", "prod")
+AUDIT_LOG_VAR = "RECSYS_AUDIT_LOG"
+AUDIT_LOG_NAME = "audit.jsonl"
+NOT_CONFIGURED = "access control not configured"
+
+
+def audit_log_path(
+    feedback_log: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> Path:
+    """Where the service audits its decisions: ``$RECSYS_AUDIT_LOG`` if set, else
+    ``audit.jsonl`` in the feedback log's folder (``settings.feedback_log``)."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(AUDIT_LOG_VAR)
+    return Path(value) if value else Path(feedback_log).parent / AUDIT_LOG_NAME
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header (the scheme in any case), or None
+    for a missing header, another scheme, an empty key or a key with whitespace inside."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or any(char.isspace() for char in token):
+        return None
+    return token
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A data-plane request's answer: the HTTP status to give (200: go on; 401: no valid key;
+    403: a known subject the policy denies; 503: access control is not configured) and the
+    decision that was audited (None when the gate is open)."""
+
+    status: int
+    decision: Decision | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.status == 200
+
+
+class DataPlaneGate:
+    """API keys and the policy on the service's endpoints, set up once per process.
+
+    Keys are parsed (hashed) once; each request costs one SHA-256, a constant-time comparison
+    per key, one policy evaluation and one audit line (flushed, not fsynced). Three states:
+
+    - **enforced**: keys are configured; every request is decided and audited.
+    - **open** (dev and test without keys): every request passes, nothing is audited; the
+      caller warns once at start (:attr:`warning`).
+    - **not configured** (no keys in acceptance or prod, a malformed key secret, an unreadable
+      policy): not ready (:attr:`error`, which never holds a key) and every request is refused
+      with 503 and audited.
+    """
+
+    def __init__(
+        self,
+        environment: str,
+        keys: Mapping[str, Subject],
+        policy: Policy | None,
+        audit: AuditLog | None,
+        *,
+        error: str | None = None,
+    ) -> None:
+        self.environment = str(environment)
+        self._keys = dict(keys)
+        self.policy = policy
+        self.audit = audit
+        self.error = error
+        self.enforced = bool(self._keys) or error is not None
+        self._resources = {
+            action: Resource.for_action(action, self.environment) for action in ACTIONS
+        }
+
+    def __repr__(self) -> str:
+        state = "not configured" if self.error else "enforced" if self.enforced else "open"
+        return f"DataPlaneGate({self.environment}, {state}, {len(self._keys)} keys)"
+
+    @classmethod
+    def from_environment(
+        cls,
+        environment: str,
+        audit_path: str | os.PathLike[str],
+        *,
+        environ: Mapping[str, str] | None = None,
+        policy_path: str | os.PathLike[str] = DEFAULT_POLICY_PATH,
+    ) -> DataPlaneGate:
+        """The gate of this deployment: keys from ``RECSYS_API_KEYS`` or ``RECSYS_API_KEYS_FILE``
+        (see :func:`api_keys_from_environment`), the policy file, the audit log. Never raises
+        for a configuration problem: it returns a gate that is not ready, naming the problem."""
+        environment = str(environment)
+        audit = AuditLog(audit_path, fsync=False)  # a line per request: see AuditLog
+        try:
+            keys = api_keys_from_environment(environ)
+        except CredentialError as error:  # the message names positions and subjects, no key
+            return cls(environment, {}, None, audit, error=f"{NOT_CONFIGURED}: {error}")
+        if not keys and environment not in KEYS_REQUIRED_ENVIRONMENTS:
+            return cls(environment, {}, None, None)  # open
+        if not keys:
+            return cls(
+                environment,
+                {},
+                None,
+                audit,
+                error=(
+                    f"{NOT_CONFIGURED}: no API keys in {environment}; set {API_KEYS_FILE_VAR} "
+                    f"(a mounted secret file) or {API_KEYS_VAR}"
+                ),
+            )
+        try:
+            policy = load_policy(policy_path)
+        except PolicyError as error:
+            return cls(environment, {}, None, audit, error=f"{NOT_CONFIGURED}: {error}")
+        return cls(environment, keys, policy, audit)
+
+    @property
+    def ready(self) -> bool:
+        return self.error is None
+
+    @property
+    def warning(self) -> str | None:
+        """Why the gate is open, for one warning at start; None when it is not."""
+        if self.enforced:
+            return None
+        return (
+            f"no API keys ({API_KEYS_VAR} / {API_KEYS_FILE_VAR}): serving without "
+            f"authentication in {self.environment}; acceptance and prod refuse readiness "
+            "without keys"
+        )
+
+    def admit(
+        self, action: str, authorization: str | None, *, now: datetime | None = None
+    ) -> Admission:
+        """Decide one request for ``action`` from its ``Authorization`` header, audit it and
+        say which status to answer. An audit log that cannot be written raises ``OSError``:
+        the caller refuses the request (503) rather than act unaudited."""
+        if not self.enforced:
+            return Admission(200)
+        resource = self._resources.get(action)
+        if resource is None:  # a route mapped to an action the engine does not know
+            resource = Resource({"environment": self.environment})
+        if self.error is not None or self.policy is None or self.audit is None:
+            decision = Decision(False, None, NOT_CONFIGURED)
+            if self.audit is not None:
+                self.audit.record(None, action, resource, decision, now=now)
+            return Admission(503, decision)
+        token = bearer_token(authorization)
+        subject = subject_for_api_key(self._keys, token) if token else None
+        decision = authorize(self.policy, subject, action, resource, self.audit, now=now)
+        if decision.allowed:
+            return Admission(200, decision)
+        return Admission(401 if subject is None else 403, decision)

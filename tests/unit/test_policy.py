@@ -13,13 +13,18 @@ from recsys_assets.lib.policy import (
     CREDENTIAL_EXPIRED,
     DEFAULT_POLICY_PATH,
     ENVIRONMENTS,
+    NOT_CONFIGURED,
+    UNAUTHENTICATED,
     AuditLog,
     CredentialError,
+    DataPlaneGate,
     PolicyError,
     Resource,
     Subject,
     api_keys_from_environment,
+    audit_log_path,
     authorize,
+    bearer_token,
     hash_api_key,
     load_policy,
     parse_api_keys,
@@ -510,3 +515,113 @@ def test_round_trip_of_an_audit_entry_is_plain_json(policy, tmp_path):
         policy.decide(SUBJECTS["sre"], "rollback", Resource.for_action("rollback", "prod")),
     )
     assert json.loads(audit.path.read_text()) == entry
+
+
+def test_the_audit_log_fsyncs_unless_told_not_to(policy, tmp_path, monkeypatch):
+    synced: list[int] = []
+    monkeypatch.setattr("recsys_assets.lib.policy.os.fsync", synced.append)
+    resource = Resource.for_action("rollback", "prod")
+    decision = policy.decide(SUBJECTS["sre"], "rollback", resource, now=NOW)
+    AuditLog(tmp_path / "durable.jsonl").record(SUBJECTS["sre"], "rollback", resource, decision)
+    assert len(synced) == 1
+    fast = AuditLog(tmp_path / "fast.jsonl", fsync=False)
+    fast.record(SUBJECTS["sre"], "rollback", resource, decision)
+    assert len(synced) == 1 and len(fast.entries()) == 1  # written (flushed), not fsynced
+
+
+# --- the data plane gate -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        (f"Bearer {STOREFRONT_KEY}", STOREFRONT_KEY),
+        (f"bearer   {STOREFRONT_KEY}  ", STOREFRONT_KEY),
+        (f"BEARER {STOREFRONT_KEY}", STOREFRONT_KEY),
+        (None, None),
+        ("", None),
+        ("Bearer", None),
+        ("Bearer ", None),
+        (f"Basic {STOREFRONT_KEY}", None),
+        (STOREFRONT_KEY, None),
+        (f"Bearer {STOREFRONT_KEY} extra", None),
+        (f"Token {STOREFRONT_KEY}", None),
+    ],
+)
+def test_bearer_token(header, token):
+    assert bearer_token(header) == token
+
+
+def test_audit_log_path_follows_the_feedback_log_unless_set(tmp_path):
+    feedback = tmp_path / "feedback" / "feedback.jsonl"
+    assert audit_log_path(feedback, {}) == tmp_path / "feedback" / "audit.jsonl"
+    assert audit_log_path(feedback, {"RECSYS_AUDIT_LOG": "/x/a.jsonl"}) == Path("/x/a.jsonl")
+
+
+def _gate(tmp_path, environment="prod", environ=None, **kwargs):
+    environ = {"RECSYS_API_KEYS": KEYS_SECRET} if environ is None else environ
+    return DataPlaneGate.from_environment(
+        environment, tmp_path / "audit.jsonl", environ=environ, **kwargs
+    )
+
+
+def test_the_gate_answers_200_401_403_and_audits_each(tmp_path):
+    gate = _gate(tmp_path)
+    assert gate.enforced and gate.ready and gate.warning is None
+    bearer = f"Bearer {STOREFRONT_KEY}"
+    now = datetime(2025, 6, 1, tzinfo=UTC)
+    answers = [
+        gate.admit("read_recommendations", bearer, now=now),
+        gate.admit("send_feedback", bearer, now=now),
+        gate.admit("read_recommendations", None, now=now),
+        gate.admit("read_recommendations", f"Basic {STOREFRONT_KEY}", now=now),
+        gate.admit("read_recommendations", "Bearer forged-key-0000000000", now=now),
+        gate.admit("send_feedback", f"Bearer {ANALYST_KEY}", now=now),  # policy denies
+        gate.admit("read_recommendations", f"Bearer {EXPIRED_KEY}", now=now),  # expired
+    ]
+    assert [a.status for a in answers] == [200, 200, 401, 401, 401, 403, 403]
+    assert [a.allowed for a in answers] == [True, True, False, False, False, False, False]
+    entries = AuditLog(tmp_path / "audit.jsonl").entries()
+    assert len(entries) == len(answers)
+    assert [e["subject"] for e in entries] == [
+        "storefront-web", "storefront-web", None, None, None, "carol", "old-client",
+    ]  # fmt: skip
+    assert [e["rule_id"] for e in entries][:2] == ["allow-storefront"] * 2
+    assert entries[2]["reason"] == UNAUTHENTICATED and entries[6]["reason"] == CREDENTIAL_EXPIRED
+    assert entries[5]["resource"] == {"environment": "prod", "type": "feedback", "plane": "data"}
+    text = (tmp_path / "audit.jsonl").read_text()
+    for key in ALL_KEYS:
+        assert key not in text and hash_api_key(key) not in text
+    assert all(key not in repr(gate) for key in ALL_KEYS)
+
+
+@pytest.mark.parametrize("environment", ["dev", "test"])
+def test_without_keys_dev_and_test_are_open_with_a_warning(tmp_path, environment):
+    gate = _gate(tmp_path, environment, environ={})
+    assert gate.ready and not gate.enforced
+    assert "RECSYS_API_KEYS" in gate.warning
+    assert gate.admit("send_feedback", None).status == 200
+    assert not (tmp_path / "audit.jsonl").exists()  # nothing decided, nothing audited
+
+
+@pytest.mark.parametrize("environment", ["acceptance", "prod"])
+def test_without_keys_acceptance_and_prod_are_never_ready(tmp_path, environment):
+    gate = _gate(tmp_path, environment, environ={})
+    assert not gate.ready and gate.enforced
+    assert "RECSYS_API_KEYS" in gate.error and environment in gate.error
+    answer = gate.admit("read_recommendations", f"Bearer {STOREFRONT_KEY}")
+    assert answer.status == 503 and answer.decision.reason == NOT_CONFIGURED
+    [entry] = AuditLog(tmp_path / "audit.jsonl").entries()
+    assert entry["effect"] == "deny" and entry["subject"] is None
+
+
+def test_a_malformed_secret_or_policy_fails_closed_in_every_environment(tmp_path):
+    secret = f"{STOREFRONT_KEY}:web:storefront:someday"
+    gate = _gate(tmp_path, "dev", environ={"RECSYS_API_KEYS": secret})
+    assert not gate.ready and "expiry" in gate.error and STOREFRONT_KEY not in gate.error
+    assert gate.admit("read_recommendations", f"Bearer {STOREFRONT_KEY}").status == 503
+    broken = tmp_path / "policy.yaml"
+    broken.write_text("version: 2\n")
+    gate = _gate(tmp_path, "test", policy_path=broken)
+    assert not gate.ready and "version" in gate.error
+    assert gate.admit("read_recommendations", f"Bearer {STOREFRONT_KEY}").status == 503
