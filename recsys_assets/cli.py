@@ -343,6 +343,12 @@ def serve(args: argparse.Namespace) -> int:
 
     os.environ.setdefault(BENTOML_HOME_VAR, str(get_settings().bentoml_home))
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    if "RECSYS_MODEL_TAG" not in os.environ:  # the champion, not BentoML's newest ("latest")
+        from recsys_assets.lib.model_registry import current_promoted
+
+        champion = current_promoted()
+        if champion is not None:
+            os.environ["RECSYS_MODEL_TAG"] = champion["tag"]
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     bentoml = str(Path(sys.executable).parent / "bentoml")
     command = [bentoml, "serve", SERVICE, "--host", args.host, "--port", str(args.port)]
@@ -378,6 +384,57 @@ def loop_log(args: argparse.Namespace) -> int:
         f"{figures['refused_by_gate']}); MTTD {seconds(figures['mttd'])}; "
         f"MTTR {seconds(figures['mttr'])}; deployment {seconds(figures['deployment'])}"
     )
+    return 0
+
+
+def _registry() -> None:
+    """Point BentoML at the environment's store before it is first imported."""
+    from recsys_assets.config import get_settings
+    from recsys_assets.config.settings import BENTOML_HOME_VAR
+
+    os.environ.setdefault(BENTOML_HOME_VAR, str(get_settings().bentoml_home))
+
+
+def models(args: argparse.Namespace) -> int:
+    """Print every model version in the registry with its stage, newest first."""
+    _registry()
+    from recsys_assets.lib.model_registry import PROMOTED, model_versions
+
+    versions = model_versions()
+    champion = next((v["version"] for v in versions if v["stage"] == PROMOTED), None)
+    print(f"registry: {os.environ['BENTOML_HOME']} ({len(versions)} versions)")
+    print(f"  {'version':<20}{'stage':<13}{'created':<22}{'ndcg@10':>9}  note")
+    for v in versions:
+        ndcg = v["metadata"].get("metrics", {}).get("ndcg")
+        note = "champion" if v["version"] == champion else ""
+        if v["stage"] != PROMOTED:
+            note = f"rolled back to {v['labels'].get('rolled_back_to', '?')}: " + v["labels"].get(
+                "rollback_reason", ""
+            )
+        cell = f"{ndcg:.4f}" if isinstance(ndcg, int | float) else "-"
+        print(f"  {v['version']:<20}{v['stage']:<13}{v['created'][:19]:<22}{cell:>9}  {note}")
+    return 0
+
+
+def rollback(args: argparse.Namespace) -> int:
+    """Make an earlier promoted version the champion again (one command), and log it."""
+    _registry()
+    from recsys_assets.config import get_settings
+    from recsys_assets.lib import loop
+    from recsys_assets.lib.model_registry import RollbackError
+    from recsys_assets.lib.model_registry import rollback as roll_back
+
+    try:
+        done = roll_back(args.to, reason=args.reason)
+    except RollbackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    loop.LoopLog(get_settings().loop_log).append(
+        loop.ROLLED_BACK, model_version=done["to"], rolled_back=done["rolled_back"],
+        reason=args.reason, by=os.environ.get("USER", "unknown"),
+    )  # fmt: skip
+    print(f"rolled back {', '.join(done['rolled_back'])}; champion is {done['tag']} again")
+    print(f"serve it: RECSYS_MODEL_TAG={done['tag']} make serve  (or its bento)")
     return 0
 
 
@@ -441,6 +498,16 @@ def main(argv: list[str] | None = None) -> int:
     loop_parser.add_argument("--kind", action="append", help="only this event kind (repeatable)")
     loop_parser.add_argument("--last", type=int, help="only the last N events")
     loop_parser.set_defaults(handler=loop_log)
+    models_parser = commands.add_parser(
+        "models", help="list the registry's model versions with their stage"
+    )
+    models_parser.set_defaults(handler=models)
+    rollback_parser = commands.add_parser(
+        "rollback", help="make an earlier promoted version the champion again"
+    )
+    rollback_parser.add_argument("--to", help="the version to return to (default: the previous)")
+    rollback_parser.add_argument("--reason", required=True, help="why, for the record")
+    rollback_parser.set_defaults(handler=rollback)
     simulate_parser = commands.add_parser(
         "simulate", help="run the synthetic shop against the service: drift, retraining, recovery"
     )

@@ -5,6 +5,8 @@ named ``recsys-ranker`` (:data:`~recsys_assets.constants.SERVING_MODEL_NAME`) wh
 the model version; labels carry the stage and version, metadata the evaluation figures and the
 lineage (data versions, feature service, code version). The pickle's SHA-256 is kept in the
 metadata and checked on load, so a corrupt file is refused with a clear error instead of served.
+Stages (label ``stage``): ``promoted`` (the newest promoted version is the champion) and
+``rolled_back`` (taken back by :func:`rollback`, kept for the record).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from recsys_assets.lib.serving import ServingModel
 MODEL_FILE = "serving_model.pkl"
 STAGE_LABEL = "stage"
 PROMOTED = "promoted"
+ROLLED_BACK = "rolled_back"  # a promoted version taken back; the one before it is champion again
 
 
 class ModelLoadError(RuntimeError):
@@ -58,15 +61,19 @@ def save_promoted(
     name: str = c.SERVING_MODEL_NAME,
 ) -> str:
     """Save ``model`` to the BentoML model store (``BENTOML_HOME``) as ``name:<version>``;
-    returns the tag. Saving the same version twice replaces nothing: the existing tag wins."""
+    returns the tag. Saving the same version twice replaces nothing: the existing tag wins (a
+    version rolled back earlier is marked promoted again)."""
     import bentoml
 
     tag = f"{name}:{model.version}"
     try:
-        bentoml.models.get(tag)
-        return tag
+        existing = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
         pass
+    else:
+        if existing.info.labels.get(STAGE_LABEL) != PROMOTED:  # promoted again after a rollback
+            set_stage(tag, PROMOTED)
+        return tag
     with bentoml.models.create(
         tag,
         labels={STAGE_LABEL: PROMOTED, "model_version": model.version, **(labels or {})},
@@ -103,26 +110,87 @@ def load_promoted(model_path: str | Path, metadata: dict[str, Any]) -> ServingMo
     return model
 
 
-def promoted_versions(name: str = c.SERVING_MODEL_NAME) -> list[dict[str, Any]]:
-    """Every promoted version in the store, newest first: tag, labels, metadata, created."""
+def model_versions(name: str = c.SERVING_MODEL_NAME) -> list[dict[str, Any]]:
+    """Every version in the store whatever its stage, newest first: tag, version, stage,
+    labels, metadata, created."""
     import bentoml
 
     try:
         listed = bentoml.models.list(name)
     except bentoml.exceptions.NotFound:  # nothing saved under this name yet
         return []
-    models = [m for m in listed if m.info.labels.get(STAGE_LABEL) == PROMOTED]
-    models.sort(key=lambda m: m.info.creation_time, reverse=True)
+    listed.sort(key=lambda m: m.info.creation_time, reverse=True)
     return [
         {
             "tag": str(m.tag),
             "version": m.tag.version,
+            "stage": m.info.labels.get(STAGE_LABEL, ""),
             "labels": dict(m.info.labels),
             "metadata": dict(m.info.metadata),
             "created": m.info.creation_time.isoformat(),
         }
-        for m in models
+        for m in listed
     ]
+
+
+def promoted_versions(name: str = c.SERVING_MODEL_NAME) -> list[dict[str, Any]]:
+    """Every promoted version in the store, newest first: tag, labels, metadata, created."""
+    return [v for v in model_versions(name) if v["stage"] == PROMOTED]
+
+
+def set_stage(tag: str, stage: str, **labels: str) -> None:
+    """Change a stored model's stage label (and add ``labels``) in place: the model file and
+    its checksum stay as they are. BentoML has no public call for it: the labels of the model's
+    (frozen) info are replaced and ``model.yaml`` rewritten the way BentoML writes it."""
+    import bentoml
+
+    model = bentoml.models.get(tag)
+    merged = {**model.info.labels, STAGE_LABEL: stage, **labels}
+    object.__setattr__(model.info, "labels", merged)  # ModelInfo is frozen; no public setter
+    model._write_info()
+
+
+class RollbackError(ValueError):
+    """A rollback that cannot be done (no earlier version, unknown version)."""
+
+
+def rollback(
+    to_version: str | None = None, *, reason: str, name: str = c.SERVING_MODEL_NAME
+) -> dict[str, Any]:
+    """Make an earlier promoted version the champion again: every promoted version newer than
+    it is marked ``rolled_back`` (with the reason), so :func:`current_promoted` and the gate see
+    the target. Default target: the version before the current one. Returns the champion
+    before, the target and the versions rolled back; raises :class:`RollbackError`."""
+    promoted = promoted_versions(name)
+    if not promoted:
+        raise RollbackError("nothing is promoted: there is no champion to roll back")
+    if to_version is None:
+        if len(promoted) < 2:
+            raise RollbackError(
+                f"{promoted[0]['tag']} is the only promoted version: nothing earlier to roll "
+                "back to"
+            )
+        target = promoted[1]
+    else:
+        found = [v for v in promoted if v["version"] == to_version]
+        if not found:
+            known = [v["version"] for v in promoted]
+            raise RollbackError(f"{to_version!r} is not a promoted version; promoted: {known}")
+        target = found[0]
+    newer = promoted[: promoted.index(target)]
+    if not newer:
+        raise RollbackError(f"{target['tag']} is already the champion")
+    for version in newer:
+        set_stage(version["tag"], ROLLED_BACK, rolled_back_to=target["version"],
+                  rollback_reason=_label(reason))  # fmt: skip
+    return {"from": promoted[0]["version"], "to": target["version"],
+            "rolled_back": [v["version"] for v in newer], "tag": target["tag"]}  # fmt: skip
+
+
+def _label(text: str) -> str:
+    """A label value BentoML accepts: short, letters, digits and - _ . only."""
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text.strip())
+    return cleaned[:63].strip("-_.") or "unspecified"
 
 
 def current_promoted(name: str = c.SERVING_MODEL_NAME) -> dict[str, Any] | None:
