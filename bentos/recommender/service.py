@@ -35,6 +35,7 @@ import bentoml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from recsys_assets import constants as c
+from recsys_assets.lib.telemetry import tracing_config
 
 logger = logging.getLogger("bentoml.recommender")
 
@@ -192,6 +193,9 @@ class FeedbackResponse(BaseModel):
     workers=int(os.environ.get("RECSYS_SERVICE_WORKERS", "1")),
     # Per-request access lines cost CPU on the hot path; /metrics counts requests instead.
     logging={"access": {"enabled": False}},
+    # RECSYS_TRACING: off (default), console or otlp (docs/observability.md); a bad value or a
+    # missing exporter package stops `bentoml serve` here, naming it.
+    **({"tracing": TRACING} if (TRACING := tracing_config()) is not None else {}),
 )
 class Recommender:
     """Recommendations from the promoted model, each also written to the served log;
@@ -212,6 +216,7 @@ class Recommender:
         self.challenger_reader = None
         self.canary = CanaryConfig(challenger_tag=None)  # replaced by _load
         self._metrics()
+        self.tracer = self._observability()
         self.access = access_gate()
         if self.access.error is not None:  # names the variables, never a key
             logger.error("not ready: %s", self.access.error)
@@ -251,6 +256,34 @@ class Recommender:
                     self.canary.salt,
                 )
             self.canary_share.set(self.canary.effective_share)
+
+    def _observability(self):
+        """JSON log lines when RECSYS_LOG_FORMAT (or the environment) says so; with
+        RECSYS_TRACING on, an OpenTelemetry tracer on BentoML's own tracer provider (so the
+        request's steps are children of BentoML's request span), else None (no spans)."""
+        from recsys_assets.lib import telemetry
+
+        if telemetry.log_format(self.settings.environment) == "json":
+            # the service's logger and the package's (the ranking path's warnings), not BentoML's
+            telemetry.install_json_logs(
+                [logger.name, "recsys_assets"], os.environ.get(telemetry.LOG_LEVEL_VAR)
+            )
+        elif os.environ.get(telemetry.LOG_LEVEL_VAR):
+            logger.setLevel(os.environ[telemetry.LOG_LEVEL_VAR].upper())
+        if TRACING is None:
+            return None
+        from bentoml._internal.configuration.containers import BentoMLContainer
+        from opentelemetry import trace
+
+        provider = BentoMLContainer.tracer_provider.get()  # the request spans' provider
+        if "exporter_type" not in TRACING:  # console: BentoML 1.4 has no console exporter
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            provider.add_span_processor(BatchSpanProcessor(telemetry.console_exporter()))
+        trace.set_tracer_provider(provider)  # other instrumentation in this worker too
+        mode = TRACING.get("exporter_type", "console")
+        logger.info("tracing: %s exporter, sample rate %s", mode, TRACING["sample_rate"])
+        return trace.get_tracer(__name__)
 
     def _metrics(self) -> None:
         # prometheus_client is imported here, after BentoML set up its multiprocess directory
@@ -358,39 +391,65 @@ class Recommender:
         the popularity list for unknown customers or when the feature store fails. Runs on the
         event loop: a few milliseconds of CPU, cheaper than a hop to the thread pool."""
         from recsys_assets.lib.serving import recommend
+        from recsys_assets.lib.telemetry import REQUEST
 
         request = RecommendRequest(**request)
         if self.model is None:
             raise bentoml.exceptions.ServiceUnavailable("model not loaded: " + self.load_error)
         started = time.perf_counter()
+        request_id = uuid.uuid4().hex
         # One hash per request, only while a challenger is served (about 1 us).
         variant = self.canary.assign(request.customer_id)
         if variant == "challenger":
             model, reader = self.challenger, self.challenger_reader
         else:
             model, reader = self.model, self.reader
-        try:
-            got = recommend(
-                model,
-                reader,
-                request.customer_id,
-                k=request.k,
-                as_of=self._as_of(request.context),
-                country=request.context.country if request.context else None,
-                exclude=request.exclude,
-                exclude_bought_within_days=request.exclude_bought_within_days,
-            )
-        except Exception:
-            self.errors.labels("recommend").inc()
-            raise
-        if got.fallback:
-            self.fallbacks.labels(got.fallback_reason, variant).inc()
-        self.latency.labels(got.model_version, str(got.fallback).lower(), variant).observe(
-            time.perf_counter() - started
+        # what this request's log lines carry (JsonFormatter); reset when the request ends
+        token = REQUEST.set(
+            {
+                "request_id": request_id,
+                "model_version": model.version,
+                "variant": variant,
+                "customer_id": request.customer_id,
+            }
         )
-        request_id = uuid.uuid4().hex
-        as_of = got.as_of.isoformat()
-        self._log_served(request_id, request.customer_id, got, as_of, variant)
+        try:
+            if self.tracer is not None:  # on BentoML's request span: find a request by its id
+                self._tag_request_span(request_id, variant)
+            try:
+                got = recommend(
+                    model,
+                    reader,
+                    request.customer_id,
+                    k=request.k,
+                    as_of=self._as_of(request.context),
+                    country=request.context.country if request.context else None,
+                    exclude=request.exclude,
+                    exclude_bought_within_days=request.exclude_bought_within_days,
+                    tracer=self.tracer,
+                    span_attributes={"recsys.variant": variant},
+                )
+            except Exception:
+                self.errors.labels("recommend").inc()
+                logger.exception("recommend failed")
+                raise
+            if got.fallback:
+                self.fallbacks.labels(got.fallback_reason, variant).inc()
+            elapsed = time.perf_counter() - started
+            self.latency.labels(got.model_version, str(got.fallback).lower(), variant).observe(
+                elapsed
+            )
+            if logger.isEnabledFor(logging.DEBUG):  # the hot path: one line, only when asked
+                logger.debug(
+                    "recommended %d items (fallback %s) in %.2f ms",
+                    len(got.items),
+                    got.fallback_reason,
+                    elapsed * 1000,
+                )
+            as_of = got.as_of.isoformat()
+            self._log_served(request_id, request.customer_id, got, as_of, variant)
+        finally:
+            REQUEST.reset(token)
         return RecommendResponse(
             request_id=request_id,
             customer_id=request.customer_id,
@@ -404,6 +463,14 @@ class Recommender:
             as_of=as_of,
             variant=variant,
         )
+
+    @staticmethod
+    def _tag_request_span(request_id: str, variant: str) -> None:
+        from opentelemetry import trace
+
+        span = trace.get_current_span()
+        span.set_attribute("recsys.request_id", request_id)
+        span.set_attribute("recsys.variant", variant)
 
     def _log_served(self, request_id: str, customer_id: str, got, as_of: str, variant: str) -> None:
         """Append what was served to the served log (about 15 us for 10 items, no fsync). Never

@@ -43,6 +43,7 @@ from recsys_assets.lib.ranking import (
     train_purchases,
     via_pandas,
 )
+from recsys_assets.lib.telemetry import mark_error, span_factory
 
 __all__ = [
     "CandidateIndex",
@@ -412,56 +413,79 @@ def recommend(
     country: str | None = None,
     exclude: Sequence[str] = (),
     exclude_bought_within_days: float | None = None,
+    tracer: Any | None = None,
+    span_attributes: Mapping[str, Any] | None = None,
 ) -> Recommendation:
     """The top ``k`` items for one customer (see the module notes). ``as_of`` defaults to the
-    model's data end (a replay of historical data) and is the clock of the recency features."""
+    model's data end (a replay of historical data) and is the clock of the recency features.
+
+    With an OpenTelemetry ``tracer``, each step is a child span of the current one
+    (``candidate_lookup``, ``feature_read``, ``ranking``, ``business_filters``) carrying
+    ``recsys.model_version`` and ``span_attributes`` (the service adds ``recsys.variant``);
+    without one the steps cost nothing extra (:func:`~recsys_assets.lib.telemetry.span_factory`).
+    """
+    span = span_factory(tracer, {"recsys.model_version": model.version, **(span_attributes or {})})
     stamp = _utc(as_of) if as_of is not None else model.data_end
     excluded = set(exclude)
-    items, generator_scores = model.candidates.lookup(customer_id)
+    with span("candidate_lookup") as step:
+        items, generator_scores = model.candidates.lookup(customer_id)
+        step.set_attribute("recsys.candidates", len(items))
     reason: str | None = None
     if len(items) == 0:
         reason = FALLBACK_UNKNOWN_CUSTOMER
     else:
-        try:
-            bought = model.candidates.bought_mask(customer_id)
-            stored = reader.read(customer_id, items, stamp, bought)
-        except Exception:  # the online store is down or broken: serve, flag, count
-            logger.warning("feature read failed for a request; serving the fallback", exc_info=True)
-            reason = FALLBACK_FEATURES_UNAVAILABLE
+        with span("feature_read", **{"recsys.candidates": len(items)}) as step:
+            try:
+                bought = model.candidates.bought_mask(customer_id)
+                stored = reader.read(customer_id, items, stamp, bought)
+            except Exception as error:  # the online store is down or broken: serve, flag, count
+                logger.warning(
+                    "feature read failed for a request; serving the fallback", exc_info=True
+                )
+                reason = FALLBACK_FEATURES_UNAVAILABLE
+                step.set_attribute("recsys.fallback_reason", reason)
+                mark_error(step, error)
     if reason is None:
-        scores, inputs = score_candidates(model, items, generator_scores, stored, stamp)
-        # candidates and fallback lists hold catalogue products only (build_serving_model)
-        keep = np.ones(len(items), dtype=bool)
-        if excluded:
-            keep &= np.fromiter((i not in excluded for i in items), dtype=bool, count=len(items))
-        if exclude_bought_within_days is not None:
-            recent = np.asarray(inputs[c.DAYS_SINCE_LAST_BOUGHT], dtype=np.float64)
-            keep &= ~(recent < exclude_bought_within_days)  # NaN (never bought) stays
-        kept = np.flatnonzero(keep)
-        if len(kept):
-            # best score first, ties by item id
-            order = sorted(kept, key=lambda j: (-scores[j], items[j]))[:k]
-            chosen = [str(items[j]) for j in order]
-            return Recommendation(
-                items=chosen,
-                scores=[float(scores[j]) for j in order],
-                names=[model.catalogue.get(i, "") for i in chosen],
-                fallback=False,
-                fallback_reason=None,
-                model_version=model.version,
-                as_of=stamp,
-            )
-        reason = FALLBACK_NO_CANDIDATES
-    popular = [(i, s) for i, s in _fallback(model, country) if i not in excluded][:k]
-    return Recommendation(
-        items=[i for i, _ in popular],
-        scores=[s for _, s in popular],
-        names=[model.catalogue.get(i, "") for i, _ in popular],
-        fallback=True,
-        fallback_reason=reason,
-        model_version=model.version,
-        as_of=stamp,
-    )
+        with span("ranking", **{"recsys.candidates": len(items)}):
+            scores, inputs = score_candidates(model, items, generator_scores, stored, stamp)
+        with span("business_filters", **{"recsys.candidates": len(items), "recsys.k": k}) as step:
+            # candidates and fallback lists hold catalogue products only (build_serving_model)
+            keep = np.ones(len(items), dtype=bool)
+            if excluded:
+                keep &= np.fromiter(
+                    (i not in excluded for i in items), dtype=bool, count=len(items)
+                )
+            if exclude_bought_within_days is not None:
+                recent = np.asarray(inputs[c.DAYS_SINCE_LAST_BOUGHT], dtype=np.float64)
+                keep &= ~(recent < exclude_bought_within_days)  # NaN (never bought) stays
+            kept = np.flatnonzero(keep)
+            step.set_attribute("recsys.kept", len(kept))
+            if len(kept):
+                # best score first, ties by item id
+                order = sorted(kept, key=lambda j: (-scores[j], items[j]))[:k]
+                chosen = [str(items[j]) for j in order]
+                return Recommendation(
+                    items=chosen,
+                    scores=[float(scores[j]) for j in order],
+                    names=[model.catalogue.get(i, "") for i in chosen],
+                    fallback=False,
+                    fallback_reason=None,
+                    model_version=model.version,
+                    as_of=stamp,
+                )
+            reason = FALLBACK_NO_CANDIDATES
+            step.set_attribute("recsys.fallback_reason", reason)
+    with span("business_filters", **{"recsys.fallback_reason": reason, "recsys.k": k}):
+        popular = [(i, s) for i, s in _fallback(model, country) if i not in excluded][:k]
+        return Recommendation(
+            items=[i for i, _ in popular],
+            scores=[s for _, s in popular],
+            names=[model.catalogue.get(i, "") for i, _ in popular],
+            fallback=True,
+            fallback_reason=reason,
+            model_version=model.version,
+            as_of=stamp,
+        )
 
 
 def sample_latency(
