@@ -45,6 +45,7 @@ import pandas as pd
 from scipy import stats
 
 from recsys_assets import constants as c
+from recsys_assets.lib.jsonable import json_safe
 
 # Column names that recsys_assets.constants does not define.
 VARIANT = "variant"  # the variant a customer was assigned to
@@ -127,17 +128,7 @@ def _float(value: Any) -> float | None:
 
 def _jsonable(value: Any) -> Any:
     """Numpy scalars to Python, NaN / inf to None, tuples to lists, recursively."""
-    if isinstance(value, Mapping):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return _float(value)
-    return value
+    return json_safe(value)
 
 
 # --- Attribution and the per-variant summary ----------------------------------------------

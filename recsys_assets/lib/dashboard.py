@@ -20,15 +20,14 @@ import html
 import json
 import math
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from recsys_assets import constants as c
 from recsys_assets.lib import loop
+from recsys_assets.lib.jsonable import json_safe
 
 # Loop events shown on the releases timeline, with their plain label.
 RELEASE_KINDS = {
@@ -783,16 +782,4 @@ def _when(value: Any) -> str:
 
 def _json_safe(value: Any) -> Any:
     """JSON-safe: NaN/NA -> None, numpy scalars -> Python, tuples -> lists, times -> ISO."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return json_safe(value)

@@ -36,7 +36,7 @@ import hashlib
 import html
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_assets import constants as c
+from recsys_assets.lib.jsonable import json_safe
 from recsys_assets.lib.synthetic import (
     CATEGORY,
     LAUNCH_TS,
@@ -730,21 +731,7 @@ def _x(day: Any) -> Any:
 
 def _json_value(value: Any) -> Any:
     """JSON-safe: NaN/NA -> None, numpy scalars -> Python, dates -> ISO strings."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_value(v) for v in value]
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
+    return json_safe(value)
 
 
 def _cell(value: Any) -> str:
