@@ -8,7 +8,9 @@ BentoML model ``RECSYS_MODEL_TAG`` (default ``recsys-ranker:latest``), bundled i
 
 Canary: with ``RECSYS_CHALLENGER_TAG`` set, the service also loads that model from the local
 BentoML store (not bundled) and sends a sticky share of customers (``RECSYS_CANARY_SHARE``,
-hashed with ``RECSYS_CANARY_SALT``) to it; see :mod:`recsys_assets.lib.canary`.
+hashed with ``RECSYS_CANARY_SALT``) to it; see :mod:`recsys_assets.lib.canary`. Drill knob:
+``RECSYS_CHALLENGER_DELAY_MS`` (default 0) adds that many milliseconds to every request the
+challenger serves, to rehearse a slow challenger; refused (never ready) in acceptance and prod.
 
 Access control: with API keys configured (``RECSYS_API_KEYS`` or ``RECSYS_API_KEYS_FILE``),
 ``/recommend`` and ``/feedback`` need ``Authorization: Bearer <key>`` and a subject the policy
@@ -21,6 +23,7 @@ openly with one warning. See docs/access-control.md.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
 import gc
@@ -40,6 +43,8 @@ from recsys_assets.lib.telemetry import tracing_config
 logger = logging.getLogger("bentoml.recommender")
 
 MODEL_TAG = os.environ.get("RECSYS_MODEL_TAG", f"{c.SERVING_MODEL_NAME}:latest")
+# Fault injection for tests and drills: extra milliseconds on each request the challenger serves.
+CHALLENGER_DELAY_VAR = "RECSYS_CHALLENGER_DELAY_MS"
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Variant = Literal["champion", "challenger"]  # recsys_assets.lib.canary.VARIANTS
 # Every API route and the policy action that guards it (a test holds this to the service's
@@ -215,6 +220,7 @@ class Recommender:
         self.challenger = None  # the canary's challenger model, when RECSYS_CHALLENGER_TAG is set
         self.challenger_reader = None
         self.canary = CanaryConfig(challenger_tag=None)  # replaced by _load
+        self.challenger_delay_s = 0.0  # RECSYS_CHALLENGER_DELAY_MS, set by _load
         self._metrics()
         self.tracer = self._observability()
         self.access = access_gate()
@@ -336,6 +342,7 @@ class Recommender:
         from recsys_assets.lib.serving import FeastOnlineReader
 
         canary = CanaryConfig.from_env(os.environ)  # bad values: not ready, naming the variable
+        delay_s = self._challenger_delay()
         if self.model_ref is None:
             raise RuntimeError(f"model {MODEL_TAG} is not in the BentoML model store")
         stored = getattr(self.model_ref, "stored", self.model_ref)  # resolved in a worker
@@ -355,7 +362,38 @@ class Recommender:
                 inner.items()
             challenger_reader = TimedReader(inner, self.feature_latency.labels(challenger.version))
         self.canary, self.challenger, self.challenger_reader = canary, challenger, challenger_reader
+        self.challenger_delay_s = delay_s
         self.model, self.reader = model, reader
+
+    def _challenger_delay(self) -> float:
+        """``RECSYS_CHALLENGER_DELAY_MS`` in seconds (0 when unset): a drill knob that makes the
+        challenger slow. A value that is not a finite number >= 0, or any delay in acceptance or
+        prod, raises (the service stays unready, naming the variable)."""
+        raw = os.environ.get(CHALLENGER_DELAY_VAR, "").strip()
+        if not raw:
+            return 0.0
+        try:
+            delay_ms = float(raw)
+        except ValueError:
+            delay_ms = float("nan")
+        if not (delay_ms >= 0.0 and delay_ms < float("inf")):  # also refuses NaN
+            raise ValueError(
+                f"{CHALLENGER_DELAY_VAR}={raw!r}: must be a number of milliseconds >= 0"
+            )
+        environment = str(self.settings.environment)
+        if delay_ms > 0 and environment in ("acceptance", "prod"):
+            raise RuntimeError(
+                f"{CHALLENGER_DELAY_VAR}={raw!r} is a test and drill knob (fault injection) and "
+                f"is refused in the {environment} environment; unset it"
+            )
+        if delay_ms > 0:
+            logger.warning(
+                "drill: %s=%g adds %g ms to every request the challenger serves",
+                CHALLENGER_DELAY_VAR,
+                delay_ms,
+                delay_ms,
+            )
+        return delay_ms / 1000.0
 
     @staticmethod
     def _load_challenger(tag: str):
@@ -416,6 +454,8 @@ class Recommender:
         try:
             if self.tracer is not None:  # on BentoML's request span: find a request by its id
                 self._tag_request_span(request_id, variant)
+            if variant == "challenger" and self.challenger_delay_s:  # drill: a slow challenger
+                await asyncio.sleep(self.challenger_delay_s)
             try:
                 got = recommend(
                     model,
@@ -447,7 +487,7 @@ class Recommender:
                     elapsed * 1000,
                 )
             as_of = got.as_of.isoformat()
-            self._log_served(request_id, request.customer_id, got, as_of, variant)
+            self._log_served(request_id, request.customer_id, got, as_of, variant, elapsed)
         finally:
             REQUEST.reset(token)
         return RecommendResponse(
@@ -472,8 +512,11 @@ class Recommender:
         span.set_attribute("recsys.request_id", request_id)
         span.set_attribute("recsys.variant", variant)
 
-    def _log_served(self, request_id: str, customer_id: str, got, as_of: str, variant: str) -> None:
-        """Append what was served to the served log (about 15 us for 10 items, no fsync). Never
+    def _log_served(
+        self, request_id: str, customer_id: str, got, as_of: str, variant: str, elapsed: float
+    ) -> None:
+        """Append what was served to the served log (about 15 us for 10 items, no fsync), with
+        ``elapsed`` (seconds, the latency histogram's observation) as ``latency_ms``. Never
         raises: a failure is counted in recsys_served_log_errors_total and logged once per
         kind of error."""
         from recsys_assets.lib.served_log import ServedRecord
@@ -491,6 +534,7 @@ class Recommender:
                         scores=got.scores,
                         fallback_reason=got.fallback_reason,
                         as_of=as_of,
+                        latency_ms=elapsed * 1000.0,
                     )
                 ]
             )

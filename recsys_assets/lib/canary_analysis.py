@@ -6,8 +6,8 @@ Two steps, both pure (pandas, numpy, scipy; no Dagster, no BentoML):
 - :func:`variant_figures`: per variant (``champion``, ``challenger``) what the service's logs
   say about it: served lists, the error and fallback rates, click-through, conversion, orders,
   AOV and, when latency samples are given, p50 and p99. Failed requests never reach the served
-  log, so error counts are passed in, as are latency samples (both come from the service's
-  Prometheus metrics).
+  log, so error counts are passed in (from the service's Prometheus metrics), as are latency
+  samples (:func:`served_latency` takes them from the served log's ``latency_ms``).
 - :func:`canary_decision`: the figures against a :class:`CanaryPolicy`'s guardrails, as a
   :class:`CanaryDecision` with an action, the next challenger share and plain-English reasons.
 
@@ -78,6 +78,22 @@ def _percentile_ms(samples: Sequence[float] | None, q: float) -> float | None:
     values = np.asarray(samples if samples is not None else [], dtype=float)
     values = values[np.isfinite(values)]
     return float(np.percentile(values, q) * 1000.0) if values.size else None
+
+
+def served_latency(served: pd.DataFrame) -> dict[str, list[float]]:
+    """Per variant the latency samples (seconds, as :func:`variant_figures` takes them) from a
+    served frame's ``latency_ms``: the finite values of that variant's lists; a variant
+    without any is left out, and so is everything when the frame has no ``latency_ms``."""
+    if "latency_ms" not in served.columns:
+        return {}
+    latency_ms = pd.to_numeric(served["latency_ms"], errors="coerce").to_numpy(dtype=float)
+    result: dict[str, list[float]] = {}
+    for variant in VARIANTS:
+        values = latency_ms[_is(served["variant"], variant)]
+        values = values[np.isfinite(values)]
+        if values.size:
+            result[variant] = (values / 1000.0).tolist()
+    return result
 
 
 def variant_figures(
@@ -180,7 +196,9 @@ class CanaryPolicy:
     - ``min_requests`` (200): attempts (served lists + errors) each variant needs before any
       decision; latency samples each variant needs before p99 is judged;
     - ``max_error_rate_increase`` (0.01): challenger error rate minus the champion's, absolute;
-    - ``max_p99_ratio`` (1.5): challenger p99 latency / champion p99 latency;
+    - ``max_p99_ratio`` (1.5): challenger p99 latency / champion p99 latency, breached only
+      when the challenger is also more than ``min_p99_increase_ms`` (10 ms) slower: a ratio of
+      two p99s of a few milliseconds over a few hundred requests swings by chance;
     - ``max_fallback_rate_increase`` (0.05): challenger fallback rate minus the champion's;
     - ``min_conversion_ratio`` (0.9): challenger conversion / champion conversion, breached only
       when the one-sided two-proportion z-test at ``alpha`` (0.05) says the challenger is worse;
@@ -192,6 +210,7 @@ class CanaryPolicy:
     min_requests: int = 200
     max_error_rate_increase: float = 0.01
     max_p99_ratio: float = 1.5
+    min_p99_increase_ms: float = 10.0
     max_fallback_rate_increase: float = 0.05
     min_conversion_ratio: float = 0.9
     alpha: float = 0.05
@@ -208,6 +227,8 @@ class CanaryPolicy:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
         if not (math.isfinite(self.max_p99_ratio) and self.max_p99_ratio > 0):
             raise ValueError(f"max_p99_ratio must be positive, got {self.max_p99_ratio!r}")
+        if not (math.isfinite(self.min_p99_increase_ms) and self.min_p99_increase_ms >= 0):
+            raise ValueError(f"min_p99_increase_ms must be >= 0, got {self.min_p99_increase_ms!r}")
         if not (math.isfinite(self.min_conversion_ratio) and self.min_conversion_ratio >= 0):
             raise ValueError(
                 f"min_conversion_ratio must be >= 0, got {self.min_conversion_ratio!r}"
@@ -311,14 +332,16 @@ def _guardrails(figures: Mapping[str, Mapping[str, Any]], policy: CanaryPolicy) 
         }
     else:
         ratio = p99_chall / p99_champ
+        slower = p99_chall - p99_champ > policy.min_p99_increase_ms
         result["p99_latency"] = {
-            "status": BREACHED if ratio > policy.max_p99_ratio else CLEAN,
+            "status": BREACHED if ratio > policy.max_p99_ratio and slower else CLEAN,
             "champion": p99_champ,
             "challenger": p99_chall,
             "ratio": ratio,
             "limit": policy.max_p99_ratio,
             "text": f"p99 latency: challenger {p99_chall:.1f} ms vs champion {p99_champ:.1f} ms: "
-            f"{ratio:.2f}x, limit {policy.max_p99_ratio:.2f}x",
+            f"{ratio:.2f}x, limit {policy.max_p99_ratio:.2f}x (and "
+            f"+{policy.min_p99_increase_ms:g} ms)",
         }
 
     # fallback rate

@@ -58,8 +58,12 @@ FRAME_DTYPES: dict[str, str] = {
     "scores": "object",  # list[float] per row, aligned with items
     "fallback_reason": "string",
     "as_of": "string",  # ISO 8601: the clock the recency features were computed at
+    "latency_ms": "float64",  # in-service time of the request; NaN on lines written without it
 }
+# Fields a line may omit (older lines have no latency_ms); every other field is required.
+_OPTIONAL_FIELDS = frozenset({"latency_ms"})
 _FIELDS = frozenset(FRAME_DTYPES)
+_REQUIRED_FIELDS = _FIELDS - _OPTIONAL_FIELDS
 # One compact encoder for every line: json.dumps with arguments builds a new one per call.
 # ASCII-only output (ensure_ascii), so a line's length in characters is its length in bytes.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
@@ -96,6 +100,9 @@ class ServedRecord:
     scores: list[float]  # aligned with items
     fallback_reason: str | None  # None when the model ranked the list
     as_of: str  # ISO 8601 time of the clock used for the features
+    # the request's time inside the service in milliseconds (what the latency histogram
+    # observes); None when not measured, and then left out of the line
+    latency_ms: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.ts, datetime) or self.ts.utcoffset() is None:
@@ -118,22 +125,32 @@ class ServedRecord:
             raise ValueError(f"scores must be finite, got {scores!r}")
         object.__setattr__(self, "items", items)
         object.__setattr__(self, "scores", scores)
+        if self.latency_ms is not None:
+            latency = self.latency_ms
+            if isinstance(latency, bool) or not isinstance(latency, int | float):
+                raise ValueError(f"latency_ms must be a number or None, got {latency!r}")
+            latency = float(latency)  # numpy floats -> float
+            if not (math.isfinite(latency) and latency >= 0.0):
+                raise ValueError(f"latency_ms must be finite and >= 0, got {latency!r}")
+            object.__setattr__(self, "latency_ms", latency)
 
     def to_json(self) -> str:
-        """One log line (without the newline): compact, ASCII-only JSON, ts as ISO 8601 UTC."""
-        return _ENCODER.encode(
-            {
-                "ts": self.ts.isoformat(timespec="microseconds"),
-                "request_id": self.request_id,
-                "customer_id": self.customer_id,
-                "model_version": self.model_version,
-                "variant": self.variant,
-                "items": self.items,
-                "scores": self.scores,
-                "fallback_reason": self.fallback_reason,
-                "as_of": self.as_of,
-            }
-        )
+        """One log line (without the newline): compact, ASCII-only JSON, ts as ISO 8601 UTC;
+        ``latency_ms`` only when measured (so such a line is what older writers wrote)."""
+        line = {
+            "ts": self.ts.isoformat(timespec="microseconds"),
+            "request_id": self.request_id,
+            "customer_id": self.customer_id,
+            "model_version": self.model_version,
+            "variant": self.variant,
+            "items": self.items,
+            "scores": self.scores,
+            "fallback_reason": self.fallback_reason,
+            "as_of": self.as_of,
+        }
+        if self.latency_ms is not None:
+            line["latency_ms"] = self.latency_ms
+        return _ENCODER.encode(line)
 
 
 def empty_frame() -> pd.DataFrame:
@@ -265,14 +282,19 @@ class ServedLog:
         # being written right now by another process).
         skipped = 1 if raw_lines.pop() else 0
         columns: dict[str, list[Any]] = {name: [] for name in FRAME_DTYPES}
-        appenders = [(name, columns[name].append) for name in FRAME_DTYPES]
+        appenders = [(name, columns[name].append) for name in _REQUIRED_FIELDS]
+        add_latency = columns["latency_ms"].append
         for index, raw in enumerate(raw_lines):
             try:
                 record = json.loads(raw)
             except ValueError:  # torn: a fragment, sealed or merged with a later line
                 skipped += 1
                 continue
-            if not isinstance(record, dict) or record.keys() != _FIELDS:
+            if (
+                not isinstance(record, dict)
+                or not _REQUIRED_FIELDS <= record.keys() <= _FIELDS
+                or not _is_latency(record.get("latency_ms"))
+            ):
                 raise ServedLogError(
                     f"{self.path}: line {index + 1} is not a served record "
                     f"(fields {sorted(record) if isinstance(record, dict) else type(record)}): "
@@ -280,6 +302,7 @@ class ServedLog:
                 )
             for name, add in appenders:
                 add(record[name])
+            add_latency(record.get("latency_ms"))
         if not columns["ts"]:
             return empty_frame(), skipped
         frame = pd.DataFrame(columns, columns=list(FRAME_DTYPES))
@@ -295,6 +318,11 @@ class ServedLog:
                 keep &= frame["ts"] < upper
             frame = frame.loc[keep.to_numpy()].reset_index(drop=True)
         return frame.astype(FRAME_DTYPES), skipped
+
+
+def _is_latency(value: Any) -> bool:
+    """A line's ``latency_ms``: absent/null or a JSON number (not a bool)."""
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 def _seal(fd: int) -> None:

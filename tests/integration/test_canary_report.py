@@ -36,9 +36,15 @@ def logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     return paths
 
 
-def write_logs(paths: dict[str, Path], converted: dict[str, int], lists: int = 1000) -> None:
+def write_logs(
+    paths: dict[str, Path],
+    converted: dict[str, int],
+    lists: int = 1000,
+    latency_ms: dict[str, float] | None = None,
+) -> None:
     """``lists`` served lists per variant, each with an impression; the first
-    ``converted[variant]`` of them followed by an order."""
+    ``converted[variant]`` of them followed by an order. With ``latency_ms``, the lists of a
+    variant named there carry latencies from that value to twice it."""
     records, events = [], []
     for variant in ("champion", "challenger"):
         for i in range(lists):
@@ -55,6 +61,11 @@ def write_logs(paths: dict[str, Path], converted: dict[str, int], lists: int = 1
                     scores=[0.9, 0.5],
                     fallback_reason=None,
                     as_of=ts.isoformat(),
+                    latency_ms=(
+                        latency_ms[variant] * (1 + i / lists)
+                        if latency_ms and variant in latency_ms
+                        else None
+                    ),
                 )
             )
             common = {"request_id": request_id, "customer_id": f"{variant}-cust-{i}"}
@@ -144,3 +155,26 @@ def test_without_a_challenger_no_canary_running(logs, monkeypatch):
 
 def test_check_name():
     assert CANARY_CHECK in {key.name for key in canary_report.check_keys}
+
+
+def test_a_slow_challenger_is_rolled_back_on_served_log_latencies(logs):
+    write_logs(logs, {"champion": 300, "challenger": 300}, latency_ms={"champion": 5.0,
+               "challenger": 50.0})  # fmt: skip
+    metadata, check = materialise()
+    assert metadata["action"] == "rollback"
+    [reason] = metadata["reasons"]
+    assert reason.startswith("p99 latency: challenger 99.5 ms vs champion 9.9 ms: 10.00x")
+    assert metadata["champion_p99_ms"] == pytest.approx(9.95, abs=0.01)
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    [event] = loop.LoopLog(logs["loop"]).read([loop.CANARY_DECISION])
+    assert event["guardrails"]["p99_latency"]["status"] == "breached"
+    assert event["figures"]["challenger"]["latency_samples"] == 1000
+
+
+def test_equal_latencies_keep_p99_clean(logs):
+    write_logs(logs, {"champion": 300, "challenger": 300}, latency_ms={"champion": 5.0,
+               "challenger": 5.0})  # fmt: skip
+    metadata, check = materialise()
+    assert metadata["action"] == "widen" and check.passed
+    report = json.loads(Path(metadata["report_json"]).read_text())
+    assert report["guardrails"]["p99_latency"]["status"] == "clean"

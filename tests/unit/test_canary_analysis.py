@@ -367,3 +367,12 @@ def test_decision_as_event_is_json():
 def test_loop_knows_the_canary_event_kinds():
     assert loop.EVENT_KINDS[-2:] == (loop.CANARY_DECISION, loop.ROLLED_BACK)
     assert loop.CANARY_DECISION == "canary_decision" and loop.ROLLED_BACK == "rolled_back"
+
+
+def test_served_latency_takes_finite_latency_ms_per_variant_in_seconds():
+    served = served_frame([("a", "champion", None), ("b", "champion", None),
+                           ("c", "challenger", None), ("d", None, None)])  # fmt: skip
+    assert ca.served_latency(served) == {}  # no latency measured: nothing, p99 not judged
+    served["latency_ms"] = [4.0, float("nan"), 60.0, 1.0]
+    assert ca.served_latency(served) == {"champion": [0.004], "challenger": [0.06]}
+    assert ca.served_latency(served.drop(columns="latency_ms")) == {}

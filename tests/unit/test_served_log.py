@@ -295,3 +295,31 @@ def test_served_log_path_is_the_env_var_else_next_to_the_feedback_log(monkeypatc
     assert served_log_path(Path("data/feedback/dev/feedback.jsonl")) == Path(
         "data/feedback/dev/served.jsonl"
     )
+
+
+# --- latency_ms ---------------------------------------------------------------------------
+
+
+def test_latency_ms_round_trips_and_older_lines_without_it_read_as_nan(tmp_path):
+    log = ServedLog(tmp_path / "served.jsonl")
+    old_style = record(request_id="old")  # no latency: the line is what older writers wrote
+    assert "latency_ms" not in json.loads(old_style.to_json())
+    log.append([old_style, record(request_id="new", latency_ms=np.float64(12.5))])
+    frame = log.read()
+    assert str(frame["latency_ms"].dtype) == "float64"
+    assert np.isnan(frame["latency_ms"].iloc[0]) and frame["latency_ms"].iloc[1] == 12.5
+    assert json.loads(log.path.read_bytes().split(b"\n")[1])["latency_ms"] == 12.5
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "5", True])
+def test_record_refuses_a_bad_latency(bad):
+    with pytest.raises(ValueError, match="latency_ms"):
+        record(latency_ms=bad)
+
+
+def test_a_line_with_a_latency_that_is_not_a_number_raises(tmp_path):
+    path = tmp_path / "served.jsonl"
+    line = json.loads(record().to_json())
+    path.write_text(json.dumps({**line, "latency_ms": "slow"}) + "\n")
+    with pytest.raises(ServedLogError, match=r"line 1 is not a served"):
+        ServedLog(path).read()

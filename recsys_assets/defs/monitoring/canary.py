@@ -24,6 +24,7 @@ from recsys_assets.lib.canary_analysis import (
     ROLLBACK,
     CanaryPolicy,
     canary_decision,
+    served_latency,
     variant_figures,
 )
 from recsys_assets.lib.feedback import FeedbackLog
@@ -72,11 +73,12 @@ def canary_report() -> dg.MaterializeResult:
     the reasons. Written to the loop log as a ``canary_decision`` event and to
     reports/monitoring/canary.json; the check ``canary_guardrails`` fails (WARN) on a rollback.
 
-    Latency samples and error counts are not in the logs: they come from the service's
-    Prometheus metrics (``recsys_recommend_latency_seconds`` by variant, failed requests) once
-    those are scraped, which is not built yet; until then p99 is not judged and errors count as
-    0. Without a challenger it materialises with status "no canary running" and the check
-    passes."""
+    Latency samples are the served log's ``latency_ms`` (the request's in-service time, as the
+    service observes it in ``recsys_recommend_latency_seconds``), per variant: p99 is judged
+    once both variants have ``min_requests`` of them. Error counts are not in the logs (a
+    failed request writes no served line): they would come from the service's Prometheus
+    metrics once scraped, which is not built yet, so errors count as 0. Without a challenger it
+    materialises with status "no canary running" and the check passes."""
     settings = get_settings()
     config = CanaryConfig.from_env(os.environ)
     if not config.enabled:
@@ -90,7 +92,9 @@ def canary_report() -> dg.MaterializeResult:
 
     served = ServedLog(served_log_path(settings.feedback_log)).read()
     feedback = FeedbackLog(settings.feedback_log).read()
-    figures = variant_figures(served, feedback, latency=None, errors=None)
+    # latency: the in-service time the service logs with each list (lines without it, from
+    # before the field existed, are left out); errors are not in the logs yet
+    figures = variant_figures(served, feedback, latency=served_latency(served), errors=None)
     policy = CanaryPolicy()
     decision = canary_decision(figures, policy, current_share=config.share)
     event = loop.LoopLog(settings.loop_log).append(
