@@ -152,11 +152,21 @@ def test_canary_share(monkeypatch):
     assert canary_share() == pytest.approx(0.1)
     monkeypatch.setenv("RECSYS_CANARY_SHARE", "0.25")
     assert canary_share() == pytest.approx(0.25)
-    for bad in ("0", "1", "-0.1", "ten"):
+    for bad in ("1.5", "-0.1", "ten"):
         monkeypatch.setenv("RECSYS_CANARY_SHARE", bad)
         with pytest.raises(ValueError, match="RECSYS_CANARY_SHARE"):
             canary_share()
+    monkeypatch.setenv("RECSYS_CANARY_SHARE", "1")  # the canary's last step: valid, no test
+    assert canary_share() == pytest.approx(1.0)
 
 
 def test_check_name():
     assert SRM_CHECK in {key.name for key in ab_test_report.check_keys}
+
+
+def test_a_share_of_one_is_no_experiment(logs, monkeypatch):
+    monkeypatch.setenv("RECSYS_CANARY_SHARE", "1")  # the canary's last step: everyone challenger
+    metadata, check = materialise()
+    assert metadata["status"] == "no experiment running"
+    assert metadata["reason"] == "the canary share is 1: one variant serves every customer"
+    assert check.passed

@@ -17,28 +17,18 @@ import dagster as dg
 from recsys_assets.config import get_settings
 from recsys_assets.defs.monitoring.assets import monitoring_asset, reports_dir
 from recsys_assets.lib import experiment
+from recsys_assets.lib.canary import CanaryConfig
 from recsys_assets.lib.feedback import FeedbackLog
 from recsys_assets.lib.served_log import ServedLog, served_log_path
 
-CANARY_SHARE_VAR = "RECSYS_CANARY_SHARE"  # the challenger's planned share of customers
-DEFAULT_CANARY_SHARE = 0.1
 NO_EXPERIMENT = "no experiment running"
 SRM_CHECK = "ab_test_srm"
 
 
 def canary_share() -> float:
-    """The challenger's planned share of customers: ``$RECSYS_CANARY_SHARE`` (default 0.1),
-    strictly between 0 and 1."""
-    raw = os.environ.get(CANARY_SHARE_VAR, "").strip()
-    if not raw:
-        return DEFAULT_CANARY_SHARE
-    try:
-        share = float(raw)
-    except ValueError:
-        raise ValueError(f"{CANARY_SHARE_VAR}={raw!r} is not a number") from None
-    if not 0.0 < share < 1.0:
-        raise ValueError(f"{CANARY_SHARE_VAR}={raw!r} must be strictly between 0 and 1")
-    return share
+    """The challenger's planned share of customers, ``$RECSYS_CANARY_SHARE`` (default 0.1), read
+    by the service's own rules (lib/canary.py): one parser, so the report and the routing agree."""
+    return CanaryConfig.from_env(os.environ).share
 
 
 def _number(value: Any) -> float:
@@ -74,6 +64,14 @@ def ab_test_report() -> dg.MaterializeResult:
     served = ServedLog(served_log_path(settings.feedback_log)).read()
     feedback = FeedbackLog(settings.feedback_log).read()
     share = canary_share()
+    if not 0.0 < share < 1.0:  # one variant serves everyone: nothing to compare
+        why = f"the canary share is {share:g}: one variant serves every customer"
+        return dg.MaterializeResult(
+            metadata={"status": NO_EXPERIMENT, "reason": why, "expected_share": share},
+            check_results=[
+                dg.AssetCheckResult(check_name=SRM_CHECK, passed=True, description=NO_EXPERIMENT)
+            ],
+        )
     assigned = experiment.assignments(served)
     outcomes = experiment.outcomes(feedback, assigned)
     report = experiment.experiment_report(assigned, outcomes, expected_share=share)
