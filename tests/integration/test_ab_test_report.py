@@ -23,17 +23,9 @@ T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    paths = {
-        "feedback": tmp_path / "feedback" / "feedback.jsonl",
-        "served": tmp_path / "feedback" / "served.jsonl",
-        "reports": tmp_path / "reports",
-    }
-    monkeypatch.setenv("RECSYS_FEEDBACK_LOG", str(paths["feedback"]))
-    monkeypatch.setenv("RECSYS_SERVED_LOG", str(paths["served"]))
-    monkeypatch.setenv("RECSYS_REPORTS", str(paths["reports"]))
+def logs(scratch_logs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     monkeypatch.delenv("RECSYS_CANARY_SHARE", raising=False)
-    return paths
+    return scratch_logs
 
 
 def record(customer: str, variant: str | None, ts: datetime) -> ServedRecord:

@@ -19,17 +19,8 @@ T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    paths = {
-        "feedback": tmp_path / "feedback" / "feedback.jsonl",
-        "served": tmp_path / "feedback" / "served.jsonl",
-        "loop": tmp_path / "loop" / "events.jsonl",
-        "reports": tmp_path / "reports",
-    }
-    monkeypatch.setenv("RECSYS_FEEDBACK_LOG", str(paths["feedback"]))
-    monkeypatch.setenv("RECSYS_SERVED_LOG", str(paths["served"]))
-    monkeypatch.setenv("RECSYS_LOOP_LOG", str(paths["loop"]))
-    monkeypatch.setenv("RECSYS_REPORTS", str(paths["reports"]))
+def logs(scratch_logs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    paths = scratch_logs
     monkeypatch.setenv("RECSYS_CHALLENGER_TAG", "recsys-ranker:v2")
     monkeypatch.setenv("RECSYS_CANARY_SHARE", "0.1")
     monkeypatch.delenv("RECSYS_CANARY_SALT", raising=False)

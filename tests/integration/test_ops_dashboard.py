@@ -28,18 +28,10 @@ PROMOTED = [
 
 
 @pytest.fixture
-def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    paths = {
-        "loop": tmp_path / "loop" / "events.jsonl",
-        "feedback": tmp_path / "feedback" / "feedback.jsonl",
-        "served": tmp_path / "feedback" / "served.jsonl",
-        "reports": tmp_path / "reports",
-        "bentoml": tmp_path / "bentoml",
-    }
-    monkeypatch.setenv("RECSYS_LOOP_LOG", str(paths["loop"]))
-    monkeypatch.setenv("RECSYS_FEEDBACK_LOG", str(paths["feedback"]))
-    monkeypatch.setenv("RECSYS_SERVED_LOG", str(paths["served"]))
-    monkeypatch.setenv("RECSYS_REPORTS", str(paths["reports"]))
+def paths(
+    scratch_logs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Path]:
+    paths = {**scratch_logs, "bentoml": tmp_path / "bentoml"}
     monkeypatch.setenv("BENTOML_HOME", str(paths["bentoml"]))
     monkeypatch.delenv("RECSYS_CHALLENGER_TAG", raising=False)
     monkeypatch.setattr(model_registry, "promoted_versions", lambda *a, **k: [])
