@@ -577,12 +577,15 @@ class Credential:
         return Subject(self.subject_id, {**self.attributes, "expires_at": self.expires_at})
 
 
-def parse_api_keys(value: str) -> dict[str, Subject]:
+def parse_api_keys(
+    value: str, *, variable: str = API_KEYS_VAR, attributes: Mapping[str, Any] | None = None
+) -> dict[str, Subject]:
     """Parse ``<key>:<subject_id>:<role>[:<expires ISO>];...`` into ``{sha256(key): Subject}``.
 
-    API-key subjects carry ``authenticated_by: api_key`` and no ``kind``, so rules that need a
-    human or the pipeline's service identity never match them. Errors name the entry's position
-    (and the subject id once the key is split off), never the key.
+    API-key subjects carry ``authenticated_by: api_key`` and no ``kind`` (unless ``attributes``
+    adds one: control-plane keys are issued to people), so rules that need a human or the
+    pipeline's service identity never match a data-plane key. Errors name ``variable``, the
+    entry's position (and the subject id once the key is split off), never the key.
     """
     keys: dict[str, Subject] = {}
     for position, entry in enumerate(value.split(";"), start=1):
@@ -592,57 +595,67 @@ def parse_api_keys(value: str) -> dict[str, Subject]:
         parts = entry.split(":", 3)
         if len(parts) < 3:
             raise CredentialError(
-                f"{API_KEYS_VAR} entry #{position}: expected <key>:<subject_id>:<role>"
+                f"{variable} entry #{position}: expected <key>:<subject_id>:<role>"
                 "[:<expires ISO>]"
             )
         key, subject_id, role = (part.strip() for part in parts[:3])
         if len(key) < MIN_API_KEY_LENGTH:
             raise CredentialError(
-                f"{API_KEYS_VAR} entry #{position}: the key is shorter than "
+                f"{variable} entry #{position}: the key is shorter than "
                 f"{MIN_API_KEY_LENGTH} characters"
             )
         if not subject_id or not role:
-            raise CredentialError(f"{API_KEYS_VAR} entry #{position}: empty subject id or role")
+            raise CredentialError(f"{variable} entry #{position}: empty subject id or role")
         expires_at = None
         if len(parts) == 4 and parts[3].strip():
             try:
                 expires_at = _as_utc(datetime.fromisoformat(parts[3].strip()))
             except ValueError:
                 raise CredentialError(
-                    f"{API_KEYS_VAR} entry #{position} ({subject_id}): the expiry is not an ISO "
+                    f"{variable} entry #{position} ({subject_id}): the expiry is not an ISO "
                     "date-time"
                 ) from None
         key_hash = hash_api_key(key)
         if key_hash in keys:
             raise CredentialError(
-                f"{API_KEYS_VAR} entry #{position} ({subject_id}): the key is already used by "
+                f"{variable} entry #{position} ({subject_id}): the key is already used by "
                 f"{keys[key_hash].id}"
             )
         credential = Credential(
-            subject_id, {"role": role, "authenticated_by": "api_key"}, expires_at
+            subject_id,
+            {**(attributes or {}), "role": role, "authenticated_by": "api_key"},
+            expires_at,
         )
         keys[key_hash] = credential.subject()
     return keys
 
 
-def api_keys_from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Subject]:
-    """The API keys of this deployment: ``RECSYS_API_KEYS``, or the file ``RECSYS_API_KEYS_FILE``.
+def api_keys_from_environment(
+    environ: Mapping[str, str] | None = None,
+    *,
+    variable: str = API_KEYS_VAR,
+    file_variable: str = API_KEYS_FILE_VAR,
+    attributes: Mapping[str, Any] | None = None,
+) -> dict[str, Subject]:
+    """The API keys of this deployment: ``RECSYS_API_KEYS``, or the file ``RECSYS_API_KEYS_FILE``
+    (other names for other planes' keys: ``variable``, ``file_variable``).
 
     Neither set: no keys, so every request is unauthenticated (fail closed). Both set: an error,
     rather than guessing which secret is meant.
     """
     environ = os.environ if environ is None else environ
-    inline, file_name = environ.get(API_KEYS_VAR), environ.get(API_KEYS_FILE_VAR)
+    inline, file_name = environ.get(variable), environ.get(file_variable)
     if inline and file_name:
-        raise CredentialError(f"set {API_KEYS_VAR} or {API_KEYS_FILE_VAR}, not both")
+        raise CredentialError(f"set {variable} or {file_variable}, not both")
     if file_name:
         try:
-            return parse_api_keys(Path(file_name).read_text(encoding="utf-8").replace("\n", ";"))
+            text = Path(file_name).read_text(encoding="utf-8").replace("\n", ";")
         except OSError as error:
             raise CredentialError(
-                f"{API_KEYS_FILE_VAR}: cannot read {file_name} ({error.strerror})"
+                f"{file_variable}: cannot read {file_name} ({error.strerror})"
             ) from None
-    return parse_api_keys(inline or "")
+        return parse_api_keys(text, variable=file_variable, attributes=attributes)
+    return parse_api_keys(inline or "", variable=variable, attributes=attributes)
 
 
 def subject_for_api_key(keys: Mapping[str, Subject], presented: str | None) -> Subject | None:
