@@ -17,15 +17,16 @@ from recsys_assets.lib.feedback import FeedbackLog
 from recsys_assets.lib.policy import AuditLog, DataPlaneGate, hash_api_key
 from recsys_assets.lib.served_log import SERVED_LOG_VAR
 from tests.integration.support import cli_env, free_port, served
+from tests.secret_scan import SECRETS
 
 pytestmark = pytest.mark.integration
 
 BENTOML = str(Path(sys.executable).parent / "bentoml")
 
-STOREFRONT_KEY = "sf-live-7c1e94b0a2d35f68"  # may read recommendations and send feedback
-ANALYST_KEY = "an-live-03f5a9c7e1b2d846"  # a known subject whose role may do neither
-EXPIRED_KEY = "sf-old-5d2c8e1f0a9b7364"  # a storefront key past its expiry
-UNKNOWN_KEY = "nobody-9e8d7c6b5a4f3e2d"
+STOREFRONT_KEY = SECRETS["storefront"]  # may read recommendations and send feedback
+ANALYST_KEY = SECRETS["analyst"]  # a known subject whose role may do neither
+EXPIRED_KEY = SECRETS["expired_storefront"]  # a storefront key past its expiry
+UNKNOWN_KEY = SECRETS["unknown"]
 KEYS = (STOREFRONT_KEY, ANALYST_KEY, EXPIRED_KEY)
 API_KEYS = (
     f"{STOREFRONT_KEY}:storefront-web:storefront;"

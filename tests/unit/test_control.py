@@ -16,10 +16,11 @@ from recsys_assets.lib.control import (
     operator_subject,
 )
 from recsys_assets.lib.policy import CredentialError
+from tests.secret_scan import SECRETS
 
-MANAGER_KEY = "rm-1f2e3d4c5b6a79880a1b"
-SRE_KEY = "sre-0a9b8c7d6e5f4a3b2c1d"
-EXPIRED_KEY = "rm-old-77aa66bb55cc44dd"
+MANAGER_KEY = SECRETS["control_release_manager"]
+SRE_KEY = SECRETS["control_sre"]
+EXPIRED_KEY = SECRETS["control_expired"]
 CONTROL_KEYS = (
     f"{MANAGER_KEY}:alice:release_manager;{SRE_KEY}:bob:sre;"
     f"{EXPIRED_KEY}:mallory:release_manager:2020-01-01T00:00:00Z"

@@ -31,6 +31,7 @@ from recsys_assets.lib.policy import (
     parse_policy,
     subject_for_api_key,
 )
+from tests.secret_scan import SECRETS
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "access-control.md"
@@ -225,9 +226,9 @@ def test_conditions_not_in_and_same_as():
 
 # --- credentials ---------------------------------------------------------------------------
 
-STOREFRONT_KEY = "sf-4f0c2b9e7d1a8c3e5b6a"
-EXPIRED_KEY = "old-9a8b7c6d5e4f3a2b1c0d"
-ANALYST_KEY = "an-0123456789abcdef0123"
+STOREFRONT_KEY = SECRETS["policy_storefront"]
+EXPIRED_KEY = SECRETS["policy_expired"]
+ANALYST_KEY = SECRETS["policy_analyst"]
 KEYS_SECRET = (
     f"{STOREFRONT_KEY}:storefront-web:storefront:2026-01-01T00:00:00+00:00;"
     f" {EXPIRED_KEY}:old-client:storefront:2025-05-01T00:00:00Z;"
