@@ -20,16 +20,19 @@ import html
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from recsys_assets import constants as c
-from recsys_assets.lib import loop
+from recsys_assets.lib import loop, timeline
 from recsys_assets.lib.jsonable import json_safe
 
 # Loop events shown on the releases timeline, with their plain label.
+TIMELINE_ROWS = 60  # the newest timeline entries the page lists
+
 RELEASE_KINDS = {
     loop.PROMOTED: "promoted (passed the quality gate)",
     loop.SERVING: "serving (the service answers with it)",
@@ -90,6 +93,8 @@ def dashboard_figures(
     *,
     environment: str = "",
     generated_at: str | None = None,
+    timeline_entries: Sequence[Mapping[str, Any]] = (),
+    environments: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Everything the page shows, JSON-serialisable.
 
@@ -97,7 +102,10 @@ def dashboard_figures(
     versions (:func:`~recsys_assets.lib.model_registry.promoted_versions`, any order);
     ``served``: the served log (:meth:`ServedLog.read`, may be empty or None); ``monitors``:
     monitoring asset name -> its latest materialisation metadata as plain values (None or
-    missing: not run yet).
+    missing: not run yet); ``timeline_entries``: :func:`~recsys_assets.lib.timeline.timeline`'s
+    entries as dictionaries (the newest :data:`TIMELINE_ROWS` are shown); ``environments``: the
+    release in service per environment (``environment``, ``model_version``, ``bento_tag``,
+    ``released_at``, ``released_by``), in pipeline order.
     """
     events = sorted((dict(e) for e in loop_events if e.get("ts")), key=lambda e: _ts(e["ts"]))
     figures = loop.kpis(events)
@@ -115,6 +123,12 @@ def dashboard_figures(
             "deployments": figures["releases"],
             "traffic": traffic(served),
             "monitors": monitor_results(monitors),
+            "canary_incidents": [
+                {**asdict(i), "mttd_s": i.mttd_s, "mttr_s": i.mttr_s}
+                for i in timeline.canary_incidents(events)
+            ],
+            "timeline": [dict(e) for e in timeline_entries][-TIMELINE_ROWS:],
+            "environments": [dict(e) for e in environments],
         }
     )
 
@@ -307,11 +321,14 @@ def write_dashboard(figures: Mapping[str, Any], path: str | Path, *, title: str)
     sections = [
         _summary(figures),
         _model_section(figures.get("current_model")),
+        _environment_section(figures.get("environments") or []),
         _kpi_section(figures),
+        _canary_section(figures.get("canary_incidents") or []),
         _drift_section(figures.get("drift") or []),
         _release_section(figures.get("releases") or []),
         _traffic_section(figures.get("traffic") or {}),
         _monitor_section(figures.get("monitors") or []),
+        _timeline_section(figures.get("timeline") or []),
         "<h2>What the words mean</h2><dl>"
         + "".join(f"<dt><b>{_e(a)}</b></dt><dd>{_e(b)}</dd>" for a, b in GLOSSARY)
         + "</dl>",
@@ -448,6 +465,83 @@ def _kpi_section(figures: Mapping[str, Any]) -> str:
                 "outcome",
             ],
             rows,
+        )
+    )
+
+
+def _environment_section(rows: list[Mapping[str, Any]]) -> str:
+    head = "<h2>Model per environment</h2>"
+    if not rows:
+        return head + _empty("No release is recorded in any environment yet.")
+    return head + _table(
+        ["environment", "model", "bento", "released", "by"],
+        [
+            (
+                r.get("environment"),
+                r.get("model_version") or "none",
+                r.get("bento_tag") or "",
+                _when(r.get("released_at")),
+                r.get("released_by") or "",
+            )
+            for r in rows
+        ],
+    )
+
+
+def _canary_section(incidents: list[Mapping[str, Any]]) -> str:
+    head = "<h2>Canary incidents</h2>"
+    if not incidents:
+        return head + _empty(
+            "No challenger has been rolled back by the canary analysis: no canary incident."
+        )
+    text = (
+        "<p>A challenger in a canary that breached a guardrail. Time to detect: from the "
+        "challenger going live to the analysis deciding to roll it back; time to recover: from "
+        "that decision to the rollback taking effect.</p>"
+    )
+    return (
+        head
+        + text
+        + _table(
+            ["challenger", "live since", "detected", "time to detect", "time to recover", "why"],
+            [
+                (
+                    i.get("challenger") or "",
+                    _when(i.get("started")),
+                    _when(i.get("detected")),
+                    _duration(i.get("mttd_s")),
+                    _duration(i.get("mttr_s")) if i.get("resolved") else "not resolved",
+                    "; ".join(i.get("reasons") or []),
+                )
+                for i in incidents
+            ],
+        )
+    )
+
+
+def _timeline_section(entries: list[Mapping[str, Any]]) -> str:
+    head = "<h2>Timeline</h2>"
+    if not entries:
+        return head + _empty("Nothing recorded yet.")
+    text = (
+        f"<p>The newest {len(entries)} events of the loop, the control plane's and the "
+        "service's access decisions and the pipeline's runs, newest first.</p>"
+    )
+    return (
+        head
+        + text
+        + _table(
+            ["when", "source", "what", "who", "detail"],
+            [
+                (
+                    e.get("ts", "")[:23].replace("T", " "),
+                    e.get("source"),
+                    e.get("kind"),
+                    e.get("subject") or "",
+                    e.get("summary"),
+                )
+                for e in reversed(entries)
+            ],
         )
     )
 

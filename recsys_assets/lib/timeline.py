@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+ACCESS_TAIL_BYTES = 8 << 20  # the data-plane audit read by the dashboard: its newest ~30k lines
 LOOP = "loop"
 CONTROL = "control"
 ACCESS = "access"
@@ -200,13 +201,19 @@ def timeline(
     return sorted(entries, key=lambda e: (e.ts, order.get(e.source, len(order))))
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """A JSON-lines file's records; a missing file is empty and a torn last line is skipped."""
+def read_jsonl(path: str | Path, *, tail_bytes: int | None = None) -> list[dict[str, Any]]:
+    """A JSON-lines file's records (with ``tail_bytes``, those in its last bytes only: a data
+    plane audit log grows by a line per request); a missing file is empty and a torn line, at
+    either end, is skipped."""
     path = Path(path)
     if not path.exists():
         return []
+    with path.open("rb") as handle:
+        if tail_bytes is not None and path.stat().st_size > tail_bytes:
+            handle.seek(-tail_bytes, 2)
+        text = handle.read().decode("utf-8", errors="replace")
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:

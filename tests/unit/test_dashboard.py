@@ -247,3 +247,42 @@ def test_none_served_and_torn_events_do_not_crash(tmp_path):
 )
 def test_durations_read_at_a_glance(seconds, text):
     assert dashboard._duration(seconds) == text
+
+
+def test_canary_incidents_timeline_and_environments(tmp_path):
+    started = {"ts": "2024-03-03T08:59:00+00:00", "kind": "canary_started",
+               "challenger_tag": "recsys-ranker:v3"}  # fmt: skip
+    entries = [
+        {"ts": "2024-03-03T09:00:00.000+00:00", "source": "loop", "kind": "canary_decision",
+         "summary": "action rollback", "subject": None, "run_id": None},
+        {"ts": "2024-03-03T09:00:01.000+00:00", "source": "control", "kind": "allow:rollback",
+         "summary": "allow rollback in test", "subject": "canary-analyser", "run_id": None},
+    ]  # fmt: skip
+    environments = [
+        {"environment": "dev", "model_version": "v2", "bento_tag": "recommender:v2-abc",
+         "released_at": "2024-03-02T10:03:00+00:00", "released_by": "dagster-pipeline"},
+        {"environment": "prod", "model_version": None},
+    ]  # fmt: skip
+    figures = dashboard.dashboard_figures(
+        [*EVENTS, started], PROMOTED, None, {}, environment="test",
+        timeline_entries=entries, environments=environments,
+    )  # fmt: skip
+    (incident,) = figures["canary_incidents"]
+    assert incident["challenger"] == "recsys-ranker:v3"
+    assert incident["mttd_s"] == pytest.approx(60.0)
+    assert incident["mttr_s"] == pytest.approx(5.0)
+    page = dashboard.write_dashboard(figures, tmp_path / "ops.html", title="Ops").read_text()
+    headings = ("<h2>Canary incidents</h2>", "<h2>Timeline</h2>", "<h2>Model per environment</h2>")
+    for text in (*headings, "conversion down", "canary-analyser", "recommender:v2-abc"):
+        assert text in page
+    assert "<td>none</td>" in page  # prod has no release
+    # newest first
+    assert page.index("allow:rollback") < page.index("<td>canary_decision</td>")
+
+
+def test_no_canary_incident_no_timeline_no_release_say_so(tmp_path):
+    figures = dashboard.dashboard_figures([], [], None, {})
+    page = dashboard.write_dashboard(figures, tmp_path / "ops.html", title="Ops").read_text()
+    assert "no canary incident" in page
+    assert "No release is recorded in any environment yet" in page
+    assert "<h2>Timeline</h2><p class='empty'>Nothing recorded yet.</p>" in page

@@ -111,3 +111,11 @@ def test_an_unresolved_or_unstarted_incident_has_no_time():
 def test_a_clean_canary_is_no_incident():
     events = [canary_event(0, "canary_started"), canary_event(9, "canary_decision", action="widen")]
     assert canary_incidents(events) == []
+
+
+def test_the_tail_of_a_long_log_is_read_from_a_line_start(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    path.write_text("".join(f'{{"n": {n}}}\n' for n in range(100)))
+    tail = read_jsonl(path, tail_bytes=30)
+    assert [r["n"] for r in tail][-1] == 99 and len(tail) < 100
+    assert all(set(r) == {"n"} for r in tail)

@@ -24,7 +24,9 @@ from recsys_assets.defs.monitoring.assets import (
 )
 from recsys_assets.defs.monitoring.canary import canary_report
 from recsys_assets.defs.monitoring.experiment import ab_test_report
-from recsys_assets.lib import dashboard, loop, model_registry
+from recsys_assets.lib import dashboard, loop, model_registry, timeline
+from recsys_assets.lib.control import control_audit_path
+from recsys_assets.lib.policy import audit_log_path
 from recsys_assets.lib.served_log import ServedLog, served_log_path
 
 UPSTREAM = (*MONITORS, mlops_kpis, ab_test_report, canary_report)
@@ -84,8 +86,21 @@ def ops_dashboard(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         for asset in UPSTREAM
     }
     environment = settings.environment.value
+    entries = timeline.timeline(
+        loop_events=events,
+        control_audit=timeline.read_jsonl(control_audit_path(settings.loop_log)),
+        access_audit=timeline.read_jsonl(
+            audit_log_path(settings.feedback_log), tail_bytes=timeline.ACCESS_TAIL_BYTES
+        ),
+        runs=timeline.dagster_runs(context.instance),
+    )
     figures = dashboard.dashboard_figures(
-        events, promoted, served, monitors, environment=environment
+        events,
+        promoted,
+        served,
+        monitors,
+        environment=environment,
+        timeline_entries=[e.as_dict() for e in entries],
     )
     path = dashboard.write_dashboard(
         figures, reports_dir() / REPORT_NAME, title=f"Recommender operations ({environment})"
