@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
 DATA_CONFIG ?=
 
-.PHONY: install demo simulate dev serve test test-fast lint format bench lock clean
+.PHONY: install demo simulate dev serve metrics test test-fast lint format bench lock clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ dev: install
 ## The recommendation service over the promoted model (after make demo) on http://127.0.0.1:3001
 serve: install
 	$(BIN)/python -m recsys_assets serve
+
+## The pipeline's Prometheus metrics (runs, assets, checks, drift) on http://127.0.0.1:9464/metrics
+metrics: install
+	$(BIN)/python -m recsys_assets metrics
 
 ## Lint, then the whole test suite (starts the loopback Redis the Redis-store test uses).
 test: install lint

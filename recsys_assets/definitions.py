@@ -6,7 +6,15 @@ import dagster as dg
 
 from recsys_assets.config import get_settings
 from recsys_assets.config.settings import BENTOML_HOME_VAR
-from recsys_assets.defs import evaluation, features, ingestion, monitoring, serving, training
+from recsys_assets.defs import (
+    evaluation,
+    features,
+    ingestion,
+    monitoring,
+    observability,
+    serving,
+    training,
+)
 from recsys_assets.defs.warehouse import WarehouseIOManager
 
 settings = get_settings()
@@ -29,5 +37,6 @@ defs = dg.Definitions.merge(
     evaluation.defs,
     serving.defs,
     monitoring.defs,
+    observability.defs,
     dg.Definitions(resources=shared_resources),
 )

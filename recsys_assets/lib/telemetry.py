@@ -5,6 +5,8 @@
   well under a microsecond; :mod:`recsys_assets.lib.serving` needs no OpenTelemetry import.
 - :func:`tracing_config`: the ``tracing`` option of ``@bentoml.service`` from ``RECSYS_TRACING``
   (off by default: console spans on every request flood the log).
+- :func:`pipeline_span_exporter`: the exporter for the pipeline's run traces, from the same
+  variable (:mod:`recsys_assets.lib.pipeline_traces`).
 - :class:`JsonFormatter`: one JSON object per log line, with the request's id, trace and span
   ids, model version, variant and customer id (from :data:`REQUEST` or the record), nothing
   else the record carries.
@@ -33,6 +35,7 @@ __all__ = [
     "current_trace_ids",
     "install_json_logs",
     "log_format",
+    "pipeline_span_exporter",
     "span_factory",
     "tracing_config",
 ]
@@ -178,15 +181,41 @@ def _installed(module: str) -> bool:
         return False
 
 
-def console_exporter() -> Any:
-    """OpenTelemetry's console exporter writing one compact JSON object per span and line."""
+def console_exporter(out: Any | None = None) -> Any:
+    """OpenTelemetry's console exporter writing one compact JSON object per span and line, to
+    ``out`` (default: ``sys.stdout`` as it is now, not as it was when OpenTelemetry loaded)."""
+    import sys
+
     from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
     return ConsoleSpanExporter(
+        out=out or sys.stdout,
         formatter=lambda span: (
             json.dumps(json.loads(span.to_json()), separators=(",", ":")) + os.linesep
-        )
+        ),
     )
+
+
+def pipeline_span_exporter(environ: Mapping[str, str] = os.environ) -> Any | None:
+    """A span exporter for the pipeline's run traces, from ``RECSYS_TRACING`` as for the
+    service: None when off, :func:`console_exporter` for ``console``, OpenTelemetry's OTLP
+    exporter for ``otlp`` (same variables, same errors as :func:`tracing_config`). Every
+    finished run is exported: ``RECSYS_TRACE_SAMPLE_RATE`` is for requests only."""
+    mode = environ.get(TRACING_VAR, "").strip().lower()
+    if mode in ("", "off", "none", "false", "0"):
+        return None
+    if mode == "console":
+        return console_exporter()
+    if mode != "otlp":
+        raise ValueError(f"{TRACING_VAR}={mode!r}: use off, console or otlp")
+    if not environ.get(OTLP_ENDPOINT_VAR):
+        raise ValueError(f"{TRACING_VAR}=otlp needs {OTLP_ENDPOINT_VAR} (the collector's URL)")
+    protocol = "grpc" if environ.get(OTLP_PROTOCOL_VAR, "").lower() == "grpc" else "http"
+    module, package = OTLP_PACKAGES[protocol]
+    if not _installed(module):
+        raise ValueError(f"{TRACING_VAR}=otlp needs the package {package}, which is not installed")
+    exporter = importlib.import_module(f"{module}.trace_exporter")
+    return exporter.OTLPSpanExporter()  # endpoint and headers from the OTEL_EXPORTER_* variables
 
 
 # --- Logs ----------------------------------------------------------------------------------------
