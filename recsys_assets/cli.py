@@ -388,53 +388,176 @@ def loop_log(args: argparse.Namespace) -> int:
 
 
 def _registry() -> None:
-    """Point BentoML at the environment's store before it is first imported."""
+    """Point BentoML at the environment's store before it is first imported (its
+    ``RECSYS_BENTOML_HOME_<ENV>`` if set: :func:`recsys_assets.lib.releases.environment_home`)."""
     from recsys_assets.config import get_settings
     from recsys_assets.config.settings import BENTOML_HOME_VAR
+    from recsys_assets.lib.releases import environment_home
 
-    os.environ.setdefault(BENTOML_HOME_VAR, str(get_settings().bentoml_home))
+    own = get_settings().environment.value
+    os.environ.setdefault(BENTOML_HOME_VAR, str(environment_home(own)))
 
 
 def models(args: argparse.Namespace) -> int:
-    """Print every model version in the registry with its stage, newest first."""
+    """Print every model version in the registry with its stage, newest first, and its stage
+    in each environment's registry ('-': not there)."""
     _registry()
-    from recsys_assets.lib.model_registry import PROMOTED, model_versions
+    from recsys_assets.lib.model_registry import CANDIDATE, PROMOTED, model_versions
+    from recsys_assets.lib.releases import ORDER, environment_home
 
     versions = model_versions()
+    stages = {
+        env: {v["version"]: v["stage"] for v in model_versions(home=environment_home(env))}
+        for env in ORDER
+    }
     champion = next((v["version"] for v in versions if v["stage"] == PROMOTED), None)
     print(f"registry: {os.environ['BENTOML_HOME']} ({len(versions)} versions)")
-    print(f"  {'version':<20}{'stage':<13}{'created':<22}{'ndcg@10':>9}  note")
+    envs = "".join(f"{env:<12}" for env in ORDER)
+    print(f"  {'version':<20}{'stage':<13}{'created':<22}{'ndcg@10':>9}  {envs}note")
     for v in versions:
         ndcg = v["metadata"].get("metrics", {}).get("ndcg")
         note = "champion" if v["version"] == champion else ""
-        if v["stage"] != PROMOTED:
+        if v["stage"] == CANDIDATE:
+            note = "candidate: awaiting approval by a release manager"
+        elif v["stage"] != PROMOTED:
             note = f"rolled back to {v['labels'].get('rolled_back_to', '?')}: " + v["labels"].get(
                 "rollback_reason", ""
             )
         cell = f"{ndcg:.4f}" if isinstance(ndcg, int | float) else "-"
-        print(f"  {v['version']:<20}{v['stage']:<13}{v['created'][:19]:<22}{cell:>9}  {note}")
+        where = "".join(f"{stages[env].get(v['version'], '-'):<12}" for env in ORDER)
+        print(
+            f"  {v['version']:<20}{v['stage']:<13}{v['created'][:19]:<22}{cell:>9}  {where}{note}"
+        )
     return 0
 
 
 def rollback(args: argparse.Namespace) -> int:
-    """Make an earlier promoted version the champion again (one command), and log it."""
+    """Take the current release of this environment back (one command), as the operator behind
+    ``RECSYS_OPERATOR_KEY`` (policy action ``rollback``, audited): the whole bundle, registry
+    and release ledger; an environment with no release in the ledger rolls back its registry
+    alone. Exit 2 on bad input, 3 when the policy denies; logged to the loop log."""
     _registry()
     from recsys_assets.config import get_settings
-    from recsys_assets.lib import loop
+    from recsys_assets.lib import loop, releases
+    from recsys_assets.lib.control import AccessDenied, authorize_control, operator_subject
     from recsys_assets.lib.model_registry import RollbackError
     from recsys_assets.lib.model_registry import rollback as roll_back
+    from recsys_assets.lib.policy import CredentialError
 
+    env = get_settings().environment.value
     try:
-        done = roll_back(args.to, reason=args.reason)
-    except RollbackError as error:
+        subject = operator_subject()
+        if releases.current_release(env) is not None:
+            bundle = releases.rollback_release(
+                env, subject=subject, reason=args.reason, to_release_id=_release_to(env, args.to)
+            )
+            done = {"to": bundle["to"]["model_version"], "tag": bundle["to"]["model_tag"],
+                    "rolled_back": bundle["rolled_back_versions"]}  # fmt: skip
+        else:
+            authorize_control(
+                subject, "rollback", env, audit_path=releases.environment_audit_path(env),
+                model_version=args.to,
+            )  # fmt: skip
+            done = roll_back(args.to, reason=args.reason, home=releases.environment_home(env))
+            bundle = None
+    except AccessDenied as error:
+        print(f"denied: {error}", file=sys.stderr)
+        return 3
+    except (CredentialError, RollbackError, releases.ReleaseError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    extra = {"release_id": bundle["to"]["release_id"], "rolled_back_releases":
+             bundle["rolled_back"], "bento": bundle["bento_tag"]} if bundle else {}  # fmt: skip
     loop.LoopLog(get_settings().loop_log).append(
         loop.ROLLED_BACK, model_version=done["to"], rolled_back=done["rolled_back"],
-        reason=args.reason, by=os.environ.get("USER", "unknown"),
+        reason=args.reason, by=subject.id if subject else None, **extra,
     )  # fmt: skip
+    if bundle:
+        print(f"rolled back release(s) {', '.join(bundle['rolled_back'])} in {env}; current "
+              f"release is {bundle['to']['release_id']} again")  # fmt: skip
+        print(f"serve its bento: {bundle['bento_tag'] or '(none recorded)'}")
     print(f"rolled back {', '.join(done['rolled_back'])}; champion is {done['tag']} again")
     print(f"serve it: RECSYS_MODEL_TAG={done['tag']} make serve  (or its bento)")
+    return 0
+
+
+def _release_to(env: str, to: str | None) -> str | None:
+    """``rollback --to``: a release id, or a model version (its newest release that is not
+    current and not rolled back); anything else goes on as given, for a clear error."""
+    from recsys_assets.lib import releases
+
+    if to is None:
+        return None
+    earlier = [r for r in releases.releases(env) if r["status"] == releases.SUPERSEDED]
+    matches = [r["release_id"] for r in earlier if to in (r["release_id"], r["model_version"])]
+    return matches[-1] if matches else to
+
+
+def promote(args: argparse.Namespace) -> int:
+    """Move the current release of ``--from`` into ``--to`` (the next environment) as the
+    operator behind ``RECSYS_OPERATOR_KEY`` (policy action ``promote``, audited): the model
+    (and its bento) is copied into the target's registry and the release recorded. Exit 2 on
+    bad input or out-of-order environments, 3 when the policy denies."""
+    from recsys_assets.config import get_settings
+    from recsys_assets.lib import loop, releases
+    from recsys_assets.lib.control import AccessDenied, operator_subject
+    from recsys_assets.lib.policy import CredentialError
+
+    try:
+        subject = operator_subject()
+        done = releases.promote_release(
+            args.version, from_env=args.from_env, to_env=args.to_env, subject=subject,
+            reason=args.reason,
+        )  # fmt: skip
+    except AccessDenied as error:
+        print(f"denied: {error}", file=sys.stderr)
+        return 3
+    except (CredentialError, releases.ReleaseError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    loop.LoopLog(get_settings(args.to_env).loop_log).append(
+        loop.RELEASED, model_version=done["model_version"], release_id=done["release_id"],
+        environment=args.to_env, from_environment=args.from_env, bento=done["bento_tag"],
+        by=done["released_by"]["id"], reason=args.reason,
+    )  # fmt: skip
+    print(f"released {done['model_tag']} from {args.from_env} to {args.to_env} as "
+          f"{done['release_id']} (bento {done['bento_tag'] or '-'}), by {subject.id}")  # fmt: skip
+    return 0
+
+
+def release_ledger(args: argparse.Namespace) -> int:
+    """Print the release ledger: the current release of each environment, then every release
+    and rollback (``--env``: one environment; ``--json``: machine-readable), and its KPIs."""
+    from recsys_assets.lib import releases
+
+    path = releases.ledger_path()
+    records = releases.read_ledger(path)
+    folded = releases.fold(records)
+    figures = releases.release_kpis(records, releases.loop_events_of_every_environment())
+    current = [r for r in releases.current_rows(folded) if args.env in (None, r["environment"])]
+    history = [r for r in folded if args.env in (None, r["environment"])]
+    if args.json:
+        print(json.dumps({"ledger": str(path), "current": current, "releases": history,
+                          "kpis": figures}, indent=2, default=str))  # fmt: skip
+        return 0
+    print(f"release ledger: {path} ({len(history)} releases)")
+    print(f"  {'environment':<12}{'release':<28}{'model':<18}{'from':<12}bento")
+    for row in current:
+        print(f"  {row['environment']:<12}{row['release_id'] or '-':<28}"
+              f"{row['model_version'] or '-':<18}{row['from'] or '-':<12}"
+              f"{row['bento_tag'] or '-'}")  # fmt: skip
+    print("history:")
+    for row in releases.history_rows(history):
+        print(f"  {row['released_at'][:19]}  {row['environment']:<12}{row['release_id']:<28}"
+              f"{row['status']:<12}{row['released_by']}: {row['reason']}")  # fmt: skip
+        if row["rolled_back"]:
+            print(f"  {'':<21}rolled back {row['rolled_back']}")
+    rollback, velocity = figures["rollback"], figures["velocity"]
+    rollback = rollback["by_environment"][args.env] if args.env else rollback
+    share = "-" if rollback["share"] is None else f"{rollback['share']:.0%}"
+    mean = "-" if velocity["mean_s"] is None else f"{velocity['mean_s']:.0f} s"
+    print(f"rolled back {rollback['rolled_back']} of {rollback['releases']} releases ({share}); "
+          f"training -> prod {mean} (mean of {velocity['count']})")  # fmt: skip
     return 0
 
 
@@ -459,6 +582,49 @@ def simulate(args: argparse.Namespace) -> int:
     print(f"workspace:  {workspace.root}")
     summary = Simulation(plan, workspace).run()
     print_summary(summary)
+    return 0
+
+
+def metrics(args: argparse.Namespace) -> int:
+    """Serve the pipeline's Prometheus metrics, read from the Dagster instance at each scrape
+    (``--once``: print them and exit)."""
+    import contextlib
+    import signal
+
+    import dagster as dg
+
+    from recsys_assets.lib import pipeline_metrics
+
+    prepare_dagster_home()
+    instance = dg.DagsterInstance.get()
+    if args.once:
+        sys.stdout.write(pipeline_metrics.render(instance).decode())
+        return 0
+    home = os.environ["DAGSTER_HOME"]
+    print(f"pipeline metrics of {home} on http://{args.host}:{args.port}/metrics", flush=True)
+    # Ctrl-C stops it, even when a shell that started it in the background ignored SIGINT
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        pipeline_metrics.serve(args.port, args.host, instance=instance)
+    return 0
+
+
+def traces(args: argparse.Namespace) -> int:
+    """Print a run's trace (one JSON span per line) to stdout, whatever RECSYS_TRACING says."""
+    import dagster as dg
+
+    from recsys_assets.lib.pipeline_traces import find_run_id, run_spans, trace_id_for_run
+    from recsys_assets.lib.telemetry import console_exporter
+
+    prepare_dagster_home()
+    instance = dg.DagsterInstance.get()
+    run_id = find_run_id(instance, args.run_id)
+    if run_id is None:
+        print(f"error: no single run matches {args.run_id!r}", file=sys.stderr)
+        return 2
+    spans = run_spans(instance, run_id)  # the run's root span first, then its steps in order
+    console_exporter().export(spans)
+    print(f"run {run_id}: {len(spans)} spans, trace id {trace_id_for_run(run_id)}", file=sys.stderr)
     return 0
 
 
@@ -503,11 +669,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     models_parser.set_defaults(handler=models)
     rollback_parser = commands.add_parser(
-        "rollback", help="make an earlier promoted version the champion again"
+        "rollback", help="take the current release back (RECSYS_OPERATOR_KEY)"
     )
-    rollback_parser.add_argument("--to", help="the version to return to (default: the previous)")
+    rollback_parser.add_argument(
+        "--to", help="the release id or model version to return to (default: the previous)"
+    )
     rollback_parser.add_argument("--reason", required=True, help="why, for the record")
     rollback_parser.set_defaults(handler=rollback)
+    environments = ("dev", "test", "acceptance", "prod")
+    promote_parser = commands.add_parser(
+        "promote", help="move a release to the next environment (RECSYS_OPERATOR_KEY)"
+    )
+    promote_parser.add_argument("version", help="the model version (current release of --from)")
+    promote_parser.add_argument("--from", dest="from_env", required=True, choices=environments)
+    promote_parser.add_argument("--to", dest="to_env", required=True, choices=environments)
+    promote_parser.add_argument("--reason", required=True, help="why, for the record")
+    promote_parser.set_defaults(handler=promote)
+    releases_parser = commands.add_parser(
+        "releases", help="the release ledger: current release per environment and history"
+    )
+    releases_parser.add_argument("--env", choices=environments, help="only this environment")
+    releases_parser.add_argument("--json", action="store_true", help="print JSON")
+    releases_parser.set_defaults(handler=release_ledger)
     simulate_parser = commands.add_parser(
         "simulate", help="run the synthetic shop against the service: drift, retraining, recovery"
     )
@@ -518,6 +701,18 @@ def main(argv: list[str] | None = None) -> int:
     simulate_parser.add_argument("--shoppers-per-day", type=int, help="lists served per day")
     simulate_parser.add_argument("--port", type=int, help="the service's first port")
     simulate_parser.set_defaults(handler=simulate)
+    metrics_parser = commands.add_parser(
+        "metrics", help="serve the pipeline's Prometheus metrics (runs, assets, checks, drift)"
+    )
+    metrics_parser.add_argument("--host", default="127.0.0.1")
+    metrics_parser.add_argument("--port", type=int, default=9464)
+    metrics_parser.add_argument("--once", action="store_true", help="print them once and exit")
+    metrics_parser.set_defaults(handler=metrics)
+    traces_parser = commands.add_parser(
+        "traces", help="print a run's OpenTelemetry spans as JSON (trace id = run id)"
+    )
+    traces_parser.add_argument("run_id", help="the Dagster run id (or a unique prefix)")
+    traces_parser.set_defaults(handler=traces)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -143,6 +143,8 @@ class Workspace:
             "RECSYS_FEEDBACK_LOG": str(self.root / "logs" / "feedback.jsonl"),
             "RECSYS_SERVED_LOG": str(self.root / "logs" / "served.jsonl"),
             "RECSYS_LOOP_LOG": str(self.root / "logs" / "loop.jsonl"),
+            "RECSYS_CANARY_STATE": str(self.root / "logs" / "canary.json"),
+            "RECSYS_RELEASE_LEDGER": str(self.root / "releases" / "ledger.jsonl"),
             "BENTOML_HOME": str(self.root / "bentoml"),
             "BENTOML_DO_NOT_TRACK": "true",
         }

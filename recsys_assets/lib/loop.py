@@ -40,6 +40,10 @@ GATE_REFUSED = "gate_refused"  # the gate refused the challenger: nothing is dep
 SERVING = "serving"  # a service answers with this model version
 CANARY_DECISION = "canary_decision"  # the canary analysis judged the challenger (any action)
 ROLLED_BACK = "rolled_back"  # the challenger was taken out of service after a rollback decision
+CANARY_WIDENED = "canary_widened"  # the canary analysis raised the challenger's share
+CANARY_PROMOTED = "canary_promoted"  # the canary analysis gave the challenger every customer
+AWAITING_APPROVAL = "awaiting_approval"  # gate passed where the pipeline may not promote (prod)
+RELEASED = "released"  # a release bundle entered this environment (the release ledger has it)
 EVENT_KINDS = (
     DRIFT_LANDED,
     DATA_LANDED,
@@ -51,6 +55,10 @@ EVENT_KINDS = (
     SERVING,
     CANARY_DECISION,
     ROLLED_BACK,
+    CANARY_WIDENED,
+    CANARY_PROMOTED,
+    AWAITING_APPROVAL,
+    RELEASED,
 )
 
 

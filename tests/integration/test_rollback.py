@@ -1,4 +1,5 @@
-"""One-command rollback in the registry (BentoML model store), from the command line."""
+"""One-command rollback in the registry (BentoML model store), from the command line, by an
+operator the control-plane policy allows (an environment with no release in the ledger)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from tests.conftest import PROJECT_ROOT
 from tests.integration.support import cli_env
 
 pytestmark = pytest.mark.slow
+
+SRE_KEY = "sre-0a9b8c7d6e5f4a3b2c1d"
 
 # Saves copies of the demo's promoted model under new versions (the store is fixed per process).
 _SAVE_VERSIONS = """
@@ -36,7 +39,9 @@ def store(example_shop_demo, tmp_path):
     first = re.search(r"promoted: recsys-ranker:(\w+)", result.stdout).group(1)
     home = shutil.copytree(workdir / "bentoml", tmp_path / "bentoml")
     env = {**cli_env(workdir), "BENTOML_HOME": str(home),
-           "RECSYS_LOOP_LOG": str(tmp_path / "loop.jsonl")}  # fmt: skip
+           "RECSYS_LOOP_LOG": str(tmp_path / "loop.jsonl"),
+           "RECSYS_RELEASE_LEDGER": str(tmp_path / "ledger.jsonl"),  # no release: registry only
+           "RECSYS_CONTROL_KEYS": f"{SRE_KEY}:bob:sre", "RECSYS_OPERATOR_KEY": SRE_KEY}  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-c", _SAVE_VERSIONS, f"{c.SERVING_MODEL_NAME}:{first}"],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
@@ -69,6 +74,10 @@ def test_rollback_returns_to_the_previous_version_and_records_it(store, tmp_path
     (event,) = [json.loads(line) for line in (tmp_path / "loop.jsonl").read_text().splitlines()]
     assert event["kind"] == "rolled_back" and event["model_version"] == second
     assert event["rolled_back"] == [third] and event["reason"] == "p99 over budget at peak"
+    assert event["by"] == "bob"
+    (audit,) = [json.loads(line) for line in (tmp_path / "control-audit.jsonl").read_text()
+                .splitlines()]  # fmt: skip
+    assert (audit["subject"], audit["action"], audit["effect"]) == ("bob", "rollback", "allow")
 
 
 def test_rollback_to_any_earlier_version_then_nothing_left(store):
@@ -86,3 +95,12 @@ def test_rollback_to_an_unknown_version_changes_nothing(store):
     assert done.returncode == 2
     assert "'nope' is not a promoted version" in done.stderr
     assert set(stages(env).values()) == {"promoted"}
+
+
+def test_rollback_without_a_valid_operator_key_is_denied_and_changes_nothing(store, tmp_path):
+    env = {**store[0], "RECSYS_OPERATOR_KEY": "not-a-known-key-at-all"}
+    done = cli(env, "rollback", "--reason", "who am I")
+    assert done.returncode == 3
+    assert "may not rollback in test" in done.stderr and "not-a-known-key" not in done.stderr
+    assert set(stages(env).values()) == {"promoted"}
+    assert not (tmp_path / "loop.jsonl").exists()

@@ -24,12 +24,22 @@ from recsys_assets.config import get_settings
 from recsys_assets.config.settings import PROJECT_ROOT
 from recsys_assets.defs.training.assets import TrainedModel
 from recsys_assets.lib import loop
+from recsys_assets.lib.control import PIPELINE, AccessDenied, authorize_control, control_audit_path
 from recsys_assets.lib.evaluation import Split, purchases_only
 from recsys_assets.lib.feature_store import FeatureRepo, quiet_feast
 from recsys_assets.lib.features import returns_from_quarantine
 from recsys_assets.lib.gate import GateDecision, quality_gate_decision
-from recsys_assets.lib.model_registry import current_promoted, load_promoted, save_promoted
+from recsys_assets.lib.model_registry import (
+    CANDIDATE,
+    PROMOTED,
+    STAGE_LABEL,
+    current_promoted,
+    load_promoted,
+    model_versions,
+    save_promoted,
+)
 from recsys_assets.lib.ranking import make_generators
+from recsys_assets.lib.releases import bundle_from_registry, record_release
 from recsys_assets.lib.serving import (
     FeastOnlineReader,
     ServingModel,
@@ -214,11 +224,24 @@ def promoted_model(
     context: dg.AssetExecutionContext, challenger_model: ServingModel
 ) -> dg.Output[str]:
     """The challenger that passed the gate, saved to the BentoML model store (the registry) as
-    ``recsys-ranker:<version>`` with its metrics and lineage. Returns the tag."""
+    ``recsys-ranker:<version>`` with its metrics and lineage; returns the tag. The pipeline's
+    identity must be allowed to promote here (control-plane policy, audited): where it is not
+    (prod), the model is saved as a ``candidate`` awaiting a release manager instead."""
     model = challenger_model
+    settings = get_settings()
+    environment = settings.environment.value
+    try:
+        authorize_control(
+            PIPELINE, "promote", environment,
+            audit_path=control_audit_path(settings.loop_log), model_version=model.version,
+        )  # fmt: skip
+        stage, denied = PROMOTED, None
+    except AccessDenied as error:
+        stage, denied = CANDIDATE, str(error)
     tag = save_promoted(
         model,
-        labels={"environment": get_settings().environment.value},
+        stage=stage,
+        labels={"environment": environment},
         metadata={
             "metrics": {k: v for k, v in model.metrics.items() if isinstance(v, int | float)},
             "latency": model.metrics.get("latency", {}),
@@ -228,15 +251,28 @@ def promoted_model(
             "dagster_run_id": context.run.run_id,
         },
     )
-    context.log.info("promoted %s", tag)
-    loop.LoopLog(get_settings().loop_log).append(
-        loop.PROMOTED, model_version=model.version, tag=tag, run_id=context.run.run_id
-    )
+    # Saving a version already in the store keeps its stage: a version a release manager
+    # promoted here stays promoted.
+    stage = next((v["stage"] for v in model_versions() if v["tag"] == tag), stage)
+    if stage == PROMOTED:
+        context.log.info("promoted %s", tag)
+        loop.LoopLog(settings.loop_log).append(
+            loop.PROMOTED, model_version=model.version, tag=tag, run_id=context.run.run_id
+        )
+    else:
+        context.log.warning("%s saved as a candidate, awaiting approval: %s", tag, denied)
+        loop.LoopLog(settings.loop_log).append(
+            loop.AWAITING_APPROVAL, model_version=model.version, tag=tag, reason=denied,
+            run_id=context.run.run_id,
+        )  # fmt: skip
     return dg.Output(
         tag,
         data_version=dg.DataVersion(model.version),
         metadata={
             "tag": tag,
+            "stage": stage,
+            "awaiting_approval": stage == CANDIDATE,
+            "policy": denied or f"pipeline may promote in {environment}",
             "model_version": model.version,
             "bentoml_home": str(get_settings().bentoml_home),
             f"ndcg@{c.DEFAULT_K}": float(model.metrics.get("ndcg", float("nan"))),
@@ -284,7 +320,9 @@ def bento(context: dg.AssetExecutionContext, promoted_model: str) -> dg.Material
     """The service built into a bento (``bentoml build``) for the promoted model: one bento per
     promoted model version (and version of the service code), tagged
     ``recommender:<model version>-<source hash>``, with a Dockerfile for ``bentoml containerize``
-    where Docker runs."""
+    where Docker runs. A promoted model's bundle (model, bento, feature service, data versions,
+    evaluation) is recorded as this environment's release in the release ledger; a candidate's
+    bento is built but not released."""
     import bentoml
 
     model_version = promoted_model.split(":", 1)[1]
@@ -298,6 +336,7 @@ def bento(context: dg.AssetExecutionContext, promoted_model: str) -> dg.Material
     path = Path(existing.path)
     dockerfile = path / "env" / "docker" / "Dockerfile"
     context.log.info("bento %s at %s", tag, path)
+    release = release_bundle(promoted_model, tag)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
@@ -308,5 +347,38 @@ def bento(context: dg.AssetExecutionContext, promoted_model: str) -> dg.Material
             "has_dockerfile": dockerfile.exists(),
             "containerize": f"bentoml containerize {tag}",
             "size_mib": round(sum(f.stat().st_size for f in path.rglob("*")) / 2**20, 1),
+            "release_id": (release or {}).get(
+                "release_id", "none: not released by the pipeline here (candidate or prod)"
+            ),
         },
+    )
+
+
+def release_bundle(model_tag: str, bento_tag: str) -> dict | None:
+    """Record the promoted model and its bento as this environment's release, by the pipeline
+    (once per bundle), where the policy lets the pipeline deploy; None for a candidate or
+    where it may not (prod: only a release manager releases there)."""
+    settings = get_settings()
+    entry = next((v for v in model_versions() if v["tag"] == model_tag), None)
+    if entry is None or entry["labels"].get(STAGE_LABEL) != PROMOTED:
+        return None
+    try:
+        authorize_control(
+            PIPELINE, "deploy", settings.environment.value,
+            audit_path=control_audit_path(settings.loop_log), model_version=entry["version"],
+            bento_tag=bento_tag,
+        )  # fmt: skip
+    except AccessDenied:
+        return None
+    bundle = bundle_from_registry(entry)
+    return record_release(
+        environment=settings.environment.value,
+        model_tag=bundle["model_tag"],
+        model_version=bundle["model_version"],
+        bento_tag=bento_tag,
+        feature_service=bundle["feature_service"],
+        data_versions=bundle["data_versions"],
+        evaluation=bundle["evaluation"],
+        released_by=PIPELINE,
+        reason="passed the quality gate; released by the pipeline",
     )
