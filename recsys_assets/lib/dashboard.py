@@ -95,6 +95,7 @@ def dashboard_figures(
     generated_at: str | None = None,
     timeline_entries: Sequence[Mapping[str, Any]] = (),
     environments: Sequence[Mapping[str, Any]] = (),
+    release_kpis: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the page shows, JSON-serialisable.
 
@@ -105,7 +106,8 @@ def dashboard_figures(
     missing: not run yet); ``timeline_entries``: :func:`~recsys_assets.lib.timeline.timeline`'s
     entries as dictionaries (the newest :data:`TIMELINE_ROWS` are shown); ``environments``: the
     release in service per environment (``environment``, ``model_version``, ``bento_tag``,
-    ``released_at``, ``released_by``), in pipeline order.
+    ``released_at``, ``released_by``), in pipeline order; ``release_kpis``:
+    :func:`~recsys_assets.lib.releases.release_kpis` (share rolled back, velocity to prod).
     """
     events = sorted((dict(e) for e in loop_events if e.get("ts")), key=lambda e: _ts(e["ts"]))
     figures = loop.kpis(events)
@@ -129,6 +131,7 @@ def dashboard_figures(
             ],
             "timeline": [dict(e) for e in timeline_entries][-TIMELINE_ROWS:],
             "environments": [dict(e) for e in environments],
+            "release_kpis": dict(release_kpis or {}),
         }
     )
 
@@ -399,7 +402,8 @@ def _model_section(model: Mapping[str, Any] | None) -> str:
 def _kpi_section(figures: Mapping[str, Any]) -> str:
     kpis = figures.get("kpis") or {}
     head = "<h2>How fast the loop reacts</h2>"
-    if not kpis.get("incidents") and not kpis.get("deployments"):
+    released = ((figures.get("release_kpis") or {}).get("rollback") or {}).get("releases")
+    if not kpis.get("incidents") and not kpis.get("deployments") and not released:
         table = _empty(
             "No drift incident and no release logged yet, so no MTTD, MTTR or "
             "deployment time to show."
@@ -431,6 +435,7 @@ def _kpi_section(figures: Mapping[str, Any]) -> str:
                 f"{_duration(block('deployment').get('latest_s'))}",
             ),
             ("Releases that reached the service", kpis.get("deployments", 0)),
+            *_release_kpi_rows(figures.get("release_kpis") or {}),
         ]
         table = _table(["", "value"], rows)
     incidents = figures.get("incidents") or []
@@ -544,6 +549,24 @@ def _timeline_section(entries: list[Mapping[str, Any]]) -> str:
             ],
         )
     )
+
+
+def _release_kpi_rows(figures: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The release ledger's KPIs as rows: share of releases rolled back, trained -> prod."""
+    rollback, velocity = figures.get("rollback") or {}, figures.get("velocity") or {}
+    if not rollback.get("releases"):
+        return []
+    return [
+        (
+            "Releases rolled back (all environments)",
+            f"{rollback.get('rolled_back', 0)} of {rollback['releases']} "
+            f"({_pct(rollback.get('share'))})",
+        ),
+        (
+            "Trained to released in prod (mean / latest)",
+            f"{_duration(velocity.get('mean_s'))} / {_duration(velocity.get('latest_s'))}",
+        ),
+    ]
 
 
 def _drift_section(drift: list[Mapping[str, Any]]) -> str:

@@ -266,6 +266,8 @@ def test_canary_incidents_timeline_and_environments(tmp_path):
     figures = dashboard.dashboard_figures(
         [*EVENTS, started], PROMOTED, None, {}, environment="test",
         timeline_entries=entries, environments=environments,
+        release_kpis={"rollback": {"releases": 4, "rolled_back": 1, "share": 0.25},
+                      "velocity": {"mean_s": 90.0, "latest_s": 120.0}},
     )  # fmt: skip
     (incident,) = figures["canary_incidents"]
     assert incident["challenger"] == "recsys-ranker:v3"
@@ -276,6 +278,7 @@ def test_canary_incidents_timeline_and_environments(tmp_path):
     for text in (*headings, "conversion down", "canary-analyser", "recommender:v2-abc"):
         assert text in page
     assert "<td>none</td>" in page  # prod has no release
+    assert "1 of 4 (25.0%)" in page and "90 s / 2.0 min" in page
     # newest first
     assert page.index("allow:rollback") < page.index("<td>canary_decision</td>")
 

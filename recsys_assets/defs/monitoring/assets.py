@@ -27,7 +27,7 @@ import pandas as pd
 
 from recsys_assets import constants as c
 from recsys_assets.config import get_settings
-from recsys_assets.lib import loop, monitoring
+from recsys_assets.lib import loop, monitoring, releases
 from recsys_assets.lib.features import returns_from_quarantine
 from recsys_assets.lib.model_registry import current_promoted
 from recsys_assets.lib.served_log import ServedLog, served_log_path
@@ -406,8 +406,13 @@ MONITORS = (data_drift_report, data_quality_report, prediction_drift_report, liv
 def mlops_kpis() -> dg.MaterializeResult:
     """MTTD (first drifted data landed -> detection), MTTR (detection -> the retrained model
     serving) and deployment velocity (training finished -> serving), from the loop's event log,
-    with every incident and release as history; JSON under reports/monitoring/."""
+    with every incident and release as history; from the release ledger, the share of releases
+    rolled back and the velocity to prod (training finished -> released in prod, from every
+    environment's loop log); JSON under reports/monitoring/."""
     figures = loop.kpis(loop.LoopLog(get_settings().loop_log).read())
+    figures["releases_ledger"] = releases.release_kpis(
+        releases.read_ledger(), releases.loop_events_of_every_environment()
+    )
     path = reports_dir() / "kpis.json"
     path.write_text(json.dumps(figures, indent=2, default=str))
 
@@ -418,6 +423,8 @@ def mlops_kpis() -> dg.MaterializeResult:
     history = pd.DataFrame(figures["history"])
     columns = ["detected", "triggers", "evaluations", "mttd_s", "mttr_s", "deployment_s",
                "model_version"]  # fmt: skip
+    rollback = figures["releases_ledger"]["rollback"]
+    to_prod = figures["releases_ledger"]["velocity"]
     return dg.MaterializeResult(
         metadata={
             "incidents": figures["incidents"],
@@ -432,6 +439,11 @@ def mlops_kpis() -> dg.MaterializeResult:
             "history": dg.MetadataValue.md(
                 history[columns].to_markdown(index=False) if len(history) else "no incident yet"
             ),
+            "releases": rollback["releases"],
+            "releases_rolled_back": rollback["rolled_back"],
+            "rolled_back_share": float("nan") if rollback["share"] is None else rollback["share"],
+            "velocity_to_prod_mean_s": seconds(to_prod, "mean_s"),
+            "prod_releases": to_prod["count"],
             "path": dg.MetadataValue.path(str(path)),
         }
     )

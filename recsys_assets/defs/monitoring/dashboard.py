@@ -24,7 +24,7 @@ from recsys_assets.defs.monitoring.assets import (
 )
 from recsys_assets.defs.monitoring.canary import canary_report
 from recsys_assets.defs.monitoring.experiment import ab_test_report
-from recsys_assets.lib import dashboard, loop, model_registry, timeline
+from recsys_assets.lib import dashboard, loop, model_registry, releases, timeline
 from recsys_assets.lib.control import control_audit_path
 from recsys_assets.lib.policy import audit_log_path
 from recsys_assets.lib.served_log import ServedLog, served_log_path
@@ -101,6 +101,10 @@ def ops_dashboard(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         monitors,
         environment=environment,
         timeline_entries=[e.as_dict() for e in entries],
+        environments=releases.current_rows(releases.fold(releases.read_ledger())),
+        release_kpis=releases.release_kpis(
+            releases.read_ledger(), releases.loop_events_of_every_environment()
+        ),
     )
     path = dashboard.write_dashboard(
         figures, reports_dir() / REPORT_NAME, title=f"Recommender operations ({environment})"
