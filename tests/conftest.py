@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -15,8 +16,22 @@ os.environ.setdefault("RECSYS_ENV", "test")
 _SCRATCH = Path(tempfile.gettempdir()) / f"recsys-tests-{os.getpid()}"
 os.environ.setdefault("RECSYS_LOOP_LOG", str(_SCRATCH / "loop" / "events.jsonl"))
 os.environ.setdefault("RECSYS_SERVED_LOG", str(_SCRATCH / "served.jsonl"))
+os.environ.setdefault("RECSYS_RELEASE_LEDGER", str(_SCRATCH / "releases" / "ledger.jsonl"))
+os.environ.setdefault("RECSYS_CANARY_STATE", str(_SCRATCH / "canary" / "canary.json"))
+_CANARY_STATES = itertools.count()
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# No secret value in any log line of the run (tests/secret_scan.py).
+pytest_plugins = ["tests.secret_scan"]
+
+
+@pytest.fixture(autouse=True)
+def _own_canary_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A canary state file of each test's own (not created): one test's rollback or widening
+    must not become the next test's canary."""
+    path = _SCRATCH / "canary" / f"{next(_CANARY_STATES)}.json"
+    monkeypatch.setenv("RECSYS_CANARY_STATE", str(path))
 
 
 def copy_feature_repo(target: Path) -> Path:

@@ -8,9 +8,14 @@ BentoML model ``RECSYS_MODEL_TAG`` (default ``recsys-ranker:latest``), bundled i
 
 Canary: with ``RECSYS_CHALLENGER_TAG`` set, the service also loads that model from the local
 BentoML store (not bundled) and sends a sticky share of customers (``RECSYS_CANARY_SHARE``,
-hashed with ``RECSYS_CANARY_SALT``) to it; see :mod:`recsys_assets.lib.canary`. Drill knob:
+hashed with ``RECSYS_CANARY_SALT``) to it; see :mod:`recsys_assets.lib.canary`. The canary
+state file (``RECSYS_CANARY_STATE``), when it exists, overrides those variables, and the
+service follows it while serving: at most once a second a request stats the file and, when it
+changed, re-reads it (a share change or a rollback takes effect at once; a new challenger is
+loaded off the event loop). Drill knobs, refused (never ready) in acceptance and prod:
 ``RECSYS_CHALLENGER_DELAY_MS`` (default 0) adds that many milliseconds to every request the
-challenger serves, to rehearse a slow challenger; refused (never ready) in acceptance and prod.
+challenger serves, to rehearse a slow challenger; ``RECSYS_CHALLENGER_ERROR_RATE`` (default 0)
+fails that share of the challenger's requests with a 500, to rehearse a failing one.
 
 Access control: with API keys configured (``RECSYS_API_KEYS`` or ``RECSYS_API_KEYS_FILE``),
 ``/recommend`` and ``/feedback`` need ``Authorization: Bearer <key>`` and a subject the policy
@@ -29,6 +34,7 @@ import functools
 import gc
 import logging
 import os
+import random
 import time
 import uuid
 from datetime import UTC, datetime
@@ -45,6 +51,9 @@ logger = logging.getLogger("bentoml.recommender")
 MODEL_TAG = os.environ.get("RECSYS_MODEL_TAG", f"{c.SERVING_MODEL_NAME}:latest")
 # Fault injection for tests and drills: extra milliseconds on each request the challenger serves.
 CHALLENGER_DELAY_VAR = "RECSYS_CHALLENGER_DELAY_MS"
+# ... and the share of the challenger's requests that fail with a 500 (drawn per request id).
+CHALLENGER_ERROR_RATE_VAR = "RECSYS_CHALLENGER_ERROR_RATE"
+STATE_CHECK_S = 1.0  # how often (at most) a request looks at the canary state file
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Variant = Literal["champion", "challenger"]  # recsys_assets.lib.canary.VARIANTS
 # Every API route and the policy action that guards it (a test holds this to the service's
@@ -217,10 +226,22 @@ class Recommender:
         self.settings = get_settings()
         self.model = None
         self.reader = None
-        self.challenger = None  # the canary's challenger model, when RECSYS_CHALLENGER_TAG is set
+        self.challenger = None  # the canary's challenger model, when one is configured
         self.challenger_reader = None
+        self.challenger_tag = None  # the tag self.challenger was loaded from
         self.canary = CanaryConfig(challenger_tag=None)  # replaced by _load
         self.challenger_delay_s = 0.0  # RECSYS_CHALLENGER_DELAY_MS, set by _load
+        self.challenger_error_rate = 0.0  # RECSYS_CHALLENGER_ERROR_RATE, set by _load
+        # Following the canary state file: its (inode, mtime, size) last read, when to look
+        # again, the configuration it asks for, the challenger loading or failed to load.
+        self.canary_state_path = self.settings.canary_state
+        self._state_seen = None
+        self._state_check_at = 0.0
+        self._desired = None
+        self._loading = None
+        self._failed_tag = None
+        self._load_task = None
+        self._store = self._items_reader = None  # for challengers loaded later (set by _load)
         self._metrics()
         self.tracer = self._observability()
         self.access = access_gate()
@@ -322,7 +343,13 @@ class Recommender:
             multiprocess_mode="livemax",
         )
         self.errors = prom.Counter(
-            "recsys_errors_total", "Requests that failed inside the service", ["endpoint"]
+            "recsys_errors_total",
+            "Requests that failed inside the service, by endpoint and canary variant",
+            ["endpoint", "variant"],
+        )
+        self.challenger_load_failures = prom.Counter(
+            "recsys_challenger_load_failures_total",
+            "Challengers named by the canary state file that could not be loaded",
         )
         self.feedback_events = prom.Counter(
             "recsys_feedback_events_total", "Feedback events appended", ["type"]
@@ -342,7 +369,9 @@ class Recommender:
         from recsys_assets.lib.serving import FeastOnlineReader
 
         canary = CanaryConfig.from_env(os.environ)  # bad values: not ready, naming the variable
+        canary, seen = self._initial_canary(canary)
         delay_s = self._challenger_delay()
+        error_rate = self._challenger_error_rate()
         if self.model_ref is None:
             raise RuntimeError(f"model {MODEL_TAG} is not in the BentoML model store")
         stored = getattr(self.model_ref, "stored", self.model_ref)  # resolved in a worker
@@ -362,8 +391,173 @@ class Recommender:
                 inner.items()
             challenger_reader = TimedReader(inner, self.feature_latency.labels(challenger.version))
         self.canary, self.challenger, self.challenger_reader = canary, challenger, challenger_reader
-        self.challenger_delay_s = delay_s
+        self.challenger_tag = canary.challenger_tag if challenger is not None else None
+        self.challenger_delay_s, self.challenger_error_rate = delay_s, error_rate
+        self._store, self._items_reader = store, reader.reader
+        self._state_seen, self._state_check_at = seen, time.monotonic() + STATE_CHECK_S
         self.model, self.reader = model, reader
+
+    # --- Following the canary state file -----------------------------------------------------
+
+    def _state_signature(self):
+        """The state file's (inode, mtime, size), None when there is none: an atomic rewrite
+        gets a new inode, so a change is seen even within the clock's resolution."""
+        try:
+            stat = os.stat(self.canary_state_path)
+        except FileNotFoundError:
+            return None
+        except OSError as error:  # unreadable folder: a signature of its own, read fails once
+            return ("error", error.errno)
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    def _initial_canary(self, from_env):
+        """The canary at start: the state file's when it exists (else the environment's), with
+        the file's signature (taken before reading it: a later change is seen on the next
+        check). A file that cannot be read serves the champion only, logged, until it changes."""
+        from recsys_assets.lib.canary import CanaryConfig, read_canary_state
+
+        seen = self._state_signature()
+        try:
+            state = read_canary_state(self.canary_state_path)
+        except (OSError, ValueError) as error:
+            logger.error("canary state unreadable (%s): serving the champion only", error)
+            return CanaryConfig(challenger_tag=None), seen
+        if state is None:
+            return from_env, seen
+        logger.info(
+            "canary state %s (generation %d) overrides the environment",
+            self.canary_state_path,
+            state.generation,
+        )
+        return state.config(), seen
+
+    def _follow_canary_state(self) -> None:
+        """At most every STATE_CHECK_S: stat the state file and, when it changed, read it and
+        move to what it asks for. A file that is missing or cannot be read keeps the last good
+        configuration (logged once per change of the file). About 1 us when nothing changed."""
+        from recsys_assets.lib.canary import read_canary_state
+
+        seen = self._state_signature()
+        if seen == self._state_seen:
+            return
+        self._state_seen = seen
+        self._failed_tag = None  # a changed file may name a challenger that failed before
+        if seen is None:
+            logger.warning(
+                "canary state %s is gone: keeping the current canary (%s at share %g)",
+                self.canary_state_path,
+                self.canary.challenger_tag,
+                self.canary.effective_share,
+            )
+            return
+        try:
+            state = read_canary_state(self.canary_state_path)
+        except (OSError, ValueError) as error:
+            logger.error("canary state unreadable (%s): keeping the last good canary", error)
+            return
+        if state is None:  # removed between the stat and the read: seen on the next check
+            self._state_seen = None
+            return
+        self._desired = state.config()
+        logger.info(
+            "canary state generation %d: challenger %s at share %g (%s, by %s)",
+            state.generation,
+            state.challenger_tag,
+            state.share,
+            state.reason or "no reason given",
+            state.updated_by or "unknown",
+        )
+        self._reconcile()
+
+    def _reconcile(self) -> None:
+        """Move towards the configuration the state file asks for: no challenger traffic (a
+        rollback) or a share change of the loaded challenger at once; a challenger not loaded
+        yet is loaded in a background thread while the current configuration keeps serving."""
+        desired = self._desired
+        if desired is None or desired == self.canary:
+            return
+        if desired.effective_share == 0.0:
+            if desired.challenger_tag != self.challenger_tag:  # free a challenger left behind
+                self.challenger = self.challenger_reader = self.challenger_tag = None
+            self._set_canary(desired)
+        elif self.challenger is not None and desired.challenger_tag == self.challenger_tag:
+            self._set_canary(desired)
+        elif desired.challenger_tag not in (self._loading, self._failed_tag):
+            self._loading = desired.challenger_tag
+            task = asyncio.get_running_loop().create_task(self._load_in_background(self._loading))
+            self._load_task = task  # a reference, so the task is not collected mid-way
+
+    def _set_canary(self, canary) -> None:
+        self.canary = canary
+        self.canary_share.set(canary.effective_share)
+        logger.info(
+            "canary now: challenger %s for %.1f%% of customers",
+            canary.challenger_tag,
+            100 * canary.effective_share,
+        )
+
+    async def _load_in_background(self, tag: str) -> None:
+        """Load challenger ``tag`` in a thread; on the event loop again, swap it in if the state
+        file still asks for it. A failure is logged and counted, never raised."""
+        try:
+            model, reader = await asyncio.to_thread(self._build_challenger, tag)
+        except Exception as error:
+            self.challenger_load_failures.inc()
+            self._failed_tag = tag
+            logger.error("canary: challenger %s not loaded, serving as before: %s", tag, error)
+            return
+        finally:
+            self._loading = None
+        if self._desired is not None and self._desired.challenger_tag == tag:
+            self.challenger, self.challenger_reader, self.challenger_tag = model, reader, tag
+            logger.info("canary: challenger %s loaded (model %s)", tag, model.version)
+        self._reconcile()  # the share now, or the next challenger the file asked for meanwhile
+
+    def _build_challenger(self, tag: str):
+        """The challenger model and its feature reader (sharing the champion's item features
+        when the catalogues match); runs in a worker thread."""
+        from recsys_assets.lib.serving import FeastOnlineReader
+
+        model = self._load_challenger(tag)
+        inner = self._items_reader
+        if list(model.catalogue) != inner.catalogue:
+            refresh = self.settings.serving.item_refresh_s
+            inner = FeastOnlineReader(self._store, list(model.catalogue), refresh)
+            inner.items()
+        gc.freeze()  # as at start: the new model's objects out of the collector's generations
+        return model, TimedReader(inner, self.feature_latency.labels(model.version))
+
+    def _refuse_drill(self, variable: str, raw: str) -> None:
+        """A drill knob set in acceptance or prod: raise (the service stays unready)."""
+        environment = str(self.settings.environment)
+        if environment in ("acceptance", "prod"):
+            raise RuntimeError(
+                f"{variable}={raw!r} is a test and drill knob (fault injection) and "
+                f"is refused in the {environment} environment; unset it"
+            )
+
+    def _challenger_error_rate(self) -> float:
+        """``RECSYS_CHALLENGER_ERROR_RATE`` (0 when unset): a drill knob that fails that share
+        of the challenger's requests with a 500. A value outside [0, 1], or any rate in
+        acceptance or prod, raises (the service stays unready, naming the variable)."""
+        raw = os.environ.get(CHALLENGER_ERROR_RATE_VAR, "").strip()
+        if not raw:
+            return 0.0
+        try:
+            rate = float(raw)
+        except ValueError:
+            rate = float("nan")
+        if not 0.0 <= rate <= 1.0:  # also refuses NaN
+            raise ValueError(f"{CHALLENGER_ERROR_RATE_VAR}={raw!r}: must be a share in [0, 1]")
+        if rate > 0:
+            self._refuse_drill(CHALLENGER_ERROR_RATE_VAR, raw)
+            logger.warning(
+                "drill: %s=%g fails %g%% of the challenger's requests with a 500",
+                CHALLENGER_ERROR_RATE_VAR,
+                rate,
+                100 * rate,
+            )
+        return rate
 
     def _challenger_delay(self) -> float:
         """``RECSYS_CHALLENGER_DELAY_MS`` in seconds (0 when unset): a drill knob that makes the
@@ -380,13 +574,8 @@ class Recommender:
             raise ValueError(
                 f"{CHALLENGER_DELAY_VAR}={raw!r}: must be a number of milliseconds >= 0"
             )
-        environment = str(self.settings.environment)
-        if delay_ms > 0 and environment in ("acceptance", "prod"):
-            raise RuntimeError(
-                f"{CHALLENGER_DELAY_VAR}={raw!r} is a test and drill knob (fault injection) and "
-                f"is refused in the {environment} environment; unset it"
-            )
         if delay_ms > 0:
+            self._refuse_drill(CHALLENGER_DELAY_VAR, raw)
             logger.warning(
                 "drill: %s=%g adds %g ms to every request the challenger serves",
                 CHALLENGER_DELAY_VAR,
@@ -435,6 +624,9 @@ class Recommender:
         if self.model is None:
             raise bentoml.exceptions.ServiceUnavailable("model not loaded: " + self.load_error)
         started = time.perf_counter()
+        if time.monotonic() >= self._state_check_at:  # the canary state file, once a second
+            self._state_check_at = time.monotonic() + STATE_CHECK_S
+            self._follow_canary_state()
         request_id = uuid.uuid4().hex
         # One hash per request, only while a challenger is served (about 1 us).
         variant = self.canary.assign(request.customer_id)
@@ -456,6 +648,15 @@ class Recommender:
                 self._tag_request_span(request_id, variant)
             if variant == "challenger" and self.challenger_delay_s:  # drill: a slow challenger
                 await asyncio.sleep(self.challenger_delay_s)
+            if (  # drill: a failing challenger; the draw is seeded with the request id
+                variant == "challenger"
+                and self.challenger_error_rate
+                and random.Random(request_id).random() < self.challenger_error_rate
+            ):
+                self.errors.labels("recommend", variant).inc()
+                raise bentoml.exceptions.InternalServerError(
+                    f"{CHALLENGER_ERROR_RATE_VAR}: injected failure (drill)"
+                )
             try:
                 got = recommend(
                     model,
@@ -470,7 +671,7 @@ class Recommender:
                     span_attributes={"recsys.variant": variant},
                 )
             except Exception:
-                self.errors.labels("recommend").inc()
+                self.errors.labels("recommend", variant).inc()
                 logger.exception("recommend failed")
                 raise
             if got.fallback:
@@ -594,7 +795,7 @@ class Recommender:
         try:
             accepted = self.feedback_log.append(events)
         except Exception:
-            self.errors.labels("feedback").inc()
+            self.errors.labels("feedback", "none").inc()
             raise
         for e in request.events:
             self.feedback_events.labels(e.type).inc()

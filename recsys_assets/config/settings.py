@@ -11,8 +11,10 @@ and read only when a run needs it.
 ``environments/redis.yaml`` to try the Redis online store locally), ``RECSYS_MODELS`` and
 ``RECSYS_REPORTS`` where fitted models and evaluation reports go, ``RECSYS_FEEDBACK_LOG`` the
 service's feedback event log, ``RECSYS_LOOP_LOG`` the continuous-deployment loop's event log
-and ``BENTOML_HOME`` the BentoML store (promoted models, bentos; default
-``data/bentoml/<env>``, outside the service's build context ``bentos/recommender``).
+``RECSYS_CANARY_STATE`` the canary state file the service follows (default
+``data/loop/<env>/canary.json``) and ``BENTOML_HOME`` the BentoML store (promoted models,
+bentos; default ``data/bentoml/<env>``, outside the service's build context
+``bentos/recommender``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ MODELS_VAR = "RECSYS_MODELS"
 REPORTS_VAR = "RECSYS_REPORTS"
 FEEDBACK_LOG_VAR = "RECSYS_FEEDBACK_LOG"
 LOOP_LOG_VAR = "RECSYS_LOOP_LOG"
+CANARY_STATE_VAR = "RECSYS_CANARY_STATE"
 BENTOML_HOME_VAR = "BENTOML_HOME"  # BentoML's own variable: its model and bento store
 
 
@@ -64,6 +67,7 @@ class Settings:
     serving: ServingSettings  # the promotion gate and the service's behaviour
     monitoring: MonitoringSettings  # drift monitors, retraining triggers and their thresholds
     loop_log: Path  # the continuous-deployment loop's event log (decisions, releases, KPIs)
+    canary_state: Path  # the canary's challenger and share (JSON), followed by the service
 
     @property
     def warehouse_path(self) -> Path | None:
@@ -103,6 +107,7 @@ class MonitoringSettings:
     performance_drop: float = 0.25  # performance: relative drop of the live hit rate
     max_model_age_days: float = 30.0  # enough new data: retrain when the model is this stale
     cooldown_days: float = 2.0  # no retraining within this many days of data of the last one
+    canary_interval_s: float = 30.0  # canary_sensor: seconds between canary analyses
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
@@ -155,6 +160,9 @@ def get_settings(environment: str | None = None) -> Settings:
         monitoring=_monitoring(raw.get("monitoring", {})),
         loop_log=_project_path(
             os.environ.get(LOOP_LOG_VAR) or f"data/loop/{env.value}/events.jsonl"
+        ),
+        canary_state=_project_path(
+            os.environ.get(CANARY_STATE_VAR) or f"data/loop/{env.value}/canary.json"
         ),
     )
 

@@ -13,15 +13,27 @@ Configuration comes from the environment (:meth:`CanaryConfig.from_env`):
 - ``RECSYS_CANARY_SHARE``: the challenger's share of customers in [0, 1] (default 0.1);
 - ``RECSYS_CANARY_SALT``: the hash salt (default: the challenger tag).
 
+The environment is only the bootstrap: once the canary state file exists (a small JSON
+document per environment, :class:`CanaryState`, settings ``canary_state``), it overrides the
+variables. The canary analysis writes it (:func:`write_canary_state`, atomic) to roll back,
+widen or promote; the service re-reads it while serving (:func:`read_canary_state`).
+
 No Dagster, no BentoML: the service and the offline analysis import the same function.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import math
+import os
+import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 VARIANT_CHAMPION = "champion"
 VARIANT_CHALLENGER = "challenger"
@@ -118,3 +130,121 @@ class CanaryConfig:
             share = DEFAULT_SHARE
         salt = environ.get(CANARY_SALT_VAR) or (tag or "")
         return cls(challenger_tag=tag, share=share, salt=salt)
+
+
+# --- The canary state file -------------------------------------------------------------------
+
+_STATE_FIELDS = ("challenger_tag", "share", "salt", "generation")  # required in the file
+
+
+@dataclass(frozen=True)
+class CanaryState:
+    """The canary state file's document: the challenger (None: no canary), its share and salt,
+    plus ``generation`` (+1 per change), when, by whom and why it last changed."""
+
+    challenger_tag: str | None
+    share: float
+    salt: str
+    generation: int = 0
+    updated_at: str = ""
+    updated_by: str = ""
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        config = self.config()  # validates tag, share and salt
+        object.__setattr__(self, "share", config.share)
+        generation = self.generation
+        if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
+            raise ValueError(f"generation must be an integer >= 0, got {generation!r}")
+        for name in ("updated_at", "updated_by", "reason"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+
+    def config(self) -> CanaryConfig:
+        """The routing configuration this state sets."""
+        return CanaryConfig(challenger_tag=self.challenger_tag, share=self.share, salt=self.salt)
+
+    def changed(
+        self, *, challenger_tag: str | None, share: float, updated_by: str, reason: str
+    ) -> CanaryState:
+        """The next state: the same salt (so assignment stays sticky), generation + 1, now."""
+        return CanaryState(
+            challenger_tag=challenger_tag,
+            share=share,
+            salt=self.salt,
+            generation=self.generation + 1,
+            updated_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            updated_by=updated_by,
+            reason=reason,
+        )
+
+    @classmethod
+    def bootstrap(cls, config: CanaryConfig) -> CanaryState:
+        """Generation 0: what the environment variables configure, before any state file."""
+        return cls(challenger_tag=config.challenger_tag, share=config.share, salt=config.salt,
+                   updated_by="environment", reason="bootstrap from the environment")  # fmt: skip
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_canary_state(path: str | os.PathLike[str]) -> CanaryState | None:
+    """The state in ``path``; None when the file does not exist. A file that is not a valid
+    state (not JSON, a field missing or out of range) raises ValueError naming the path and
+    the problem; other read errors (permissions) raise OSError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"canary state {path}: not valid JSON ({error})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"canary state {path}: not a JSON object")
+    missing = [name for name in _STATE_FIELDS if name not in raw]
+    if missing:
+        raise ValueError(f"canary state {path}: missing field(s) {missing}")
+    known = {name: raw[name] for name in CanaryState.__dataclass_fields__ if name in raw}
+    try:
+        return CanaryState(**known)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"canary state {path}: {error}") from None
+
+
+def write_canary_state(path: str | os.PathLike[str], state: CanaryState) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsynced,
+    then renamed over the old one (and the folder fsynced), so a reader sees the old document
+    or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(state.as_json(), indent=2, allow_nan=False) + "\n"
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; the service may be another user
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself survives a crash
+    finally:
+        os.close(folder)
+
+
+def current_config(
+    state_path: str | os.PathLike[str], environ: Mapping[str, str]
+) -> tuple[CanaryConfig, CanaryState | None]:
+    """The canary in force: the state file's when it exists, else the environment's
+    (:meth:`CanaryConfig.from_env`); with the state read (None without a file). Errors as
+    :func:`read_canary_state` and :meth:`CanaryConfig.from_env` raise them."""
+    state = read_canary_state(state_path)
+    if state is not None:
+        return state.config(), state
+    return CanaryConfig.from_env(environ), None

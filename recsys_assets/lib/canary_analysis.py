@@ -1,7 +1,7 @@
 """The canary analysis: compare the champion and the challenger, then wait, roll back, widen or
 promote.
 
-Two steps, both pure (pandas, numpy, scipy; no Dagster, no BentoML):
+Two steps, both pure (pandas, numpy, scipy; no Dagster, no BentoML), and a parser:
 
 - :func:`variant_figures`: per variant (``champion``, ``challenger``) what the service's logs
   say about it: served lists, the error and fallback rates, click-through, conversion, orders,
@@ -10,6 +10,8 @@ Two steps, both pure (pandas, numpy, scipy; no Dagster, no BentoML):
   samples (:func:`served_latency` takes them from the served log's ``latency_ms``).
 - :func:`canary_decision`: the figures against a :class:`CanaryPolicy`'s guardrails, as a
   :class:`CanaryDecision` with an action, the next challenger share and plain-English reasons.
+- :func:`errors_from_metrics`: the per-variant error counts of the service's ``/metrics`` text
+  (``recsys_errors_total{endpoint="recommend", variant=...}``), for ``variant_figures``.
 
 The rules, in order:
 
@@ -19,7 +21,9 @@ The rules, in order:
    within limits: only a value strictly beyond it breaches (``>`` for the increases and the
    p99 ratio, ``<`` for the conversion ratio).
 
-   - error rate: challenger minus champion ``> max_error_rate_increase`` (absolute);
+   - error rate: challenger minus champion ``> max_error_rate_increase`` (absolute); not
+     judged when the error counts are unknown (``errors_not_judged``: the metrics could not be
+     read);
    - p99 latency: challenger p99 / champion p99 ``> max_p99_ratio``, judged when both variants
      have at least ``min_requests`` latency samples;
    - fallback rate: challenger minus champion ``> max_fallback_rate_increase`` (absolute);
@@ -60,6 +64,7 @@ NOT_JUDGED = "not judged"
 GUARDRAILS: tuple[str, ...] = ("error_rate", "p99_latency", "fallback_rate", "conversion")
 
 _PURCHASE = "purchase"
+ERRORS_METRIC = "recsys_errors_total"  # the service's failed requests by endpoint and variant
 
 
 # --- Figures ---------------------------------------------------------------------------------
@@ -186,6 +191,29 @@ def variant_figures(
     return figures
 
 
+def errors_from_metrics(text: str, *, endpoint: str = "recommend") -> dict[str, int]:
+    """Failed requests per variant (both always present, 0 when none were counted) in a
+    Prometheus text exposition (the service's ``/metrics``): ``recsys_errors_total`` samples
+    of ``endpoint`` summed over their other labels. Raises ValueError for text that does not
+    parse, or error samples without a ``variant`` label (a service from before it had one)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts = dict.fromkeys(VARIANTS, 0.0)
+    try:
+        samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    except Exception as error:  # the parser raises ValueError, and others on garbage
+        raise ValueError(f"metrics text does not parse: {error}") from None
+    for sample in samples:
+        if sample.name != ERRORS_METRIC or sample.labels.get("endpoint") != endpoint:
+            continue
+        variant = sample.labels.get("variant")
+        if variant is None:
+            raise ValueError(f"{ERRORS_METRIC} has no variant label: errors cannot be split")
+        if variant in counts and math.isfinite(sample.value):
+            counts[variant] += sample.value
+    return {variant: round(value) for variant, value in counts.items()}
+
+
 # --- The decision ----------------------------------------------------------------------------
 
 
@@ -295,7 +323,11 @@ def _points(value: float) -> str:
     return f"{value * 100:+.2f} points"
 
 
-def _guardrails(figures: Mapping[str, Mapping[str, Any]], policy: CanaryPolicy) -> dict:
+def _guardrails(
+    figures: Mapping[str, Mapping[str, Any]],
+    policy: CanaryPolicy,
+    errors_not_judged: str | None = None,
+) -> dict:
     """Each guardrail's status, numbers and one-line description."""
     champ, chall = figures[VARIANT_CHAMPION], figures[VARIANT_CHALLENGER]
     result: dict[str, dict[str, Any]] = {}
@@ -315,6 +347,15 @@ def _guardrails(figures: Mapping[str, Mapping[str, Any]], policy: CanaryPolicy) 
         f"{champ['requests'] + champ['errors']}): {_points(increase)}, limit "
         f"{_points(policy.max_error_rate_increase)}",
     }
+    if errors_not_judged is not None:  # the counts are unknown, not zero
+        result["error_rate"] = {
+            "status": NOT_JUDGED,
+            "champion": None,
+            "challenger": None,
+            "increase": None,
+            "limit": policy.max_error_rate_increase,
+            "text": f"error rate not judged: {errors_not_judged}",
+        }
 
     # p99 latency: needs min_requests samples per variant and a champion p99 above 0
     samples = min(champ["latency_samples"], chall["latency_samples"])
@@ -409,11 +450,13 @@ def canary_decision(
     policy: CanaryPolicy | None = None,
     *,
     current_share: float,
+    errors_not_judged: str | None = None,
 ) -> CanaryDecision:
     """Wait, roll back, widen or promote (see the module notes for the rules).
 
     ``figures`` are :func:`variant_figures`'; ``current_share`` the challenger's share of
-    customers now, in [0, 1]."""
+    customers now, in [0, 1]; ``errors_not_judged``: why the error counts are unknown (the
+    error-rate guardrail is then not judged, with that reason), None when they are known."""
     policy = policy or CanaryPolicy()
     if not (math.isfinite(current_share) and 0.0 <= current_share <= 1.0):
         raise ValueError(f"current_share must be in [0, 1], got {current_share!r}")
@@ -431,7 +474,7 @@ def canary_decision(
         )
         return CanaryDecision(WAIT, float(current_share), [reason], plain)
 
-    guardrails = _guardrails(plain, policy)
+    guardrails = _guardrails(plain, policy, errors_not_judged)
     breached = [g for g in GUARDRAILS if guardrails[g]["status"] == BREACHED]
     if breached:
         reasons = [guardrails[g]["text"] for g in breached]

@@ -62,6 +62,7 @@ def cli_env(workdir: Path) -> dict[str, str]:
         "RECSYS_FEEDBACK_LOG": str(workdir / "feedback" / "feedback.jsonl"),
         "RECSYS_SERVED_LOG": str(workdir / "feedback" / "served.jsonl"),
         "RECSYS_LOOP_LOG": str(workdir / "loop" / "events.jsonl"),
+        "RECSYS_CANARY_STATE": str(workdir / "loop" / "canary.json"),
         "BENTOML_HOME": str(workdir / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "true",
     }

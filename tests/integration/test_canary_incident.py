@@ -1,9 +1,13 @@
-"""A slow challenger, end to end: the bento served with a challenger delayed by the drill knob
-RECSYS_CHALLENGER_DELAY_MS, traffic over HTTP, then canary_report on the service's own logs."""
+"""A bad challenger, end to end and rolled back by the system: the bento served with a
+challenger (canary state file, share 0.5) that the drill knobs make slow
+(RECSYS_CHALLENGER_DELAY_MS) or failing (RECSYS_CHALLENGER_ERROR_RATE), traffic over HTTP,
+canary_report on the service's own logs and /metrics, and the service following the state file
+the analysis wrote: every customer back on the champion within a couple of seconds."""
 
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -11,7 +15,8 @@ import pytest
 
 from recsys_assets import constants as c
 from recsys_assets.defs.monitoring.canary import canary_report
-from recsys_assets.lib import loop
+from recsys_assets.lib import loop, model_registry
+from recsys_assets.lib.canary import CanaryState, read_canary_state, write_canary_state
 from recsys_assets.lib.served_log import SERVED_LOG_VAR, ServedLog
 from tests.integration import test_service as service_tests
 from tests.integration.support import free_port, served
@@ -19,29 +24,38 @@ from tests.integration.support import free_port, served
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 canary_store = service_tests.canary_store  # the shared fixture: a store with a challenger
-PER_VARIANT = 250  # lists each variant serves: above the policy's min_requests (200)
+PER_VARIANT = 250  # requests each variant answers: above the policy's min_requests (200)
+FOLLOW_S = 3.0  # the service re-reads the state file at most once a second
 
 
-def _serve_and_analyse(canary_store, logs: Path, delay_ms: str, monkeypatch) -> tuple:
-    """Serve with a challenger at share 0.5 (and the delay), send /recommend requests until
-    each variant served PER_VARIANT lists, stop the service, materialise canary_report on its
-    logs: (metadata, check evaluation, served frame)."""
+def _serve_and_analyse(canary_store, logs: Path, knobs: dict[str, str], monkeypatch):
+    """Serve with a challenger at share 0.5 from the canary state file (and the drill
+    ``knobs``), send /recommend requests until each variant answered PER_VARIANT of them, then,
+    with the service still up, materialise canary_report on its logs and its /metrics; after
+    that, send requests until they follow the state file the analysis wrote. Returns
+    (metadata, check evaluation, served frame, variants answered after the analysis, metrics,
+    registry stage changes)."""
     workdir, home, bento_tag, champion, challenger = canary_store
     logs.mkdir(parents=True)
     challenger_tag = f"{c.SERVING_MODEL_NAME}:{challenger}"
+    state_path = logs / "canary.json"
+    write_canary_state(state_path, CanaryState(challenger_tag, 0.5, challenger_tag, 1))
     paths = {
         SERVED_LOG_VAR: str(logs / "served.jsonl"),
         "RECSYS_FEEDBACK_LOG": str(logs / "feedback.jsonl"),
         "RECSYS_LOOP_LOG": str(logs / "loop.jsonl"),
         "RECSYS_REPORTS": str(logs / "reports"),
+        "RECSYS_CANARY_STATE": str(state_path),
     }
     env = {
-        **service_tests._canary_env(workdir, home, champion, challenger_tag, "0.5"),
+        # the environment names no challenger: the state file alone starts the canary
+        **service_tests._canary_env(workdir, home, champion, "", "0"),
         **paths,
-        "RECSYS_CHALLENGER_DELAY_MS": delay_ms,
+        **knobs,
     }
     # The demo shop knows 146 customers; each is asked in turn (routing is sticky, so a
-    # customer's requests all go to one variant) until both variants have enough lists.
+    # customer's requests all go to one variant) until both variants answered enough. Only
+    # the challenger fails (RECSYS_CHALLENGER_ERROR_RATE), so a 500 is one of its answers.
     customers = service_tests._customers(workdir, 1_000)
     counts = {"champion": 0, "challenger": 0}
     port = free_port()
@@ -51,29 +65,67 @@ def _serve_and_analyse(canary_store, logs: Path, delay_ms: str, monkeypatch) -> 
         while min(counts.values()) < PER_VARIANT:
             customer = customers[sent % len(customers)]
             status, answer = service_tests._call(port, "/recommend", {"customer_id": customer})
-            assert status == 200, answer
-            counts[answer["variant"]] += 1
+            if status == 500 and "RECSYS_CHALLENGER_ERROR_RATE" in knobs:
+                counts["challenger"] += 1
+            else:
+                assert status == 200, answer
+                counts[answer["variant"]] += 1
             sent += 1
             assert sent < 5 * PER_VARIANT, counts
-    for name, value in paths.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("RECSYS_ENV", "test")
-    monkeypatch.setenv("RECSYS_CHALLENGER_TAG", challenger_tag)
-    monkeypatch.setenv("RECSYS_CANARY_SHARE", "0.5")
-    monkeypatch.delenv("RECSYS_CANARY_SALT", raising=False)
-    result = dg.materialize([canary_report])
-    assert result.success
+        for name, value in paths.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("RECSYS_ENV", "test")
+        monkeypatch.setenv("RECSYS_SERVICE_URL", f"http://127.0.0.1:{port}")
+        for name in ("RECSYS_CHALLENGER_TAG", "RECSYS_CANARY_SHARE", "RECSYS_CANARY_SALT"):
+            monkeypatch.delenv(name, raising=False)
+        stages: list[tuple] = []  # BentoML fixes its store once per process: a recorder
+        monkeypatch.setattr(model_registry, "set_stage", lambda *a, **k: stages.append(a))
+        result = dg.materialize([canary_report])
+        assert result.success
+        after = _follow(port, customers[:40])
+        _, metrics = service_tests._call(port, c.METRICS_PATH)
     [event] = result.get_asset_materialization_events()
     [check] = result.get_asset_check_evaluations()
     metadata = {k: v.value for k, v in event.materialization.metadata.items()}
-    return metadata, check, ServedLog(logs / "served.jsonl").read()
+    return metadata, check, ServedLog(logs / "served.jsonl").read(), after, metrics, stages
 
 
-def test_a_slow_challenger_is_rolled_back_and_a_normal_one_is_not(
-    canary_store, tmp_path, monkeypatch
-):
-    slow_logs, normal_logs = tmp_path / "slow", tmp_path / "normal"
-    metadata, check, frame = _serve_and_analyse(canary_store, slow_logs, "50", monkeypatch)
+def _follow(port: int, customers: list[str]) -> list[str]:
+    """Ask for ``customers`` again and again until two rounds in a row answer the same
+    variants (at most FOLLOW_S seconds, the state file being re-read at most once a second);
+    the variants of the last round, whatever their status (a 500 counts as "failed")."""
+    deadline = time.monotonic() + FOLLOW_S
+    rounds: list[list[str]] = []
+    while True:
+        answers = []
+        for customer in customers:
+            status, answer = service_tests._call(port, "/recommend", {"customer_id": customer})
+            answers.append(answer["variant"] if status == 200 else "failed")
+        rounds.append(answers)
+        settled = len(rounds) >= 2 and rounds[-1] == rounds[-2] and len(set(answers)) == 1
+        if settled or time.monotonic() > deadline:
+            return answers
+        time.sleep(0.2)
+
+
+def _rolled_back(logs: Path, challenger_tag: str, metadata: dict, guardrail: str) -> None:
+    """The state file has no challenger any more and the loop log says why and when."""
+    state = read_canary_state(logs / "canary.json")
+    assert state.challenger_tag is None and state.share == 0.0 and state.generation == 2
+    assert state.updated_by == "canary-analyser"
+    [decision] = loop.LoopLog(logs / "loop.jsonl").read([loop.CANARY_DECISION])
+    assert decision["action"] == "rollback"
+    assert decision["guardrails"][guardrail]["status"] == "breached"
+    [rolled] = loop.LoopLog(logs / "loop.jsonl").read([loop.ROLLED_BACK])
+    assert rolled["challenger_tag"] == challenger_tag and rolled["detected_at"] == decision["ts"]
+    assert metadata["applied"] == "applied"
+
+
+def test_a_slow_challenger_is_rolled_back_by_the_system(canary_store, tmp_path, monkeypatch):
+    logs = tmp_path / "slow"
+    metadata, check, frame, after, metrics, stages = _serve_and_analyse(
+        canary_store, logs, {"RECSYS_CHALLENGER_DELAY_MS": "50"}, monkeypatch
+    )
     assert frame["latency_ms"].notna().all()  # the service logs each request's latency
     assert (frame.loc[frame["variant"] == "challenger", "latency_ms"] >= 50).all()
     p99 = {v: metadata[f"{v}_p99_ms"] for v in ("champion", "challenger")}
@@ -84,14 +136,89 @@ def test_a_slow_challenger_is_rolled_back_and_a_normal_one_is_not(
     assert reason.startswith(expected), reason
     assert re.search(r"\d+\.\d\dx, limit 1\.50x \(and \+10 ms\)$", reason), reason
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
-    [event] = loop.LoopLog(slow_logs / "loop.jsonl").read([loop.CANARY_DECISION])
-    assert event["action"] == "rollback"
-    assert event["guardrails"]["p99_latency"]["status"] == "breached"
+    assert metadata["guardrails"]["error_rate"]["status"] == "clean"  # read from /metrics
+    challenger_tag = f"{c.SERVING_MODEL_NAME}:{canary_store[4]}"
+    _rolled_back(logs, challenger_tag, metadata, "p99_latency")
+    assert stages == [(challenger_tag, "rolled_back")]
+    # the service followed the state file: every customer on the champion again
+    assert set(after) == {"champion"}, after
+    assert re.search(r"^recsys_canary_share 0\.0$", metrics, re.MULTILINE), metrics
 
-    metadata, check, _ = _serve_and_analyse(canary_store, normal_logs, "0", monkeypatch)
+
+def test_a_normal_challenger_is_widened(canary_store, tmp_path, monkeypatch):
+    logs = tmp_path / "normal"
+    metadata, check, _, after, metrics, stages = _serve_and_analyse(
+        canary_store, logs, {}, monkeypatch
+    )
     p99 = {v: metadata[f"{v}_p99_ms"] for v in ("champion", "challenger")}
     print(f"challenger without delay: p99 {p99}, action {metadata['action']}")
-    assert metadata["action"] != "rollback", metadata["reasons"]
-    assert metadata["action"] in ("widen", "wait") and check.passed
-    [event] = loop.LoopLog(normal_logs / "loop.jsonl").read([loop.CANARY_DECISION])
+    assert metadata["action"] == "widen" and check.passed, metadata["reasons"]
+    assert metadata["next_share"] == 1.0 and metadata["applied"] == "applied"
+    [event] = loop.LoopLog(logs / "loop.jsonl").read([loop.CANARY_DECISION])
     assert event["guardrails"]["p99_latency"]["status"] == "clean"
+    assert event["guardrails"]["error_rate"]["status"] == "clean"
+    state = read_canary_state(logs / "canary.json")
+    assert state.share == 1.0 and state.generation == 2 and stages == []
+    assert len(loop.LoopLog(logs / "loop.jsonl").read([loop.CANARY_WIDENED])) == 1
+    assert set(after) == {"challenger"}, after  # share 1.0: everyone on the challenger
+    assert re.search(r"^recsys_canary_share 1\.0$", metrics, re.MULTILINE), metrics
+
+
+def test_a_failing_challenger_is_rolled_back_on_its_error_rate(canary_store, tmp_path, monkeypatch):
+    logs = tmp_path / "failing"
+    metadata, check, _, after, metrics, stages = _serve_and_analyse(
+        canary_store, logs, {"RECSYS_CHALLENGER_ERROR_RATE": "0.5"}, monkeypatch
+    )
+    errors = {v: metadata[f"{v}_errors"] for v in ("champion", "challenger")}
+    print(f"failing challenger (error rate 0.5): errors {errors}")
+    assert errors["champion"] == 0 and errors["challenger"] >= 80
+    assert metadata["action"] == "rollback" and not check.passed
+    assert metadata["reasons"][0].startswith("error rate: challenger "), metadata["reasons"]
+    challenger_tag = f"{c.SERVING_MODEL_NAME}:{canary_store[4]}"
+    _rolled_back(logs, challenger_tag, metadata, "error_rate")
+    assert stages == [(challenger_tag, "rolled_back")]
+    assert set(after) == {"champion"}, after  # no more failures: the champion answers all
+    assert re.search(
+        r'^recsys_errors_total\{endpoint="recommend",variant="challenger"\} [1-9]', metrics, re.M
+    ), metrics
+
+
+def test_the_service_follows_the_state_file_while_serving(canary_store, tmp_path):
+    """No challenger at start; a state file naming one starts the canary without a restart
+    (the model loads in the background), a challenger that cannot be loaded and a corrupt
+    file change nothing, and every request is answered throughout."""
+    workdir, home, bento_tag, champion, challenger = canary_store
+    challenger_tag = f"{c.SERVING_MODEL_NAME}:{challenger}"
+    state_path = tmp_path / "canary.json"
+    env = {
+        **service_tests._canary_env(workdir, home, champion, "", "0"),
+        SERVED_LOG_VAR: str(tmp_path / "served.jsonl"),
+        "RECSYS_FEEDBACK_LOG": str(tmp_path / "feedback.jsonl"),
+        "RECSYS_CANARY_STATE": str(state_path),
+    }
+    customers = service_tests._customers(workdir, 40)
+    port = free_port()
+    command = [service_tests.BENTOML, "serve", bento_tag, "--host", "127.0.0.1"]
+    with served([*command, "--port", str(port)], port, env, tmp_path / "serve.log"):
+        assert set(_follow(port, customers)) == {"champion"}  # no file: the environment's
+        write_canary_state(state_path, CanaryState(challenger_tag, 0.5, "salt-1", 1))
+        deadline = time.monotonic() + 60  # loading the challenger takes a few seconds
+        variants: set[str] = set()
+        while variants != {"champion", "challenger"} and time.monotonic() < deadline:
+            variants = set(_follow(port, customers))
+            assert "failed" not in variants
+        assert variants == {"champion", "challenger"}
+        write_canary_state(
+            state_path, CanaryState(f"{c.SERVING_MODEL_NAME}:doesnotexist", 0.5, "salt-1", 2)
+        )
+        time.sleep(FOLLOW_S)
+        assert "failed" not in _follow(port, customers)  # the old canary keeps serving
+        state_path.write_text("{half a file")
+        time.sleep(FOLLOW_S)
+        assert set(_follow(port, customers)) == {"champion", "challenger"}
+        _, metrics = service_tests._call(port, c.METRICS_PATH)
+    assert re.search(r"^recsys_challenger_load_failures_total 1\.0$", metrics, re.M), metrics
+    assert re.search(r"^recsys_canary_share 0\.5$", metrics, re.MULTILINE), metrics
+    text = (tmp_path / "serve.log").read_text()
+    assert "canary: challenger recsys-ranker:doesnotexist not loaded" in text, text[-3000:]
+    assert "canary state unreadable" in text

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import math
+import os
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +15,8 @@ import dagster as dg
 import pytest
 
 from recsys_assets.defs.monitoring.canary import CANARY_CHECK, NO_CANARY, canary_report
-from recsys_assets.lib import loop
+from recsys_assets.lib import loop, model_registry
+from recsys_assets.lib.canary import CanaryState, read_canary_state, write_canary_state
 from recsys_assets.lib.feedback import FeedbackEvent, FeedbackLog
 from recsys_assets.lib.served_log import ServedLog, ServedRecord
 
@@ -19,11 +24,23 @@ T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def logs(scratch_logs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    paths = scratch_logs
+def stages(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """The registry stage changes the analysis makes (BentoML fixes its store once per
+    process, so the registry is a recorder here)."""
+    calls: list[tuple] = []
+    monkeypatch.setattr(model_registry, "set_stage", lambda *a, **k: calls.append((*a, k)))
+    return calls
+
+
+@pytest.fixture
+def logs(
+    scratch_logs: dict[str, Path], stages: list[tuple], monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Path]:
+    paths = {**scratch_logs, "state": Path(os.environ["RECSYS_CANARY_STATE"])}
     monkeypatch.setenv("RECSYS_CHALLENGER_TAG", "recsys-ranker:v2")
     monkeypatch.setenv("RECSYS_CANARY_SHARE", "0.1")
     monkeypatch.delenv("RECSYS_CANARY_SALT", raising=False)
+    monkeypatch.delenv("RECSYS_SERVICE_URL", raising=False)
     return paths
 
 
@@ -109,9 +126,19 @@ def test_a_clean_canary_widens(logs):
     assert Path(metadata["report_json"]) == logs["reports"] / "monitoring" / "canary.json"
     assert report["action"] == "widen" and report["policy"]["min_requests"] == 200
     assert report["figures"]["challenger"]["converted_lists"] == 290
+    # applied: the state file now carries the wider share, the salt of the environment's canary
+    assert metadata["applied"] == "applied" and report["applied"]["generation"] == 1
+    state = read_canary_state(logs["state"])
+    assert (state.challenger_tag, state.share, state.salt) == ("recsys-ranker:v2", 0.25,
+                                                               "recsys-ranker:v2")  # fmt: skip
+    [widened] = loop.LoopLog(logs["loop"]).read([loop.CANARY_WIDENED])
+    assert widened["from_share"] == pytest.approx(0.1) and widened["share"] == 0.25
+    # errors were not read: the error rate is not judged, and the report says why
+    assert report["guardrails"]["error_rate"]["status"] == "not judged"
+    assert "RECSYS_SERVICE_URL is not set" in report["guardrails"]["error_rate"]["text"]
 
 
-def test_a_clearly_worse_challenger_is_rolled_back(logs):
+def test_a_clearly_worse_challenger_is_rolled_back(logs, stages):
     write_logs(logs, {"champion": 300, "challenger": 100})
     metadata, check = materialise()
     assert metadata["action"] == "rollback"
@@ -125,6 +152,16 @@ def test_a_clearly_worse_challenger_is_rolled_back(logs):
     assert event["action"] == "rollback"
     assert event["figures"]["challenger"]["conversion"] == pytest.approx(0.1)
     assert event["guardrails"]["conversion"]["status"] == "breached"
+    state = read_canary_state(logs["state"])
+    assert state.challenger_tag is None and state.share == 0.0
+    assert stages == [("recsys-ranker:v2", "rolled_back", {"rollback_reason": "canary-conversion"})]
+    [rolled] = loop.LoopLog(logs["loop"]).read([loop.ROLLED_BACK])
+    assert rolled["challenger_tag"] == "recsys-ranker:v2" and rolled["detected_at"] == event["ts"]
+    assert metadata["applied"] == "applied"
+    # analysed again: the decision is about a challenger no longer served, nothing changes
+    write_logs(logs, {"champion": 0, "challenger": 0}, lists=0)
+    assert materialise()[0]["status"] == NO_CANARY  # the state file: no challenger any more
+    assert read_canary_state(logs["state"]).generation == state.generation
 
 
 def test_too_little_traffic_waits(logs):
@@ -169,3 +206,86 @@ def test_equal_latencies_keep_p99_clean(logs):
     assert metadata["action"] == "widen" and check.passed
     report = json.loads(Path(metadata["report_json"]).read_text())
     assert report["guardrails"]["p99_latency"]["status"] == "clean"
+
+
+def test_the_state_file_overrides_the_environment(logs):
+    write_canary_state(logs["state"], CanaryState("recsys-ranker:v2", 0.5, "salt-9", 7))
+    write_logs(logs, {"champion": 300, "challenger": 290})
+    metadata, _ = materialise()
+    assert metadata["current_share"] == 0.5 and metadata["next_share"] == 1.0
+    state = read_canary_state(logs["state"])
+    assert (state.share, state.salt, state.generation) == (1.0, "salt-9", 8)
+    assert len(loop.LoopLog(logs["loop"]).read([loop.CANARY_WIDENED])) == 1
+
+
+@contextlib.contextmanager
+def metrics_server(text: str):
+    """A local HTTP server answering GET /metrics with ``text``: its base URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = text.encode()
+            self.send_response(200 if self.path == "/metrics" else 404)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_error_counts_from_the_service_metrics_roll_back(logs, monkeypatch, stages):
+    text = (
+        'recsys_errors_total{endpoint="recommend",variant="champion"} 1.0\n'
+        'recsys_errors_total{endpoint="recommend",variant="challenger"} 40.0\n'
+    )
+    write_logs(logs, {"champion": 300, "challenger": 300})
+    with metrics_server(text) as url:
+        monkeypatch.setenv("RECSYS_SERVICE_URL", url + "/")
+        metadata, check = materialise()
+    assert metadata["action"] == "rollback" and not check.passed
+    assert metadata["challenger_errors"] == 40 and metadata["champion_errors"] == 1
+    [reason] = metadata["reasons"]
+    assert reason.startswith("error rate: challenger 3.85% (40 of 1040 requests)"), reason
+    assert read_canary_state(logs["state"]).challenger_tag is None
+    assert stages[0][:2] == ("recsys-ranker:v2", "rolled_back")
+
+
+def test_an_unreachable_service_leaves_errors_unjudged(logs, monkeypatch):
+    with metrics_server("") as url:
+        pass  # stopped: nothing listens there any more
+    monkeypatch.setenv("RECSYS_SERVICE_URL", url)
+    write_logs(logs, {"champion": 300, "challenger": 300})
+    metadata, check = materialise()
+    assert metadata["action"] == "widen" and check.passed
+    guard = metadata["guardrails"]["error_rate"]
+    assert guard["status"] == "not judged"
+    assert guard["text"].startswith(f"error rate not judged: the service's metrics at {url}")
+
+
+def test_the_canary_sensor_analyses_only_while_a_canary_runs(logs):
+    from recsys_assets.defs.monitoring.canary_sensor import canary_sensor
+
+    def tick() -> dg.SensorResult:
+        context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral())
+        return canary_sensor(context)
+
+    [request] = tick().run_requests  # the environment's canary: v2 at 0.1
+    assert request.tags["recsys/challenger"] == "recsys-ranker:v2"
+    for share in (0.0, 1.0):  # rolled back, or promoted: the canary is over
+        write_canary_state(logs["state"], CanaryState("recsys-ranker:v2", share, "s", 2))
+        assert tick().skip_reason.skip_message == "no canary running"
+    write_canary_state(logs["state"], CanaryState(None, 0.0, "s", 3))
+    assert tick().skip_reason.skip_message == "no canary running"
+    logs["state"].write_text("{")
+    assert tick().skip_reason.skip_message.startswith("canary state unreadable")

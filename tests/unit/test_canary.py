@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import pytest
 
+from recsys_assets.lib import canary
 from recsys_assets.lib.canary import (
     CANARY_SALT_VAR,
     CANARY_SHARE_VAR,
@@ -14,8 +17,12 @@ from recsys_assets.lib.canary import (
     VARIANT_CHALLENGER,
     VARIANT_CHAMPION,
     CanaryConfig,
+    CanaryState,
     assign_variant,
     bucket,
+    current_config,
+    read_canary_state,
+    write_canary_state,
 )
 
 IDS = [f"customer-{n}" for n in range(20_000)]
@@ -106,3 +113,80 @@ def test_config_checks_its_fields():
         CanaryConfig(challenger_tag="t", share=2.0, salt="t")
     with pytest.raises(ValueError, match="challenger_tag"):
         CanaryConfig(challenger_tag="", share=0.1, salt="")
+
+
+# --- The canary state file -------------------------------------------------------------------
+
+STATE = CanaryState(challenger_tag="recsys-ranker:v2", share=0.25, salt="exp-7", generation=3,
+                    updated_at="2024-03-01T10:00:00+00:00", updated_by="canary-analyser",
+                    reason="widen: clean")  # fmt: skip
+
+
+def test_state_round_trip(tmp_path):
+    path = tmp_path / "loop" / "canary.json"  # the folder is made
+    assert read_canary_state(path) is None  # no file: the environment bootstraps
+    write_canary_state(path, STATE)
+    assert read_canary_state(path) == STATE
+    assert STATE.config() == CanaryConfig("recsys-ranker:v2", 0.25, "exp-7")
+    assert json.loads(path.read_text())["generation"] == 3
+    assert os.stat(path).st_mode & 0o777 == 0o644  # readable by a service running as another user
+
+
+def test_state_write_is_atomic_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "canary.json"
+    write_canary_state(path, STATE)
+    inode = os.stat(path).st_ino
+    newer = STATE.changed(challenger_tag=None, share=0.0, updated_by="me", reason="rollback")
+    write_canary_state(path, newer)
+    assert os.stat(path).st_ino != inode  # renamed over the old file, not rewritten in place
+    assert read_canary_state(path) == newer
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["canary.json"]
+
+    def crash(source, target):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(canary.os, "replace", crash)
+    with pytest.raises(OSError, match="disk gone"):
+        write_canary_state(path, STATE)
+    assert read_canary_state(path) == newer  # the old document, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["canary.json"]
+
+
+def test_state_generation_counts_changes_and_keeps_the_salt():
+    rolled = STATE.changed(challenger_tag=None, share=0.0, updated_by="canary-analyser",
+                           reason="rollback: p99")  # fmt: skip
+    assert rolled.generation == STATE.generation + 1 and rolled.salt == STATE.salt
+    assert rolled.updated_at > STATE.updated_at and rolled.reason == "rollback: p99"
+    assert not rolled.config().enabled
+    boot = CanaryState.bootstrap(CanaryConfig("recsys-ranker:v2", 0.1, "recsys-ranker:v2"))
+    assert boot.generation == 0 and boot.updated_by == "environment"
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"challenger_tag": null, "share": 0.1, "salt": ""}', "missing field"),
+        ('{"challenger_tag": "t", "share": 1.5, "salt": "", "generation": 1}', "share"),
+        ('{"challenger_tag": "t", "share": 0.1, "salt": "", "generation": -1}', "generation"),
+        ('{"challenger_tag": "", "share": 0.1, "salt": "", "generation": 1}', "challenger_tag"),
+        ("", "not valid JSON"),  # a half-written file from some other writer
+    ],
+)
+def test_a_corrupt_state_file_names_the_path_and_the_problem(tmp_path, text, problem):
+    path = tmp_path / "canary.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=problem) as raised:
+        read_canary_state(path)
+    assert str(path) in str(raised.value)
+
+
+def test_the_state_file_overrides_the_environment(tmp_path):
+    path = tmp_path / "canary.json"
+    environ = {CHALLENGER_TAG_VAR: "recsys-ranker:v9", CANARY_SHARE_VAR: "0.5"}
+    config, state = current_config(path, environ)
+    assert state is None and config.challenger_tag == "recsys-ranker:v9"  # the bootstrap
+    write_canary_state(path, STATE)
+    config, state = current_config(path, environ)
+    assert state == STATE and config == STATE.config()

@@ -365,8 +365,11 @@ def test_decision_as_event_is_json():
 
 
 def test_loop_knows_the_canary_event_kinds():
-    assert loop.EVENT_KINDS[-2:] == (loop.CANARY_DECISION, loop.ROLLED_BACK)
+    canary = (loop.CANARY_DECISION, loop.ROLLED_BACK, loop.CANARY_WIDENED, loop.CANARY_PROMOTED)
+    start = loop.EVENT_KINDS.index(loop.CANARY_DECISION)
+    assert loop.EVENT_KINDS[start : start + 4] == canary  # decision, then what was applied
     assert loop.CANARY_DECISION == "canary_decision" and loop.ROLLED_BACK == "rolled_back"
+    assert (loop.CANARY_WIDENED, loop.CANARY_PROMOTED) == ("canary_widened", "canary_promoted")
 
 
 def test_served_latency_takes_finite_latency_ms_per_variant_in_seconds():
@@ -376,3 +379,53 @@ def test_served_latency_takes_finite_latency_ms_per_variant_in_seconds():
     served["latency_ms"] = [4.0, float("nan"), 60.0, 1.0]
     assert ca.served_latency(served) == {"champion": [0.004], "challenger": [0.06]}
     assert ca.served_latency(served.drop(columns="latency_ms")) == {}
+
+
+# --- Error counts from the service's /metrics ------------------------------------------------
+
+METRICS = """\
+# HELP recsys_errors_total Requests that failed inside the service, by endpoint and variant
+# TYPE recsys_errors_total counter
+recsys_errors_total{endpoint="recommend",variant="champion"} 2.0
+recsys_errors_total{endpoint="recommend",variant="challenger"} 37.0
+recsys_errors_total{endpoint="feedback",variant="none"} 5.0
+# HELP recsys_canary_share Configured share of customers routed to the challenger
+# TYPE recsys_canary_share gauge
+recsys_canary_share 0.5
+# HELP recsys_fallbacks_total Requests served the popularity fallback
+# TYPE recsys_fallbacks_total counter
+recsys_fallbacks_total{reason="unknown_customer",variant="challenger"} 9.0
+"""
+
+
+def test_errors_from_metrics_takes_recommend_errors_per_variant():
+    assert ca.errors_from_metrics(METRICS) == {"champion": 2, "challenger": 37}
+    assert ca.errors_from_metrics(METRICS, endpoint="feedback") == {"champion": 0, "challenger": 0}
+
+
+def test_errors_from_metrics_sums_other_labels_and_defaults_to_zero():
+    text = (
+        'recsys_errors_total{endpoint="recommend",variant="challenger",pod="a"} 3\n'
+        'recsys_errors_total{endpoint="recommend",variant="challenger",pod="b"} 4\n'
+    )
+    assert ca.errors_from_metrics(text) == {"champion": 0, "challenger": 7}
+    assert ca.errors_from_metrics("") == {"champion": 0, "challenger": 0}  # nothing failed yet
+
+
+def test_errors_from_metrics_refuses_what_it_cannot_split():
+    with pytest.raises(ValueError, match="no variant label"):
+        ca.errors_from_metrics('recsys_errors_total{endpoint="recommend"} 3\n')
+    with pytest.raises(ValueError, match="does not parse"):
+        ca.errors_from_metrics("<html>not metrics</html>\n")
+
+
+def test_unknown_error_counts_are_not_judged_with_the_reason():
+    served, feedback = scenario((1000, 1000), (300, 300))
+    figures = ca.variant_figures(served, feedback)
+    decision = ca.canary_decision(
+        figures, current_share=0.1, errors_not_judged="the service's metrics could not be read"
+    )
+    guard = decision.guardrails["error_rate"]
+    assert guard["status"] == ca.NOT_JUDGED and guard["increase"] is None
+    assert decision.action == ca.WIDEN
+    assert "error rate not judged: the service's metrics could not be read" in decision.reasons

@@ -4,6 +4,7 @@ import dagster as dg
 
 from recsys_assets.defs.monitoring.assets import MONITORS, mlops_kpis
 from recsys_assets.defs.monitoring.canary import canary_report
+from recsys_assets.defs.monitoring.canary_sensor import canary_job, canary_sensor
 from recsys_assets.defs.monitoring.dashboard import ops_dashboard
 from recsys_assets.defs.monitoring.experiment import ab_test_report
 from recsys_assets.defs.monitoring.sensors import MONITORING_JOB, RETRAINING_JOB, retraining_sensor
@@ -43,7 +44,7 @@ daily_refresh = dg.ScheduleDefinition(
 
 defs = dg.Definitions(
     assets=[*MONITORS, mlops_kpis, ab_test_report, canary_report, ops_dashboard],
-    jobs=[monitoring_job, retraining_job],
-    sensors=[retraining_sensor],
+    jobs=[monitoring_job, retraining_job, canary_job],
+    sensors=[retraining_sensor, canary_sensor],
     schedules=[daily_refresh],
 )

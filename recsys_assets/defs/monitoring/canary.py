@@ -4,8 +4,9 @@ Reads the service's served log and feedback log, compares the champion and the c
 the canary's guardrails (error rate, p99 latency, fallback rate, conversion) and decides to
 wait, roll back, widen the challenger's share or promote it
 (:mod:`recsys_assets.lib.canary_analysis`, docs/serving.md "Canary"). The decision is written to
-the loop's event log (``canary_decision``) and to reports/monitoring/canary.json; applying it
-(restarting the service with the new share, or without the challenger) is not built yet.
+the loop's event log (``canary_decision``) and to reports/monitoring/canary.json, then applied
+to the canary state file the service follows, as the canary analyser and through the
+control-plane policy (:func:`~recsys_assets.lib.canary_control.apply_decision`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 import dagster as dg
 
 from recsys_assets.config import get_settings
+from recsys_assets.config.settings import BENTOML_HOME_VAR
 from recsys_assets.defs.monitoring.assets import monitoring_asset, reports_dir
 from recsys_assets.lib import loop
-from recsys_assets.lib.canary import VARIANTS, CanaryConfig
+from recsys_assets.lib.canary import VARIANTS, current_config
 from recsys_assets.lib.canary_analysis import (
     ROLLBACK,
     CanaryPolicy,
@@ -27,6 +29,7 @@ from recsys_assets.lib.canary_analysis import (
     served_latency,
     variant_figures,
 )
+from recsys_assets.lib.canary_control import SERVICE_URL_VAR, apply_decision, scrape_errors
 from recsys_assets.lib.feedback import FeedbackLog
 from recsys_assets.lib.served_log import ServedLog, served_log_path
 
@@ -54,6 +57,18 @@ def _number(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
+def _service_errors() -> tuple[dict[str, int] | None, str | None]:
+    """Per-variant error counts from the service's /metrics (``RECSYS_SERVICE_URL``), or None
+    with the reason they are not judged: no URL, or a scrape that failed (never raises)."""
+    url = (os.environ.get(SERVICE_URL_VAR) or "").strip().rstrip("/")
+    if not url:
+        return None, f"{SERVICE_URL_VAR} is not set: the service's error counts are not read"
+    try:
+        return scrape_errors(url), None
+    except Exception as error:  # URLError, timeouts, a broken answer: judged without errors
+        return None, f"the service's metrics at {url}/metrics could not be read ({error})"
+
+
 def _write(report: dict[str, Any]) -> str:
     path = reports_dir() / REPORT_NAME
     path.write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
@@ -62,25 +77,28 @@ def _write(report: dict[str, Any]) -> str:
 
 @monitoring_asset(
     CANARY_CHECK,
-    "The served challenger stays within the canary's guardrails (the analysis does not roll "
-    "it back)",
+    "The served challenger stays within the canary's guardrails (a breach rolls it back "
+    "through the canary state file)",
 )
 def canary_report() -> dg.MaterializeResult:
     """The canary analysis: per variant served lists, error and fallback rates, click-through,
     conversion, orders and AOV from the served and feedback logs, judged against the default
-    :class:`~recsys_assets.lib.canary_analysis.CanaryPolicy` at the configured share
-    (``RECSYS_CHALLENGER_TAG``, ``RECSYS_CANARY_SHARE``): wait, rollback, widen or promote, with
-    the reasons. Written to the loop log as a ``canary_decision`` event and to
-    reports/monitoring/canary.json; the check ``canary_guardrails`` fails (WARN) on a rollback.
+    :class:`~recsys_assets.lib.canary_analysis.CanaryPolicy` at the share in force (the
+    canary state file, else ``RECSYS_CHALLENGER_TAG`` and ``RECSYS_CANARY_SHARE``): wait,
+    rollback, widen or promote, with the reasons. Written to the loop log as a
+    ``canary_decision`` event and to reports/monitoring/canary.json, then applied to the state
+    file (``applied`` in the metadata: applied, refused by the policy, stale or nothing to do);
+    the check ``canary_guardrails`` fails (WARN) on a rollback.
 
     Latency samples are the served log's ``latency_ms`` (the request's in-service time, as the
     service observes it in ``recsys_recommend_latency_seconds``), per variant: p99 is judged
     once both variants have ``min_requests`` of them. Error counts are not in the logs (a
-    failed request writes no served line): they would come from the service's Prometheus
-    metrics once scraped, which is not built yet, so errors count as 0. Without a challenger it
-    materialises with status "no canary running" and the check passes."""
+    failed request writes no served line): they come from the service's ``/metrics`` at
+    ``RECSYS_SERVICE_URL`` (``recsys_errors_total`` by variant); without the URL, or when the
+    scrape fails, the error rate is not judged and the report says why. Without a challenger
+    it materialises with status "no canary running" and the check passes."""
     settings = get_settings()
-    config = CanaryConfig.from_env(os.environ)
+    config, _ = current_config(settings.canary_state, os.environ)
     if not config.enabled:
         report_path = _write({"status": NO_CANARY})
         return dg.MaterializeResult(
@@ -93,10 +111,13 @@ def canary_report() -> dg.MaterializeResult:
     served = ServedLog(served_log_path(settings.feedback_log)).read()
     feedback = FeedbackLog(settings.feedback_log).read()
     # latency: the in-service time the service logs with each list (lines without it, from
-    # before the field existed, are left out); errors are not in the logs yet
-    figures = variant_figures(served, feedback, latency=served_latency(served), errors=None)
+    # before the field existed, are left out); errors: the service's counters, when readable
+    errors, errors_not_judged = _service_errors()
+    figures = variant_figures(served, feedback, latency=served_latency(served), errors=errors)
     policy = CanaryPolicy()
-    decision = canary_decision(figures, policy, current_share=config.share)
+    decision = canary_decision(
+        figures, policy, current_share=config.share, errors_not_judged=errors_not_judged
+    )
     event = loop.LoopLog(settings.loop_log).append(
         loop.CANARY_DECISION,
         challenger_tag=config.challenger_tag,
@@ -114,6 +135,17 @@ def canary_report() -> dg.MaterializeResult:
         },
         **decision.as_event(),
     }
+    os.environ.setdefault(BENTOML_HOME_VAR, str(settings.bentoml_home))  # the registry to mark
+    applied = apply_decision(
+        decision,
+        challenger_tag=config.challenger_tag,
+        decided_share=config.share,
+        state_path=settings.canary_state,
+        environment=str(settings.environment),
+        loop_log=settings.loop_log,
+        detected_at=event["ts"],
+    )
+    report["applied"] = applied.as_metadata()
     report_path = _write(report)
     per_variant = {
         f"{variant}_{key}": _number(figures[variant][key])
@@ -132,6 +164,9 @@ def canary_report() -> dg.MaterializeResult:
             **per_variant,
             "figures": dg.MetadataValue.json(figures),
             "guardrails": dg.MetadataValue.json(decision.guardrails),
+            "applied": applied.outcome,
+            "applied_detail": applied.detail,
+            "applied_state": dg.MetadataValue.json(applied.as_metadata()),
             "report_json": dg.MetadataValue.path(report_path),
         },
         check_results=[
@@ -140,8 +175,14 @@ def canary_report() -> dg.MaterializeResult:
                 passed=not rollback,
                 severity=dg.AssetCheckSeverity.WARN,
                 description=f"{decision.action} (share {config.share:g} -> "
-                f"{decision.next_share:g}): " + "; ".join(decision.reasons),
-                metadata={"action": decision.action, "next_share": decision.next_share},
+                f"{decision.next_share:g}): "
+                + "; ".join(decision.reasons)
+                + f" [{applied.outcome}: {applied.detail}]",
+                metadata={
+                    "action": decision.action,
+                    "next_share": decision.next_share,
+                    "applied": applied.outcome,
+                },
             )
         ],
     )

@@ -1,0 +1,171 @@
+"""Applying canary decisions: the state file, the registry, the loop log and the policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recsys_assets.lib import canary_analysis as ca
+from recsys_assets.lib import loop
+from recsys_assets.lib.canary import (
+    CANARY_SHARE_VAR,
+    CHALLENGER_TAG_VAR,
+    CanaryState,
+    read_canary_state,
+    write_canary_state,
+)
+from recsys_assets.lib.canary_control import (
+    APPLIED,
+    NOTHING,
+    REFUSED,
+    STALE,
+    apply_decision,
+)
+from recsys_assets.lib.control import control_audit_path
+from recsys_assets.lib.policy import DEFAULT_POLICY_PATH
+
+TAG = "recsys-ranker:v2"
+BREACH = "p99 latency: challenger 60.0 ms vs champion 6.0 ms: 10.00x"
+
+
+def decision(action: str, next_share: float) -> ca.CanaryDecision:
+    guardrails = {"p99_latency": {"status": ca.BREACHED}, "conversion": {"status": ca.CLEAN}}
+    reasons = [BREACH] if action == ca.ROLLBACK else [f"all clean: {action}"]
+    return ca.CanaryDecision(action, next_share, reasons, {}, guardrails)
+
+
+class Registry:
+    """A stand-in for the BentoML registry: records each stage change."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def __call__(self, tag: str, stage: str, **labels: str) -> str:
+        self.calls.append((tag, stage, labels))
+        return f"{tag} marked {stage}"
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> dict[str, Path]:
+    paths = {"state": tmp_path / "canary.json", "loop": tmp_path / "loop" / "events.jsonl"}
+    write_canary_state(paths["state"], CanaryState(TAG, 0.25, "salt-1", generation=4))
+    return paths
+
+
+def apply(paths, made: ca.CanaryDecision, *, share: float = 0.25, tag: str = TAG, **kwargs):
+    registry = kwargs.pop("set_stage", None) or Registry()
+    applied = apply_decision(
+        made,
+        challenger_tag=tag,
+        decided_share=share,
+        state_path=paths["state"],
+        environment=kwargs.pop("environment", "test"),
+        loop_log=paths["loop"],
+        detected_at="2024-03-01T10:00:00.000+00:00",
+        set_stage=registry,
+        **kwargs,
+    )
+    return applied, registry
+
+
+def audit(paths) -> list[dict]:
+    text = control_audit_path(paths["loop"]).read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_rollback_removes_the_challenger_marks_the_registry_and_logs(paths):
+    applied, registry = apply(paths, decision(ca.ROLLBACK, 0.0))
+    assert applied.outcome == APPLIED
+    state = read_canary_state(paths["state"])
+    assert state.challenger_tag is None and state.share == 0.0
+    assert state.generation == 5 and state.salt == "salt-1"
+    assert state.updated_by == "canary-analyser" and BREACH in state.reason
+    assert registry.calls == [(TAG, "rolled_back", {"rollback_reason": "canary-p99_latency"})]
+    [event] = loop.LoopLog(paths["loop"]).read([loop.ROLLED_BACK])
+    assert event["challenger_tag"] == TAG and event["model_version"] == "v2"
+    assert event["reasons"] == [BREACH]
+    assert event["detected_at"] == "2024-03-01T10:00:00.000+00:00"
+    [line] = audit(paths)
+    assert (line["subject"], line["action"], line["effect"]) == ("canary-analyser", "rollback",
+                                                                  "allow")  # fmt: skip
+    assert applied.as_metadata()["generation"] == 5
+
+
+def test_widen_sets_the_next_share(paths):
+    applied, registry = apply(paths, decision(ca.WIDEN, 0.5))
+    assert applied.outcome == APPLIED and "0.25 -> 0.5" in applied.detail
+    state = read_canary_state(paths["state"])
+    assert (state.challenger_tag, state.share, state.generation) == (TAG, 0.5, 5)
+    assert registry.calls == []
+    [event] = loop.LoopLog(paths["loop"]).read([loop.CANARY_WIDENED])
+    assert event["from_share"] == 0.25 and event["share"] == 0.5
+    assert audit(paths)[0]["action"] == "set_canary_share"
+
+
+def test_promote_gives_the_challenger_everyone(paths):
+    applied, registry = apply(paths, decision(ca.PROMOTE, 1.0))
+    assert applied.outcome == APPLIED
+    state = read_canary_state(paths["state"])
+    assert (state.challenger_tag, state.share) == (TAG, 1.0)
+    assert registry.calls == [(TAG, "promoted", {})]
+    assert len(loop.LoopLog(paths["loop"]).read([loop.CANARY_PROMOTED])) == 1
+
+
+def test_wait_changes_nothing(paths):
+    before = paths["state"].read_text()
+    applied, registry = apply(paths, decision(ca.WAIT, 0.25))
+    assert applied.outcome == NOTHING
+    assert paths["state"].read_text() == before and registry.calls == []
+    assert not paths["loop"].exists() and not control_audit_path(paths["loop"]).exists()
+
+
+def test_a_policy_deny_changes_nothing_and_is_audited(paths, tmp_path):
+    policy = yaml.safe_load(Path(DEFAULT_POLICY_PATH).read_text())
+    policy["rules"] = [r for r in policy["rules"] if r["id"] != "allow-canary-analyser"]
+    denying = tmp_path / "policy.yaml"
+    denying.write_text(yaml.safe_dump(policy))
+    before = paths["state"].read_text()
+    applied, registry = apply(paths, decision(ca.ROLLBACK, 0.0), policy_path=denying)
+    assert applied.outcome == REFUSED
+    assert "canary-analyser may not rollback in test" in applied.detail
+    assert paths["state"].read_text() == before and registry.calls == []
+    assert loop.LoopLog(paths["loop"]).read() == []
+    [line] = audit(paths)
+    assert line["effect"] == "deny" and line["resource"]["model_version"] == "v2"
+
+
+def test_applying_twice_or_a_stale_decision_changes_nothing(paths):
+    apply(paths, decision(ca.ROLLBACK, 0.0))
+    after = paths["state"].read_text()
+    again, registry = apply(paths, decision(ca.ROLLBACK, 0.0))  # the same decision again
+    assert again.outcome == STALE and "now serves no challenger" in again.detail
+    assert paths["state"].read_text() == after and registry.calls == []
+    assert len(loop.LoopLog(paths["loop"]).read([loop.ROLLED_BACK])) == 1
+    other, _ = apply(paths, decision(ca.WIDEN, 0.5), tag="recsys-ranker:v1")
+    assert other.outcome == STALE
+
+
+def test_a_decision_made_at_another_share_is_stale(paths):
+    applied, _ = apply(paths, decision(ca.WIDEN, 0.25), share=0.1)  # widened since
+    assert applied.outcome == STALE and read_canary_state(paths["state"]).share == 0.25
+
+
+def test_without_a_state_file_the_environment_is_the_starting_point(tmp_path):
+    paths = {"state": tmp_path / "canary.json", "loop": tmp_path / "events.jsonl"}
+    environ = {CHALLENGER_TAG_VAR: TAG, CANARY_SHARE_VAR: "0.1"}
+    applied, _ = apply(paths, decision(ca.WIDEN, 0.25), share=0.1, environ=environ)
+    assert applied.outcome == APPLIED
+    state = read_canary_state(paths["state"])
+    assert (state.challenger_tag, state.share, state.salt, state.generation) == (TAG, 0.25, TAG, 1)
+
+
+def test_promoting_a_promoted_challenger_again_changes_nothing(paths):
+    apply(paths, decision(ca.PROMOTE, 1.0))
+    after = paths["state"].read_text()
+    again, registry = apply(paths, decision(ca.PROMOTE, 1.0), share=1.0)
+    assert again.outcome == NOTHING and "already has share 1" in again.detail
+    assert paths["state"].read_text() == after and registry.calls == []
+    assert len(loop.LoopLog(paths["loop"]).read([loop.CANARY_PROMOTED])) == 1
