@@ -387,6 +387,57 @@ def loop_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def timeline(args: argparse.Namespace) -> int:
+    """Print one timeline of the environment: loop events, control-plane and service access
+    decisions (the service's allows counted), and Dagster runs, oldest first."""
+    import dagster as dg
+
+    from recsys_assets.config import get_settings
+    from recsys_assets.lib import loop
+    from recsys_assets.lib import timeline as tl
+    from recsys_assets.lib.control import control_audit_path
+    from recsys_assets.lib.policy import audit_log_path
+
+    settings = get_settings()
+    prepare_dagster_home()
+    entries = tl.timeline(
+        loop_events=loop.LoopLog(settings.loop_log).read(),
+        control_audit=tl.read_jsonl(control_audit_path(settings.loop_log)),
+        access_audit=tl.read_jsonl(
+            audit_log_path(settings.feedback_log), tail_bytes=tl.ACCESS_TAIL_BYTES
+        ),
+        runs=tl.dagster_runs(dg.DagsterInstance.get()),
+        since=args.since,
+    )
+    shown = entries[-args.last :] if args.last else entries
+    if args.json:
+        print(json.dumps([e.as_dict() for e in shown], indent=2))
+        return 0
+    print(f"timeline of {settings.environment.value}: {len(entries)} entries")
+    for entry in shown:
+        who = f" [{entry.subject}]" if entry.subject else ""
+        print(f"  {entry.ts[:23]}  {entry.source:<8} {entry.kind:<24}{who} {entry.summary}")
+    return 0
+
+
+def drill(args: argparse.Namespace) -> int:
+    """Stage a slow challenger in a canary and watch the system roll it back on its own."""
+    from recsys_assets.drill import DEFAULT_WORKDIR, Drill, DrillPlan, print_summary, write_summary
+
+    plan = DrillPlan(
+        delay_ms=args.delay_ms, share=args.share, interval_s=args.interval, port=args.port
+    )
+    workdir = Path(args.workdir) if args.workdir else DEFAULT_WORKDIR
+    try:
+        summary = Drill(plan, workdir).run()
+    except RuntimeError as error:
+        print(f"drill failed: {error}", file=sys.stderr)
+        return 1
+    print_summary(summary)
+    print(f"report: {write_summary(summary, workdir)}")
+    return 0 if summary["rolled_back"] else 1
+
+
 def _registry() -> None:
     """Point BentoML at the environment's store before it is first imported (its
     ``RECSYS_BENTOML_HOME_<ENV>`` if set: :func:`recsys_assets.lib.releases.environment_home`)."""
@@ -713,6 +764,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     traces_parser.add_argument("run_id", help="the Dagster run id (or a unique prefix)")
     traces_parser.set_defaults(handler=traces)
+    timeline_parser = commands.add_parser(
+        "timeline", help="loop events, access decisions and pipeline runs as one timeline"
+    )
+    timeline_parser.add_argument("--since", help="ISO time: drop what came before")
+    timeline_parser.add_argument("--last", type=int, default=0, help="only the newest N")
+    timeline_parser.add_argument("--json", action="store_true", help="JSON instead of lines")
+    timeline_parser.set_defaults(handler=timeline)
+    drill_parser = commands.add_parser(
+        "drill", help="stage a slow challenger in a canary: detection and automatic rollback"
+    )
+    drill_parser.add_argument("--delay-ms", type=float, default=60.0, help="challenger's delay")
+    drill_parser.add_argument("--share", type=float, default=0.5, help="challenger's share")
+    drill_parser.add_argument("--interval", type=float, default=5.0, help="analysis cadence (s)")
+    drill_parser.add_argument("--port", type=int, default=3071)
+    drill_parser.add_argument("--workdir", help="scratch folder (default data/drill)")
+    drill_parser.set_defaults(handler=drill)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -38,6 +38,7 @@ TRAINING_FINISHED = "training_finished"  # the ranker of a retraining run was fi
 PROMOTED = "promoted"  # the gate passed and the model is in the registry
 GATE_REFUSED = "gate_refused"  # the gate refused the challenger: nothing is deployed
 SERVING = "serving"  # a service answers with this model version
+CANARY_STARTED = "canary_started"  # a challenger began answering customers in a canary
 CANARY_DECISION = "canary_decision"  # the canary analysis judged the challenger (any action)
 ROLLED_BACK = "rolled_back"  # the challenger was taken out of service after a rollback decision
 CANARY_WIDENED = "canary_widened"  # the canary analysis raised the challenger's share
@@ -53,6 +54,7 @@ EVENT_KINDS = (
     PROMOTED,
     GATE_REFUSED,
     SERVING,
+    CANARY_STARTED,
     CANARY_DECISION,
     ROLLED_BACK,
     CANARY_WIDENED,

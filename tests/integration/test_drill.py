@@ -1,0 +1,53 @@
+"""The staged slow-challenger incident, end to end: `python -m recsys_assets drill` serves the
+demo's champion with a delayed challenger over HTTP, the canary sensor's runs detect the breach
+and roll it back, and the report carries the timeline, time to detect and time to recover."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.support import free_port, run_cli
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.mark.timeout(600)
+def test_the_slow_challenger_is_detected_and_rolled_back_without_a_human(
+    example_shop_demo, tmp_path
+):
+    workdir, demo = example_shop_demo
+    assert demo.returncode == 0, demo.stderr
+    drill_dir = tmp_path / "drill"
+    done = run_cli(
+        workdir, "drill", "--workdir", str(drill_dir), "--delay-ms", "60", "--interval", "2",
+        "--port", str(free_port()),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((drill_dir / "incident.json").read_text())
+
+    # the shoppers met a slower challenger, and the service's metrics and traces show it
+    shoppers = report["shoppers"]
+    assert shoppers["challenger"]["p50_ms"] > shoppers["champion"]["p50_ms"] + 40
+    p99 = report["metrics_p99_upper_bound_s"]
+    assert p99["challenger"] > p99["champion"]
+    traces = report["traces"]
+    assert traces["challenger"]["spans"] > 0
+    assert traces["challenger"]["mean_ms"] > traces["champion"]["mean_ms"] + 40
+
+    # detected by the analysis on the p99 guardrail, rolled back by the canary analyser
+    assert any("p99" in reason for reason in report["reasons"]), report["reasons"]
+    assert report["mttd_s"] > 0
+    assert report["first_challenger_answer"] < report["detected"] <= report["rolled_back"]
+    assert report["rolled_back"] <= report["resolved"]
+    # the service follows the state file within a second: customers stop meeting the
+    # challenger moments after the rollback is applied
+    assert 0 <= report["rollback_applied_s"] <= report["mttr_s"] < report["rollback_applied_s"] + 5
+    kinds = [(e["source"], e["kind"]) for e in report["timeline"]]
+    for expected in [("loop", "canary_started"), ("loop", "canary_decision"),
+                     ("control", "allow:rollback"), ("loop", "rolled_back")]:  # fmt: skip
+        assert expected in kinds, kinds
+    rollback = next(e for e in report["timeline"] if e["kind"] == "allow:rollback")
+    assert rollback["subject"] == "canary-analyser"
+    assert "time to detect" in done.stdout and "timeline:" in done.stdout
