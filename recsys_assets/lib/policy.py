@@ -595,8 +595,7 @@ def parse_api_keys(
         parts = entry.split(":", 3)
         if len(parts) < 3:
             raise CredentialError(
-                f"{variable} entry #{position}: expected <key>:<subject_id>:<role>"
-                "[:<expires ISO>]"
+                f"{variable} entry #{position}: expected <key>:<subject_id>:<role>[:<expires ISO>]"
             )
         key, subject_id, role = (part.strip() for part in parts[:3])
         if len(key) < MIN_API_KEY_LENGTH:
