@@ -31,9 +31,10 @@ The rules, in order:
      two-proportion z-test says the challenger converts worse (p ``< alpha``), so that noise on
      a small canary never rolls it back.
 3. **widen** to the next of ``steps`` above the current share when every guardrail is clean (or
-   could not be judged: no latency samples, no champion conversion), or **promote** (next
-   share 1.0: the challenger takes every customer and becomes the next champion) when the
-   current share is already the last step.
+   could not be judged: no latency samples, no champion conversion), or **promote** (share
+   1.0: the challenger takes every customer and becomes the next champion) when the next step
+   would give it every customer anyway, or the current share is already the last step. Widening
+   to 1.0 is never a step of its own: at 1.0 there is no champion left to compare with.
 """
 
 from __future__ import annotations
@@ -482,9 +483,9 @@ def canary_decision(
     step = next_step(current_share, policy.steps)
     unjudged = [guardrails[g]["text"] for g in GUARDRAILS if guardrails[g]["status"] == NOT_JUDGED]
     clean = ", ".join(g for g in GUARDRAILS if guardrails[g]["status"] == CLEAN)
-    if step is None:
-        reasons = [f"all judged guardrails clean ({clean}) at the last step "
-                   f"{current_share:g}: promote the challenger", *unjudged]  # fmt: skip
+    if step is None or step >= 1.0:  # the next step gives it every customer: that is promotion
+        reasons = [f"all judged guardrails clean ({clean}) at the last step before every "
+                   f"customer ({current_share:g}): promote the challenger", *unjudged]  # fmt: skip
         return CanaryDecision(PROMOTE, 1.0, reasons, plain, guardrails)
     reasons = [f"all judged guardrails clean ({clean}): widen from {current_share:g} to {step:g}",
                *unjudged]  # fmt: skip

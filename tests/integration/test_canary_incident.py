@@ -145,21 +145,24 @@ def test_a_slow_challenger_is_rolled_back_by_the_system(canary_store, tmp_path, 
     assert re.search(r"^recsys_canary_share 0\.0$", metrics, re.MULTILINE), metrics
 
 
-def test_a_normal_challenger_is_widened(canary_store, tmp_path, monkeypatch):
+def test_a_normal_challenger_is_promoted(canary_store, tmp_path, monkeypatch):
     logs = tmp_path / "normal"
     metadata, check, _, after, metrics, stages = _serve_and_analyse(
         canary_store, logs, {}, monkeypatch
     )
     p99 = {v: metadata[f"{v}_p99_ms"] for v in ("champion", "challenger")}
     print(f"challenger without delay: p99 {p99}, action {metadata['action']}")
-    assert metadata["action"] == "widen" and check.passed, metadata["reasons"]
+    # at share 0.5 the next step is every customer: a clean canary is promoted
+    assert metadata["action"] == "promote" and check.passed, metadata["reasons"]
     assert metadata["next_share"] == 1.0 and metadata["applied"] == "applied"
     [event] = loop.LoopLog(logs / "loop.jsonl").read([loop.CANARY_DECISION])
     assert event["guardrails"]["p99_latency"]["status"] == "clean"
     assert event["guardrails"]["error_rate"]["status"] == "clean"
     state = read_canary_state(logs / "canary.json")
-    assert state.share == 1.0 and state.generation == 2 and stages == []
-    assert len(loop.LoopLog(logs / "loop.jsonl").read([loop.CANARY_WIDENED])) == 1
+    challenger_tag = f"{c.SERVING_MODEL_NAME}:{canary_store[4]}"
+    assert state.share == 1.0 and state.generation == 2
+    assert stages == [(challenger_tag, "promoted")]
+    assert len(loop.LoopLog(logs / "loop.jsonl").read([loop.CANARY_PROMOTED])) == 1
     assert set(after) == {"challenger"}, after  # share 1.0: everyone on the challenger
     assert re.search(r"^recsys_canary_share 1\.0$", metrics, re.MULTILINE), metrics
 

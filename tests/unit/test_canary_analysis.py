@@ -180,16 +180,23 @@ def test_a_clean_canary_widens_to_the_next_step():
     assert decision.figures["challenger"]["requests"] == 1000
 
 
-@pytest.mark.parametrize(("share", "widened"), [(0.0, 0.1), (0.25, 0.5), (0.3, 0.5), (0.5, 1.0)])
+@pytest.mark.parametrize(("share", "widened"), [(0.0, 0.1), (0.25, 0.5), (0.3, 0.5)])
 def test_widening_goes_to_the_first_step_above(share, widened):
     decision = decide(share=share)
     assert (decision.action, decision.next_share) == (ca.WIDEN, widened)
 
 
-def test_clean_at_the_last_step_promotes():
-    decision = decide(share=1.0)
+@pytest.mark.parametrize("share", [0.5, 0.75, 1.0])
+def test_clean_where_the_next_step_is_every_customer_promotes(share):
+    decision = decide(share=share)
     assert decision.action == ca.PROMOTE and decision.next_share == 1.0
     assert "promote" in decision.reasons[0]
+
+
+def test_a_last_step_below_one_promotes_from_there():
+    policy = ca.CanaryPolicy(steps=(0.1, 0.3))
+    assert decide(share=0.1, policy=policy).action == ca.WIDEN
+    assert decide(share=0.3, policy=policy).action == ca.PROMOTE
 
 
 def test_five_times_the_latency_rolls_back_naming_p99():
