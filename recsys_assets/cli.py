@@ -576,6 +576,55 @@ def promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def canary(args: argparse.Namespace) -> int:
+    """Show, start, reshape or stop the canary of this environment by hand, as the operator
+    behind ``RECSYS_OPERATOR_KEY`` (policy action ``set_canary_share``, or ``rollback`` for
+    stop; audited). The service follows the state file within a second. Exit 2 on bad input,
+    3 when the policy denies."""
+    from recsys_assets.config import get_settings
+    from recsys_assets.lib.canary import current_config
+    from recsys_assets.lib.canary_control import set_canary
+    from recsys_assets.lib.control import AccessDenied, operator_subject
+    from recsys_assets.lib.policy import CredentialError
+
+    settings = get_settings()
+    if args.action == "status":
+        config, state = current_config(settings.canary_state, os.environ)
+        source = f"state file {settings.canary_state}" if state else "environment variables"
+        challenger = config.challenger_tag or "none"
+        print(f"canary ({settings.environment.value}, from the {source}): "
+              f"challenger {challenger}, share {config.effective_share:g}")  # fmt: skip
+        if state is not None:
+            print(f"  generation {state.generation}, {state.updated_at} by {state.updated_by}: "
+                  f"{state.reason}")  # fmt: skip
+        return 0
+    if args.action == "share":
+        challenger = current_config(settings.canary_state, os.environ)[0].challenger_tag
+        if challenger is None:
+            print("error: no canary is running; start one first", file=sys.stderr)
+            return 2
+    else:
+        challenger = args.challenger if args.action == "start" else None
+    if args.action == "start" and not challenger:
+        print("error: canary start needs the challenger's model tag", file=sys.stderr)
+        return 2
+    try:
+        state = set_canary(
+            challenger_tag=challenger, share=args.share if args.action != "stop" else 0.0,
+            subject=operator_subject(), reason=args.reason, state_path=settings.canary_state,
+            environment=settings.environment.value, loop_log=settings.loop_log,
+        )  # fmt: skip
+    except AccessDenied as error:
+        print(f"denied: {error}", file=sys.stderr)
+        return 3
+    except (CredentialError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"canary: challenger {state.challenger_tag or 'none'}, share {state.share:g} "
+          f"(generation {state.generation}, by {state.updated_by})")  # fmt: skip
+    return 0
+
+
 def release_ledger(args: argparse.Namespace) -> int:
     """Print the release ledger: the current release of each environment, then every release
     and rollback (``--env``: one environment; ``--json``: machine-readable), and its KPIs."""
@@ -764,6 +813,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     traces_parser.add_argument("run_id", help="the Dagster run id (or a unique prefix)")
     traces_parser.set_defaults(handler=traces)
+    canary_parser = commands.add_parser(
+        "canary", help="show, start, reshape or stop the canary (through the policy)"
+    )
+    canary_parser.add_argument("action", choices=["status", "start", "share", "stop"])
+    canary_parser.add_argument("challenger", nargs="?", help="start: the challenger's model tag")
+    canary_parser.add_argument("--share", type=float, default=0.1, help="challenger's share")
+    canary_parser.add_argument("--reason", default="by hand", help="why (audited)")
+    canary_parser.set_defaults(handler=canary)
     timeline_parser = commands.add_parser(
         "timeline", help="loop events, access decisions and pipeline runs as one timeline"
     )

@@ -259,7 +259,6 @@ class Drill:
     def run(self) -> dict[str, Any]:
         from recsys_assets.cli import SERVICE
         from recsys_assets.config import get_settings
-        from recsys_assets.lib import loop
         from recsys_assets.simulate import Service
 
         champion, challenger = self.prepare()
@@ -282,10 +281,6 @@ class Drill:
             canary_set = time.time()
             self.start_canary(challenger, settings)
             started = self.wait_for_challenger(shoppers, canary_set)
-            loop.LoopLog(settings.loop_log).append(
-                loop.CANARY_STARTED, challenger_tag=challenger, share=self.plan.share,
-                first_answer_at=iso(started), by="drill",
-            )  # fmt: skip
             ticks = self.analyse_until_rolled_back(shoppers, settings)
             metrics_text = self.scrape(service.url)
             shoppers.stop()
@@ -304,30 +299,17 @@ class Drill:
         return list(model.candidates.offsets)[:500]
 
     def start_canary(self, challenger: str, settings: Any) -> None:
-        """The canary analyser sets the challenger's share (through the policy)."""
-        from recsys_assets.lib import loop
-        from recsys_assets.lib.canary import CanaryState, write_canary_state
-        from recsys_assets.lib.control import (
-            CANARY_ANALYSER,
-            authorize_control,
-            control_audit_path,
-        )
+        """The canary analyser's identity sets the challenger's share (through the policy,
+        audited), which logs ``canary_started``: the incident's start."""
+        from recsys_assets.lib.canary_control import set_canary
+        from recsys_assets.lib.control import CANARY_ANALYSER
 
-        authorize_control(
-            CANARY_ANALYSER, "set_canary_share", settings.environment.value,
-            audit_path=control_audit_path(settings.loop_log), model_version=challenger,
-            share=self.plan.share,
-        )  # fmt: skip
-        state = CanaryState(
-            challenger_tag=challenger,
-            share=self.plan.share,
-            salt=challenger,
-            generation=1,
-            updated_at=loop.now_utc(),
-            updated_by=CANARY_ANALYSER.id,
+        set_canary(
+            challenger_tag=challenger, share=self.plan.share, subject=CANARY_ANALYSER,
             reason="drill: a slow challenger goes out as a canary",
-        )
-        write_canary_state(settings.canary_state, state)
+            state_path=settings.canary_state, environment=settings.environment.value,
+            loop_log=settings.loop_log,
+        )  # fmt: skip
 
     def wait_for_challenger(self, shoppers: Shoppers, since: float) -> float:
         deadline = time.monotonic() + 60
@@ -416,6 +398,7 @@ class Drill:
             "plan": asdict(self.plan),
             "champion": champion,
             "challenger": challenger,
+            "canary_started": incident.started if incident else None,
             "first_challenger_answer": iso(started),
             "detected": detected,
             "rolled_back": incident.resolved if incident else None,
@@ -447,12 +430,13 @@ def print_summary(summary: dict[str, Any]) -> None:
               f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms")  # fmt: skip
     print(f"  metrics p99 (histogram bucket bound): {summary['metrics_p99_upper_bound_s']}")
     print(f"  traces: {summary['traces']}")
-    print(f"  challenger live at  {summary['first_challenger_answer']}")
+    print(f"  canary started at  {summary['canary_started']}")
+    print(f"  first challenger answer {summary['first_challenger_answer']}")
     print(f"  breach detected at  {summary['detected']}  ({'; '.join(summary['reasons'])})")
     print(f"  rolled back at      {summary['rolled_back']}")
     print(f"  last challenger answer {summary['last_challenger_answer']}")
     applied = seconds(summary["rollback_applied_s"])
-    print(f"  time to detect {seconds(summary['mttd_s'])} (challenger live -> decision), to "
+    print(f"  time to detect {seconds(summary['mttd_s'])} (canary started -> decision), to "
           f"recover {seconds(summary['mttr_s'])} (decision -> rollback applied {applied}, "
           "last customer on the challenger)")  # fmt: skip
     print(f"  errors seen by shoppers: {summary['errors']}")

@@ -236,3 +236,59 @@ def scrape_errors(service_url: str, *, timeout: float = 5.0) -> dict[str, int]:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         text = response.read().decode("utf-8", errors="replace")
     return errors_from_metrics(text)
+
+
+def set_canary(
+    *,
+    challenger_tag: str | None,
+    share: float,
+    subject: Any,
+    reason: str,
+    state_path: str | os.PathLike[str],
+    environment: str,
+    loop_log: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    policy_path: str | os.PathLike[str] = DEFAULT_POLICY_PATH,
+) -> CanaryState:
+    """A person (or the pipeline) starts, reshapes or stops a canary by hand: the policy's
+    ``set_canary_share`` for ``subject`` in ``environment`` first (audited; a deny raises
+    :class:`~recsys_assets.lib.control.AccessDenied` and nothing changes), then the new state.
+
+    A new challenger starts a new experiment: a new salt (its tag) and a ``canary_started``
+    event; the same challenger at another share keeps its salt (sticky customers) and logs a
+    ``canary_widened`` event; no challenger (or share 0) stops the canary (``rolled_back``).
+    Bad values raise ValueError before anything is written."""
+    environ = os.environ if environ is None else environ
+    config, state = current_config(state_path, environ)
+    current = state if state is not None else CanaryState.bootstrap(config)
+    if challenger_tag is None:
+        share = 0.0
+    CanaryState(challenger_tag=challenger_tag, share=share, salt="")  # validates tag and share
+    action = "rollback" if challenger_tag is None or share == 0.0 else "set_canary_share"
+    authorize_control(
+        subject, action, environment, audit_path=control_audit_path(loop_log),
+        policy_path=policy_path, model_version=challenger_tag or current.challenger_tag,
+        share=share,
+    )  # fmt: skip
+    by = getattr(subject, "id", str(subject))
+    new_experiment = challenger_tag is not None and challenger_tag != current.challenger_tag
+    new = CanaryState(
+        challenger_tag=challenger_tag if share > 0.0 else None,
+        share=share,
+        salt=challenger_tag if new_experiment else current.salt,
+        generation=current.generation + 1,
+        updated_at=loop.now_utc(),
+        updated_by=by,
+        reason=reason,
+    )
+    write_canary_state(state_path, new)
+    log = loop.LoopLog(loop_log)
+    common = {"challenger_tag": challenger_tag or current.challenger_tag, "by": by,
+              "reason": reason, "generation": new.generation}  # fmt: skip
+    if new.challenger_tag is None:
+        log.append(loop.ROLLED_BACK, from_share=current.share, **common)
+    elif new_experiment:
+        log.append(loop.CANARY_STARTED, share=share, **common)
+    else:
+        log.append(loop.CANARY_WIDENED, from_share=current.share, share=share, **common)
+    return new

@@ -39,7 +39,8 @@ def test_the_slow_challenger_is_detected_and_rolled_back_without_a_human(
     # detected by the analysis on the p99 guardrail, rolled back by the canary analyser
     assert any("p99" in reason for reason in report["reasons"]), report["reasons"]
     assert report["mttd_s"] > 0
-    assert report["first_challenger_answer"] < report["detected"] <= report["rolled_back"]
+    assert report["canary_started"] <= report["first_challenger_answer"] < report["detected"]
+    assert report["detected"] <= report["rolled_back"]
     assert report["rolled_back"] <= report["resolved"]
     # the service follows the state file within a second: customers stop meeting the
     # challenger moments after the rollback is applied

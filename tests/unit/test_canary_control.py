@@ -169,3 +169,55 @@ def test_promoting_a_promoted_challenger_again_changes_nothing(paths):
     assert again.outcome == NOTHING and "already has share 1" in again.detail
     assert paths["state"].read_text() == after and registry.calls == []
     assert len(loop.LoopLog(paths["loop"]).read([loop.CANARY_PROMOTED])) == 1
+
+
+# --- set_canary: a canary started, reshaped or stopped by hand --------------------------------
+
+
+def by_hand(paths, *, challenger, share, subject=None, environ=None):
+    from recsys_assets.lib.canary_control import set_canary
+    from recsys_assets.lib.policy import Subject
+
+    return set_canary(
+        challenger_tag=challenger, share=share,
+        subject=subject or Subject.human("alice", "release_manager"), reason="by hand",
+        state_path=paths["state"], environment="prod", loop_log=paths["loop"],
+        environ=environ or {},
+    )  # fmt: skip
+
+
+def test_a_new_challenger_is_a_new_experiment_with_its_own_salt(paths):
+    state = by_hand(paths, challenger="recsys-ranker:v3", share=0.1)
+    assert (state.challenger_tag, state.share, state.salt) == (
+        "recsys-ranker:v3",
+        0.1,
+        "recsys-ranker:v3",
+    )
+    assert state.generation == 5 and state.updated_by == "alice"
+    assert read_canary_state(paths["state"]) == state
+    [event] = loop.LoopLog(paths["loop"]).read()
+    assert event["kind"] == loop.CANARY_STARTED and event["by"] == "alice"
+    [audit] = [json.loads(x) for x in control_audit_path(paths["loop"]).read_text().splitlines()]
+    assert (audit["action"], audit["effect"]) == ("set_canary_share", "allow")
+
+
+def test_reshaping_keeps_the_salt_and_stopping_removes_the_challenger(paths):
+    widened = by_hand(paths, challenger=TAG, share=0.5)
+    assert widened.salt == "salt-1" and widened.share == 0.5
+    stopped = by_hand(paths, challenger=None, share=0.3)
+    assert stopped.challenger_tag is None and stopped.share == 0.0
+    kinds = [e["kind"] for e in loop.LoopLog(paths["loop"]).read()]
+    assert kinds == [loop.CANARY_WIDENED, loop.ROLLED_BACK]
+
+
+def test_a_deny_or_a_bad_share_changes_nothing(paths):
+    from recsys_assets.lib.control import AccessDenied
+    from recsys_assets.lib.policy import Subject
+
+    before = paths["state"].read_text()
+    with pytest.raises(AccessDenied):
+        by_hand(paths, challenger=TAG, share=0.5, subject=Subject.service("bot", "pipeline"))
+    with pytest.raises(ValueError, match="share"):
+        by_hand(paths, challenger=TAG, share=1.5)
+    assert paths["state"].read_text() == before
+    assert loop.LoopLog(paths["loop"]).read() == []
