@@ -58,7 +58,11 @@ Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_l
 Variant = Literal["champion", "challenger"]  # recsys_assets.lib.canary.VARIANTS
 # Every API route and the policy action that guards it (a test holds this to the service's
 # routes, so a new endpoint cannot be added unguarded). /livez, /readyz, /metrics stay open.
-ROUTE_ACTIONS = {"/recommend": "read_recommendations", "/feedback": "send_feedback"}
+ROUTE_ACTIONS = {
+    "/recommend": "read_recommendations",
+    "/feedback": "send_feedback",
+    "/customer_features": "read_customer_features",
+}
 # What a refused request gets: the same body whatever the key, rule or subject.
 REFUSALS = {
     401: b'{"error":"unauthenticated"}',
@@ -187,6 +191,17 @@ class FeedbackItem(BaseModel):
     variant: Variant | None = Field(
         None, description="the variant the recommendation's response named (canary analysis)"
     )
+
+
+class CustomerFeaturesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_id: Id
+
+
+class CustomerFeaturesResponse(BaseModel):
+    customer_id: str
+    found: bool = Field(description="whether the online store has a profile for the customer")
+    features: dict[str, float | int | str | None]
 
 
 class FeedbackRequest(BaseModel):
@@ -758,6 +773,23 @@ class Recommender:
                 kind,
             )
 
+    @bentoml.api(input_spec=CustomerFeaturesRequest, output_spec=CustomerFeaturesResponse)
+    def customer_features(self, **request) -> CustomerFeaturesResponse:
+        """The customer's online profile features (the row the ranker reads), for support and
+        analysis tools: a separate permission (``read_customer_features``) from reading
+        recommendations, since it is personal data."""
+        request = CustomerFeaturesRequest(**request)
+        if self.reader is None:
+            raise bentoml.exceptions.ServiceUnavailable("feature store not loaded")
+        try:
+            row = self.reader.customer_profile(request.customer_id)
+        except Exception:
+            self.errors.labels("customer_features", "none").inc()
+            raise
+        return CustomerFeaturesResponse(
+            customer_id=request.customer_id, found=row is not None, features=row or {}
+        )
+
     @bentoml.on_shutdown
     def _close_served_log(self) -> None:
         self.served_log.close()
@@ -818,3 +850,6 @@ class TimedReader:
             return self.reader.read(customer_id, items, as_of, bought)
         finally:
             self.histogram.observe(time.perf_counter() - started)
+
+    def customer_profile(self, customer_id):
+        return self.reader.customer_profile(customer_id)

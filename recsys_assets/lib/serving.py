@@ -323,6 +323,11 @@ class FeastOnlineReader:
                 out[name] = np.array([np.nan if v is None else v for v in values], np.float64)
         return out
 
+    def customer_profile(self, customer_id: str) -> dict[str, Any] | None:
+        """The customer's online profile row as plain values (None: not in the online store):
+        what the service shows to a caller allowed to read customer features."""
+        return self._online_rows("customer_profile", [(customer_id,)])[0]
+
     def items(self) -> tuple[dict[str, int], dict[str, np.ndarray]]:
         """Item features of the whole catalogue: (item id -> row, columns), refreshed when
         older than ``item_refresh_s``."""

@@ -88,6 +88,19 @@ def test_recommend_known_and_unknown_customers(service):
     assert len(cold["items"]) == 3
 
 
+def test_customer_features_are_the_online_profile_row(service):
+    port, workdir, _ = service
+    (customer,) = _customers(workdir, 1)
+    status, body = _call(port, "/customer_features", {"customer_id": customer})
+    assert status == 200, body
+    assert body["customer_id"] == customer and body["found"] is True
+    assert body["features"] and all(isinstance(k, str) for k in body["features"])
+    status, body = _call(port, "/customer_features", {"customer_id": "never-seen"})
+    assert status == 200 and body == {"customer_id": "never-seen", "found": False, "features": {}}
+    status, body = _call(port, "/customer_features", {"customer_id": "  "})
+    assert status == 400 and "customer_id" in str(body)
+
+
 def test_served_log_holds_one_record_per_successful_request(service, served_log_file):
     port, workdir, _ = service
     log = ServedLog(served_log_file)

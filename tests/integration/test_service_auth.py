@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 BENTOML = str(Path(sys.executable).parent / "bentoml")
 
 STOREFRONT_KEY = SECRETS["storefront"]  # may read recommendations and send feedback
-ANALYST_KEY = SECRETS["analyst"]  # a known subject whose role may do neither
+ANALYST_KEY = SECRETS["analyst"]  # reads customer features; no recommendations, no feedback
 EXPIRED_KEY = SECRETS["expired_storefront"]  # a storefront key past its expiry
 UNKNOWN_KEY = SECRETS["unknown"]
 KEYS = (STOREFRONT_KEY, ANALYST_KEY, EXPIRED_KEY)
@@ -180,6 +180,28 @@ def test_a_subject_the_policy_denies_is_403(auth_service):
         "authenticated_by": "api_key",
         "expires_at": None,
     }
+
+
+def test_reading_customer_features_is_a_permission_of_its_own(auth_service):
+    port, logs, responses = auth_service
+    before = len(AuditLog(logs / "audit.jsonl").entries())
+    body = {"customer_id": "never-seen"}
+    status, text, _ = _seen(
+        responses, _call(port, "/customer_features", body, _bearer(ANALYST_KEY))
+    )
+    assert status == 200 and json.loads(text)["found"] is False, text
+    for key in (STOREFRONT_KEY, EXPIRED_KEY):  # recommendations, not personal data
+        status, text, _ = _seen(responses, _call(port, "/customer_features", body, _bearer(key)))
+        assert status == 403 and json.loads(text) == {"error": "forbidden"}
+    status, text, _ = _seen(responses, _call(port, "/customer_features", body, {}))
+    assert status == 401 and json.loads(text) == {"error": "unauthenticated"}
+    entries = AuditLog(logs / "audit.jsonl").entries()[before:]
+    assert [(e["subject"], e["action"], e["effect"], e["rule_id"]) for e in entries] == [
+        ("carol", "read_customer_features", "allow", "allow-customer-feature-readers"),
+        ("storefront-web", "read_customer_features", "deny", None),
+        ("old-web", "read_customer_features", "deny", None),
+        (None, "read_customer_features", "deny", None),
+    ]
 
 
 def test_an_allowed_key_is_served_and_audited(auth_service):
