@@ -1,7 +1,8 @@
 """The recommendation service: the promoted ranker over Feast online features, over HTTP.
 
 ``bentoml serve service:Recommender`` (from this folder) or the bento built by the ``bento``
-asset. Endpoints (JSON over POST): ``/recommend`` and ``/feedback``; BentoML adds ``/livez``,
+asset. Endpoints (JSON over POST): ``/recommend``, ``/feedback`` and ``/customer_features``;
+BentoML adds ``/livez``,
 ``/readyz`` (false until the model and the feature store are loaded) and ``/metrics``
 (Prometheus). Configuration comes from the project settings of ``RECSYS_ENV``; the model is the
 BentoML model ``RECSYS_MODEL_TAG`` (default ``recsys-ranker:latest``), bundled into the bento.
