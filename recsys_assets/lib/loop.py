@@ -253,18 +253,19 @@ class Incident:
 
     @property
     def mttd_s(self) -> float | None:
-        return _seconds(self.landed, self.detected)
+        return seconds_between(self.landed, self.detected)
 
     @property
     def mttr_s(self) -> float | None:
-        return _seconds(self.detected, self.serving)
+        return seconds_between(self.detected, self.serving)
 
     @property
     def deployment_s(self) -> float | None:
-        return _seconds(self.training_finished, self.serving)
+        return seconds_between(self.training_finished, self.serving)
 
 
-def _seconds(start: str | None, end: str | None) -> float | None:
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one event time (ISO) to another; None when either is unknown."""
     if start is None or end is None:
         return None
     return (_ts(end) - _ts(start)).total_seconds()
@@ -332,7 +333,7 @@ def deployments(events: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             "training_finished": trained,
             "promoted": first.get((PROMOTED, version)),
             "serving": served,
-            "deployment_s": _seconds(trained, served),
+            "deployment_s": seconds_between(trained, served),
         })  # fmt: skip
     columns = ["model_version", "training_finished", "promoted", "serving", "deployment_s"]
     return pd.DataFrame(rows, columns=columns)

@@ -26,6 +26,8 @@ from typing import Any
 
 import pandas as pd
 
+from recsys_assets.lib.loop import seconds_between
+
 ACCESS_TAIL_BYTES = 8 << 20  # the data-plane audit read by the dashboard: its newest ~30k lines
 LOOP = "loop"
 CONTROL = "control"
@@ -252,17 +254,11 @@ class CanaryIncident:
 
     @property
     def mttd_s(self) -> float | None:
-        return _seconds(self.started, self.detected)
+        return seconds_between(self.started, self.detected)
 
     @property
     def mttr_s(self) -> float | None:
-        return _seconds(self.detected, self.resolved)
-
-
-def _seconds(start: str | None, end: str | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return (pd.Timestamp(end) - pd.Timestamp(start)).total_seconds()
+        return seconds_between(self.detected, self.resolved)
 
 
 def canary_incidents(
