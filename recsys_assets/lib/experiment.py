@@ -112,6 +112,21 @@ def _require(frame: pd.DataFrame, columns: Iterable[str], name: str) -> None:
 # --- Assignment log -----------------------------------------------------------------------
 
 
+def current_experiment(
+    served: pd.DataFrame, challenger_version: str, *, time_column: str = "ts"
+) -> pd.DataFrame:
+    """The served records of the experiment in force: from the first record the challenger
+    (model ``challenger_version``) served on. Earlier records belong to an earlier experiment,
+    whose other salt put customers in other variants (they would all count as conflicts), or to
+    none. Without a record of the challenger yet: no record (the experiment has not begun)."""
+    _require(served, (VARIANT, "model_version", time_column), "served")
+    times = _utc_series(served[time_column])
+    challenger = (served[VARIANT] == CHALLENGER) & (served["model_version"] == challenger_version)
+    if not challenger.any():
+        return served.iloc[0:0]
+    return served.loc[times >= times[challenger].min()]
+
+
 def assignments(served: pd.DataFrame, *, time_column: str = "ts") -> pd.DataFrame:
     """The assignment log of a served frame (:meth:`ServedLog.read`): one row per customer
     with ``customer_id``, ``variant`` and ``first_seen`` (their first record in the variant).

@@ -20,6 +20,7 @@ from recsys_assets.lib.experiment import (
     OUTCOME_COLUMNS,
     SINGLE_VARIANT,
     assignments,
+    current_experiment,
     experiment_report,
     outcomes,
     per_customer,
@@ -379,3 +380,22 @@ def test_feedback_log_frames_work_end_to_end(tmp_path):
     assert report["verdict"] in page
     assert json_path == tmp_path / "out" / "ab_test.json"
     assert json.loads(json_path.read_text())["lift"] == pytest.approx(report["lift"])
+
+
+def test_the_current_experiment_starts_at_its_challengers_first_record():
+    frame = pd.DataFrame(
+        [
+            ("a", "challenger", "v2", h(0)),  # an earlier experiment's challenger
+            ("a", "champion", "v1", h(1)),
+            ("b", "champion", "v1", h(2)),
+            ("a", "challenger", "v3", h(3)),  # the current challenger's first record
+            ("b", "champion", "v1", h(4)),
+        ],
+        columns=["customer_id", "variant", "model_version", "ts"],
+    )
+    current = current_experiment(frame, "v3")
+    assert current["ts"].tolist() == [h(3), h(4)]
+    assignment = assignments(current)
+    assert assignment.attrs["conflicts"] == 0 and len(assignment) == 2
+    assert assignments(frame).attrs["conflicts"] == 1  # "a" in both arms across experiments
+    assert current_experiment(frame, "v9").empty  # not served yet: nothing to analyse

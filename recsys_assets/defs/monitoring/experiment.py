@@ -17,7 +17,7 @@ import dagster as dg
 from recsys_assets.config import get_settings
 from recsys_assets.defs.monitoring.assets import monitoring_asset, reports_dir
 from recsys_assets.lib import experiment
-from recsys_assets.lib.canary import CanaryConfig
+from recsys_assets.lib.canary import CanaryConfig, current_config
 from recsys_assets.lib.feedback import FeedbackLog
 from recsys_assets.lib.served_log import ServedLog, served_log_path
 
@@ -25,10 +25,16 @@ NO_EXPERIMENT = "no experiment running"
 SRM_CHECK = "ab_test_srm"
 
 
+def canary_in_force() -> CanaryConfig:
+    """The canary the service follows: the canary state file, else ``$RECSYS_CHALLENGER_TAG``
+    and ``$RECSYS_CANARY_SHARE`` (default 0.1), read by the service's own rules (lib/canary.py):
+    one parser, so the report and the routing agree."""
+    return current_config(get_settings().canary_state, os.environ)[0]
+
+
 def canary_share() -> float:
-    """The challenger's planned share of customers, ``$RECSYS_CANARY_SHARE`` (default 0.1), read
-    by the service's own rules (lib/canary.py): one parser, so the report and the routing agree."""
-    return CanaryConfig.from_env(os.environ).share
+    """The challenger's planned share of customers (:func:`canary_in_force`)."""
+    return canary_in_force().share
 
 
 def _number(value: Any) -> float:
@@ -63,7 +69,11 @@ def ab_test_report() -> dg.MaterializeResult:
     settings = get_settings()
     served = ServedLog(served_log_path(settings.feedback_log)).read()
     feedback = FeedbackLog(settings.feedback_log).read()
-    share = canary_share()
+    canary = canary_in_force()
+    share = canary.share
+    if canary.challenger_tag is not None and len(served):  # this experiment's records only
+        version = canary.challenger_tag.rsplit(":", 1)[-1]
+        served = experiment.current_experiment(served, version)
     if not 0.0 < share < 1.0:  # one variant serves everyone: nothing to compare
         why = f"the canary share is {share:g}: one variant serves every customer"
         return dg.MaterializeResult(
