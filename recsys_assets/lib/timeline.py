@@ -125,14 +125,14 @@ def audit_entries(
         if effect == "allow" and not allows_one_by_one:
             allowed.setdefault(action, []).append(_iso(line["time"]))
             continue
-        rule = line.get("rule_id") or "no rule"
+        # the reason names the rule that decided ("allowed by allow-x: ..."), or why none did
         entries.append(
             Entry(
                 ts=_iso(line["time"]),
                 source=source,
                 kind=f"{effect}:{action}",
-                summary=f"{effect} {action} {_resource_words(line.get('resource') or {})} "
-                f"by {rule}: {line.get('reason', '')}",
+                summary=f"{effect} {action} {_resource_words(line.get('resource') or {})}: "
+                f"{line.get('reason', '')}",
                 subject=line.get("subject"),
             )
         )
