@@ -85,6 +85,7 @@ def test_unusable_source_config_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a hang guard: the full demo takes 2-6 min on 2 shared cores
 def test_full_online_retail_demo(tmp_path):
     result = _demo(tmp_path)
     assert result.returncode == 0, result.stderr
