@@ -225,13 +225,22 @@ def traffic(served: pd.DataFrame | None) -> dict[str, Any]:
             .astype("object")
             .fillna(NO_VARIANT),
             "fallback": served["fallback_reason"].notna().to_numpy(),
+            # in-service time of each request (older lines, from before the field: NaN)
+            "latency_ms": pd.to_numeric(
+                served.get("latency_ms", pd.Series(index=served.index, dtype="float64")),
+                errors="coerce",
+            ).to_numpy(),
         }
     )
 
     def summarise(keys: list[str]) -> list[dict[str, Any]]:
-        grouped = frame.groupby(keys, sort=True)["fallback"].agg(["size", "sum"]).reset_index()
+        groups = frame.groupby(keys, sort=True)
+        grouped = groups["fallback"].agg(["size", "sum"]).reset_index()
         grouped = grouped.rename(columns={"size": "requests", "sum": "fallbacks"})
         grouped["fallback_rate"] = grouped["fallbacks"] / grouped["requests"]
+        latency = groups["latency_ms"]
+        grouped["latency_p50_ms"] = latency.quantile(0.5).to_numpy()
+        grouped["latency_p99_ms"] = latency.quantile(0.99).to_numpy()
         return grouped.to_dict("records")
 
     reasons = served["fallback_reason"].dropna().astype(str).value_counts()
@@ -618,15 +627,13 @@ def _traffic_section(traffic: Mapping[str, Any]) -> str:
         "(the clock the recommendations were computed at).</p>"
     )
     rows = [
-        (r["day"], r["model_version"], r["variant"], f"{r['requests']:,}", _pct(r["fallback_rate"]))
+        (r["day"], r["model_version"], r["variant"], f"{r['requests']:,}", _pct(r["fallback_rate"]),
+         _fmt(r.get("latency_p50_ms"), 1), _fmt(r.get("latency_p99_ms"), 1))
         for r in traffic.get("by_version") or []
-    ]
-    return (
-        head
-        + text
-        + _traffic_plots(traffic.get("by_version") or [])
-        + _table(["day", "model version", "A/B variant", "requests", "fallback rate"], rows)
-    )
+    ]  # fmt: skip
+    header = ["day", "model version", "A/B variant", "requests", "fallback rate",
+              "latency p50 (ms)", "latency p99 (ms)"]  # fmt: skip
+    return head + text + _traffic_plots(traffic.get("by_version") or []) + _table(header, rows)
 
 
 def _monitor_section(monitors: list[Mapping[str, Any]]) -> str:
@@ -780,7 +787,25 @@ def _traffic_plots(rows: list[Mapping[str, Any]]) -> str:
         xaxis_title="day",
         yaxis_title="% of requests without the model",
     )
-    return _html(requests) + _html(fallback)
+    plots = _html(requests) + _html(fallback)
+    if "latency_p99_ms" in frame and frame["latency_p99_ms"].notna().any():
+        latency = go.Figure()
+        for (version, variant), part in frame.groupby(["model_version", "variant"], sort=True):
+            latency.add_trace(
+                go.Scatter(
+                    x=part["day"],
+                    y=part["latency_p99_ms"],
+                    mode="lines+markers",
+                    name=f"{version} ({variant})",
+                )
+            )
+        latency.update_layout(
+            title="Latency p99 per day by model version and variant (in-service time)",
+            xaxis_title="day",
+            yaxis_title="ms",
+        )
+        plots += _html(latency)
+    return plots
 
 
 def _mttr_plot(incidents: list[Mapping[str, Any]]) -> str:

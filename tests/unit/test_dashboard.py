@@ -289,3 +289,27 @@ def test_no_canary_incident_no_timeline_no_release_say_so(tmp_path):
     assert "no canary incident" in page
     assert "No release is recorded in any environment yet" in page
     assert "<h2>Timeline</h2><p class='empty'>Nothing recorded yet.</p>" in page
+
+
+def test_latency_per_day_and_variant_from_the_served_log(tmp_path):
+    day = datetime(2024, 3, 1, 12, tzinfo=UTC)
+    records = [
+        ServedRecord(
+            ts=day, request_id=f"r{i}", customer_id=f"c{i}", model_version="v1",
+            variant=variant, items=["a"], scores=[1.0], fallback_reason=None,
+            as_of=day.isoformat(), latency_ms=latency,
+        )
+        for i, (variant, latency) in enumerate(
+            [("champion", 5.0)] * 99 + [("champion", 50.0)] + [("challenger", 80.0)] * 10
+        )
+    ]  # fmt: skip
+    with ServedLog(tmp_path / "served.jsonl") as log:
+        log.append(records)
+    figures = dashboard.dashboard_figures([], [], ServedLog(tmp_path / "served.jsonl").read(), {})
+    rows = {r["variant"]: r for r in figures["traffic"]["by_version"]}
+    assert rows["champion"]["latency_p50_ms"] == pytest.approx(5.0)
+    assert rows["champion"]["latency_p99_ms"] == pytest.approx(5.0 + 0.01 * 45.0)  # interpolated
+    assert rows["challenger"]["latency_p99_ms"] == pytest.approx(80.0)
+    page = dashboard.write_dashboard(figures, tmp_path / "ops.html", title="Ops").read_text()
+    assert "Latency p99 per day by model version and variant" in page
+    assert "<td>80.0</td>" in page
