@@ -62,7 +62,13 @@ BREACHED = "breached"
 CLEAN = "clean"
 NOT_JUDGED = "not judged"
 
-GUARDRAILS: tuple[str, ...] = ("error_rate", "p99_latency", "fallback_rate", "conversion")
+GUARDRAILS: tuple[str, ...] = (
+    "error_rate",
+    "p99_latency",
+    "fallback_rate",
+    "click_through",
+    "conversion",
+)
 
 _PURCHASE = "purchase"
 ERRORS_METRIC = "recsys_errors_total"  # the service's failed requests by endpoint and variant
@@ -231,6 +237,7 @@ class CanaryPolicy:
     - ``max_fallback_rate_increase`` (0.05): challenger fallback rate minus the champion's;
     - ``min_conversion_ratio`` (0.9): challenger conversion / champion conversion, breached only
       when the one-sided two-proportion z-test at ``alpha`` (0.05) says the challenger is worse;
+    - ``min_click_through_ratio`` (0.9): the same for click-through (clicks per impression);
     - ``steps`` ((0.1, 0.25, 0.5, 1.0)): the challenger shares to widen through, increasing.
 
     A value equal to a threshold is within limits; only a value strictly beyond it breaches.
@@ -242,6 +249,7 @@ class CanaryPolicy:
     min_p99_increase_ms: float = 10.0
     max_fallback_rate_increase: float = 0.05
     min_conversion_ratio: float = 0.9
+    min_click_through_ratio: float = 0.9
     alpha: float = 0.05
     steps: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
 
@@ -258,6 +266,10 @@ class CanaryPolicy:
             raise ValueError(f"max_p99_ratio must be positive, got {self.max_p99_ratio!r}")
         if not (math.isfinite(self.min_p99_increase_ms) and self.min_p99_increase_ms >= 0):
             raise ValueError(f"min_p99_increase_ms must be >= 0, got {self.min_p99_increase_ms!r}")
+        if not (math.isfinite(self.min_click_through_ratio) and self.min_click_through_ratio >= 0):
+            raise ValueError(
+                f"min_click_through_ratio must be >= 0, got {self.min_click_through_ratio!r}"
+            )
         if not (math.isfinite(self.min_conversion_ratio) and self.min_conversion_ratio >= 0):
             raise ValueError(
                 f"min_conversion_ratio must be >= 0, got {self.min_conversion_ratio!r}"
@@ -400,42 +412,61 @@ def _guardrails(
         f"{_points(increase)}, limit {_points(policy.max_fallback_rate_increase)}",
     }
 
-    # conversion: ratio below the limit and significantly worse
-    z, p = conversion_z_test(
-        champ["converted_lists"], champ["requests"], chall["converted_lists"], chall["requests"]
-    )
-    conv_champ, conv_chall = champ["conversion"], chall["conversion"]
-    if not conv_champ or conv_chall is None or p is None:
-        result["conversion"] = {
-            "status": NOT_JUDGED,
-            "champion": conv_champ,
-            "challenger": conv_chall,
-            "ratio": None,
-            "z": z,
-            "p_value": p,
-            "limit": policy.min_conversion_ratio,
-            "text": "conversion not judged: the champion has no converted lists yet",
-        }
-    else:
-        ratio = conv_chall / conv_champ
-        significant = p < policy.alpha
-        breached = ratio < policy.min_conversion_ratio and significant
-        verdict = "significantly worse" if significant else "not significantly worse"
-        result["conversion"] = {
-            "status": BREACHED if breached else CLEAN,
-            "champion": conv_champ,
-            "challenger": conv_chall,
-            "ratio": ratio,
-            "z": z,
-            "p_value": p,
-            "limit": policy.min_conversion_ratio,
-            "text": f"conversion: challenger {_pct(conv_chall)} ({chall['converted_lists']} of "
-            f"{chall['requests']} lists) vs champion {_pct(conv_champ)} "
-            f"({champ['converted_lists']} of {champ['requests']}): ratio {ratio:.3f}, limit "
-            f"{policy.min_conversion_ratio:.3f}; {verdict} (one-sided z = {z:.2f}, "
-            f"p = {p:.3g}, alpha {policy.alpha:g})",
-        }
+    # click-through and conversion: a ratio below the limit and significantly worse
+    result["click_through"] = _proportion_guardrail(
+        "click-through", (champ["clicks"], champ["impressions"]),
+        (chall["clicks"], chall["impressions"]), policy.min_click_through_ratio, policy.alpha,
+        unit="impressions", missing="the champion has no clicked impressions yet",
+    )  # fmt: skip
+    result["conversion"] = _proportion_guardrail(
+        "conversion", (champ["converted_lists"], champ["requests"]),
+        (chall["converted_lists"], chall["requests"]), policy.min_conversion_ratio, policy.alpha,
+        unit="lists", missing="the champion has no converted lists yet",
+    )  # fmt: skip
     return result
+
+
+def _proportion_guardrail(
+    name: str,
+    champion: tuple[int, int],
+    challenger: tuple[int, int],
+    limit: float,
+    alpha: float,
+    *,
+    unit: str,
+    missing: str,
+) -> dict[str, Any]:
+    """A rate guardrail (successes of trials per variant): breached when the challenger's rate
+    over the champion's is below ``limit`` **and** the one-sided z-test says it is worse at
+    ``alpha``; not judged without a champion rate, or with more successes than trials (clicks
+    sent without their impressions)."""
+    (hits_champ, trials_champ), (hits_chall, trials_chall) = champion, challenger
+    rate_champ = hits_champ / trials_champ if trials_champ else None
+    rate_chall = hits_chall / trials_chall if trials_chall else None
+    consistent = hits_champ <= trials_champ and hits_chall <= trials_chall
+    z, p = (
+        conversion_z_test(hits_champ, trials_champ, hits_chall, trials_chall)
+        if consistent
+        else (None, None)
+    )
+    figures = {"champion": rate_champ, "challenger": rate_chall, "limit": limit}
+    if not rate_champ or rate_chall is None or p is None or not consistent:
+        why = missing if consistent else f"more {name} events than {unit}"
+        return {"status": NOT_JUDGED, **figures, "ratio": None, "z": z, "p_value": p,
+                "text": f"{name} not judged: {why}"}  # fmt: skip
+    ratio = rate_chall / rate_champ
+    significant = p < alpha
+    verdict = "significantly worse" if significant else "not significantly worse"
+    return {
+        "status": BREACHED if ratio < limit and significant else CLEAN,
+        **figures,
+        "ratio": ratio,
+        "z": z,
+        "p_value": p,
+        "text": f"{name}: challenger {_pct(rate_chall)} ({hits_chall} of {trials_chall} {unit}) "
+        f"vs champion {_pct(rate_champ)} ({hits_champ} of {trials_champ}): ratio {ratio:.3f}, "
+        f"limit {limit:.3f}; {verdict} (one-sided z = {z:.2f}, p = {p:.3g}, alpha {alpha:g})",
+    }
 
 
 def next_step(current_share: float, steps: Sequence[float]) -> float | None:

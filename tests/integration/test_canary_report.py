@@ -212,10 +212,12 @@ def test_the_state_file_overrides_the_environment(logs):
     write_canary_state(logs["state"], CanaryState("recsys-ranker:v2", 0.5, "salt-9", 7))
     write_logs(logs, {"champion": 300, "challenger": 290})
     metadata, _ = materialise()
+    # at 0.5 the next step is every customer: the clean canary is promoted
     assert metadata["current_share"] == 0.5 and metadata["next_share"] == 1.0
+    assert metadata["action"] == "promote"
     state = read_canary_state(logs["state"])
     assert (state.share, state.salt, state.generation) == (1.0, "salt-9", 8)
-    assert len(loop.LoopLog(logs["loop"]).read([loop.CANARY_WIDENED])) == 1
+    assert len(loop.LoopLog(logs["loop"]).read([loop.CANARY_PROMOTED])) == 1
 
 
 @contextlib.contextmanager

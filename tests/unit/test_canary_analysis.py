@@ -139,16 +139,20 @@ def scenario(
     lists: tuple[int, int],
     converted: tuple[int, int] = (0, 0),
     fallbacks: tuple[int, int] = (0, 0),
+    clicked: tuple[int, int] = (0, 0),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(champion, challenger) served lists, how many were followed by an order, fallbacks."""
+    """(champion, challenger) served lists (one impression each), how many were followed by an
+    order, fallbacks, clicks."""
     rows, events = [], []
-    for variant, n, bought, fell in zip(
-        ("champion", "challenger"), lists, converted, fallbacks, strict=True
+    for variant, n, bought, fell, clicks in zip(
+        ("champion", "challenger"), lists, converted, fallbacks, clicked, strict=True
     ):
         for i in range(n):
             request_id = f"{variant}-{i}"
             rows.append((request_id, variant, "cold_start" if i < fell else None))
             events.append(event(request_id, "impression", variant))
+            if i < clicks:
+                events.append(event(request_id, "click", variant))
             if i < bought:
                 events.append(
                     event(request_id, "purchase", variant, order_id=request_id, order_value=50.0)
@@ -165,8 +169,9 @@ def decide(
     latency=None,
     errors=None,
     policy: ca.CanaryPolicy | None = None,
+    clicked=(0, 0),
 ) -> ca.CanaryDecision:
-    served, feedback = scenario(lists, converted, fallbacks)
+    served, feedback = scenario(lists, converted, fallbacks, clicked)
     figures = ca.variant_figures(served, feedback, latency=latency, errors=errors)
     return ca.canary_decision(figures, policy or ca.CanaryPolicy(), current_share=share)
 
@@ -436,3 +441,29 @@ def test_unknown_error_counts_are_not_judged_with_the_reason():
     assert guard["status"] == ca.NOT_JUDGED and guard["increase"] is None
     assert decision.action == ca.WIDEN
     assert "error rate not judged: the service's metrics could not be read" in decision.reasons
+
+
+def test_a_challenger_shoppers_click_less_is_rolled_back_on_click_through():
+    decision = decide(clicked=(300, 200))
+    assert decision.action == ca.ROLLBACK
+    (reason,) = decision.reasons
+    assert reason.startswith("click-through: challenger 20.00% (200 of 1000 impressions)")
+    assert "significantly worse" in reason
+    assert decision.guardrails["click_through"]["ratio"] == pytest.approx(2 / 3)
+
+
+def test_click_through_within_noise_is_clean_and_without_clicks_not_judged():
+    assert decide(clicked=(300, 290)).guardrails["click_through"]["status"] == ca.CLEAN
+    assert decide().guardrails["click_through"]["status"] == ca.NOT_JUDGED
+
+
+def test_more_clicks_than_impressions_is_not_judged():
+    served, feedback = scenario((300, 300), clicked=(300, 300))
+    doubled = pd.concat([feedback, feedback[feedback["feedback_type"] == "click"]])
+    figures = ca.variant_figures(served, doubled)
+    decision = ca.canary_decision(figures, current_share=0.1)
+    guardrail = decision.guardrails["click_through"]
+    assert guardrail["status"] == ca.NOT_JUDGED
+    assert (
+        guardrail["text"] == "click-through not judged: more click-through events than impressions"
+    )
