@@ -25,13 +25,14 @@ from recsys_assets.lib.model_registry import (
 )
 from recsys_assets.lib.serving import ServingModel
 from tests.conftest import PROJECT_ROOT
+from tests.secret_scan import SECRETS
 
 pytestmark = pytest.mark.slow
 
-MANAGER_KEY = "rm-1f2e3d4c5b6a79880a1b"
-SRE_KEY = "sre-0a9b8c7d6e5f4a3b2c1d"
+MANAGER_KEY = SECRETS["control_release_manager"]
+SRE_KEY = SECRETS["control_sre"]
 CONTROL_KEYS = f"{MANAGER_KEY}:alice:release_manager;{SRE_KEY}:bob:sre"
-TRAINED_AT = pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=1)  # training finished
+TRAINED_AGO = pd.Timedelta(hours=1)  # training finished this long before the model is saved
 LINEAGE = {"feature_service": "ranker_v1", "feature_registry_version": "reg-1",
            "train_data_version": "train-1", "ranker_version": "rk-1"}  # fmt: skip
 
@@ -68,7 +69,9 @@ def released_in_dev(version: str) -> None:
     bento.mkdir(parents=True)
     (bento / "bento.yaml").write_text(f"models: [{tag}]\n")
     loop.LoopLog(os.environ["RECSYS_LOOP_LOG"]).append(
-        loop.TRAINING_FINISHED, model_version=version, ts=TRAINED_AT.isoformat()
+        loop.TRAINING_FINISHED,
+        model_version=version,
+        ts=(pd.Timestamp.now(tz="UTC") - TRAINED_AGO).isoformat(),
     )
     bundle = rel.bundle_from_registry(next(v for v in model_versions(home=home) if v["tag"] == tag))
     rel.record_release(environment="dev", bento_tag=f"recommender:{version}-src",

@@ -14,10 +14,11 @@ import pytest
 from recsys_assets import constants as c
 from tests.conftest import PROJECT_ROOT
 from tests.integration.support import cli_env
+from tests.secret_scan import SECRETS
 
 pytestmark = pytest.mark.slow
 
-SRE_KEY = "sre-0a9b8c7d6e5f4a3b2c1d"
+SRE_KEY = SECRETS["control_sre"]
 
 # Saves copies of the demo's promoted model under new versions (the store is fixed per process).
 _SAVE_VERSIONS = """

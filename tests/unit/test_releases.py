@@ -23,11 +23,12 @@ from recsys_assets.lib.model_registry import (
 )
 from recsys_assets.lib.policy import Subject
 from recsys_assets.lib.serving import ServingModel
+from tests.secret_scan import SECRETS
 
 MANAGER = Subject.human("alice", "release_manager")
 SRE = Subject.human("bob", "sre")
-MANAGER_KEY = "rm-1f2e3d4c5b6a79880a1b"
-EXPIRED_KEY = "rm-old-77aa66bb55cc44dd"
+MANAGER_KEY = SECRETS["control_release_manager"]
+EXPIRED_KEY = SECRETS["control_expired"]
 CONTROL_KEYS = (
     f"{MANAGER_KEY}:alice:release_manager;"
     f"{EXPIRED_KEY}:mallory:release_manager:2020-01-01T00:00:00Z"
