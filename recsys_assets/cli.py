@@ -186,7 +186,12 @@ def demo(args: argparse.Namespace) -> int:
             f"{challenger['latency_p50_ms']} ms, p99 {challenger['latency_p99_ms']} ms"
         )
     if gate is not None:
-        print(f"  quality gate: {'passed' if gate['passed'] else 'REFUSED'}")
+        reasons, warnings = gate.get("reasons") or [], gate.get("warnings") or []
+        print(f"  quality gate: {'REFUSED' if reasons else 'passed'}")
+        for warning in warnings:
+            print(f"    warning: {warning}")
+        for reason in reasons:
+            print(f"    refused: {reason}", file=sys.stderr)
     if not ok:
         print(f"release failed: {error}", file=sys.stderr)
         return 1

@@ -81,6 +81,7 @@ class ServingSettings:
 
     max_ndcg_drop: float = 0.02  # gate: a challenger may be at most this much (relative) worse
     latency_budget_p99_ms: float = 10.0  # gate: in-process p99 of one recommendation
+    latency_gate: str = "block"  # "block": over the budget refuses; "warn": a warning only
     clock: str = "data"  # "data": recency features as of the model's data end; "wall": now
     item_refresh_s: float = 300.0  # how often the service re-reads item features
     max_k: int = 100  # largest list a client may ask for
@@ -88,6 +89,10 @@ class ServingSettings:
     def __post_init__(self) -> None:
         if self.clock not in ("data", "wall"):
             raise ValueError(f"serving.clock must be 'data' or 'wall', not {self.clock!r}")
+        if self.latency_gate not in ("block", "warn"):
+            raise ValueError(
+                f"serving.latency_gate must be 'block' or 'warn', not {self.latency_gate!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,11 @@ A challenger passes when all of these hold:
   No champion yet: this rule passes. Why paired: on a shop of a few hundred evaluated customers
   two equally good models differ by several percent by chance, and a point rule refused about
   half of the retrained models in the closed-loop simulation, the ones that fixed the drift;
-- it is fast enough: its in-process p99 latency is within ``latency_budget_p99_ms``.
+- it is fast enough: its in-process p99 latency is within ``latency_budget_p99_ms``. Where
+  the environment measures on a shared machine (dev on a laptop, test on a CI runner) the
+  latency rule only warns (``latency_blocks=False``): that p99 is the machine's, not the
+  service's, and a busy runner doubled it. Acceptance and prod measure on production-like
+  hardware and block.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ class GateDecision:
     passed: bool
     reasons: list[str]  # why it failed (empty when it passed)
     figures: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # advisory breaches that did not refuse
 
     @property
     def summary(self) -> str:
         if self.passed:
-            return "passed: " + ", ".join(f"{k}={v}" for k, v in self.figures.items())
-        return "refused: " + "; ".join(self.reasons)
+            passed = "passed: " + ", ".join(f"{k}={v}" for k, v in self.figures.items())
+            return passed + "".join(f"; warning: {w}" for w in self.warnings)
+        return "refused: " + "; ".join(self.reasons + self.warnings)
 
 
 def _number(value: Any) -> float:
@@ -50,10 +56,12 @@ def quality_gate_decision(
     *,
     max_ndcg_drop: float,
     latency_budget_p99_ms: float,
+    latency_blocks: bool = True,
 ) -> GateDecision:
     """Decide on a challenger from its figures (``ndcg``, ``latency.p99_ms``) and the
-    champion's (``ndcg``, ``version``; None before the first promotion)."""
-    reasons = []
+    champion's (``ndcg``, ``version``; None before the first promotion). With
+    ``latency_blocks=False`` a latency over the budget is a warning, not a reason to refuse."""
+    reasons, warnings = [], []
     ndcg = _number(challenger.get("ndcg"))
     p99 = _number((challenger.get("latency") or {}).get("p99_ms"))
     figures: dict[str, Any] = {"ndcg": ndcg, "latency_p99_ms": p99}
@@ -82,6 +90,8 @@ def quality_gate_decision(
                 f"{max_ndcg_drop:.0%} ({floor:.4f})"
             )
     if not (math.isfinite(p99) and p99 <= latency_budget_p99_ms):
-        reasons.append(f"p99 latency {p99:.2f} ms is over the budget {latency_budget_p99_ms} ms")
+        breach = f"p99 latency {p99:.2f} ms is over the budget {latency_budget_p99_ms} ms"
+        (reasons if latency_blocks else warnings).append(breach)
     figures["latency_budget_p99_ms"] = latency_budget_p99_ms
-    return GateDecision(passed=not reasons, reasons=reasons, figures=figures)
+    figures["latency_blocks"] = latency_blocks
+    return GateDecision(passed=not reasons, reasons=reasons, figures=figures, warnings=warnings)

@@ -35,6 +35,16 @@ def test_latency_over_budget_fails_and_at_budget_passes():
     assert not slow.passed and "over the budget" in slow.reasons[0]
 
 
+def test_advisory_latency_warns_without_refusing():
+    slow = quality_gate_decision(challenger(p99=10.01), None, **BUDGET, latency_blocks=False)
+    assert slow.passed and slow.reasons == []
+    assert slow.warnings == ["p99 latency 10.01 ms is over the budget 10.0 ms"]
+    assert "; warning: p99 latency 10.01 ms" in slow.summary
+    # Advisory latency never rescues a challenger refused for its quality.
+    bad = quality_gate_decision(challenger(ndcg=0.0, p99=11), None, **BUDGET, latency_blocks=False)
+    assert not bad.passed and len(bad.reasons) == 1 and len(bad.warnings) == 1
+
+
 @pytest.mark.parametrize("ndcg", [None, "n/a", math.nan, 0.0])
 def test_a_challenger_without_a_usable_evaluation_fails(ndcg):
     decision = quality_gate_decision(challenger(ndcg=ndcg), None, **BUDGET)

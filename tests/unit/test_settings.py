@@ -46,3 +46,18 @@ def test_unknown_environment_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("RECSYS_ENV", "staging")
     with pytest.raises(ValueError, match="RECSYS_ENV='staging' is not an environment"):
         get_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [("dev", "warn"), ("test", "warn"), ("acceptance", "block"), ("prod", "block")],
+)
+def test_latency_blocks_only_where_measured_on_production_like_hardware(name, mode):
+    assert get_settings(name).serving.latency_gate == mode
+
+
+def test_an_unknown_latency_gate_mode_is_a_clear_error():
+    from recsys_assets.config.settings import ServingSettings
+
+    with pytest.raises(ValueError, match=r"latency_gate must be 'block' or 'warn', not 'off'"):
+        ServingSettings(latency_gate="off")
