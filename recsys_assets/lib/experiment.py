@@ -127,6 +127,26 @@ def current_experiment(
     return served.loc[times >= times[challenger].min()]
 
 
+def current_phase(
+    served: pd.DataFrame,
+    phase_started_at: str | pd.Timestamp,
+    *,
+    settle_s: float = 0.0,
+    time_column: str = "ts",
+) -> pd.DataFrame:
+    """The served records of the canary's current phase: from ``phase_started_at`` (when the
+    share last changed) plus ``settle_s`` (how long the service may still route by the old
+    share) on. A widened canary moves the customers whose hash lies between the old share and
+    the new one from the champion to the challenger: across phases they would all be conflicts,
+    and the sample-ratio check would hold the customers of every phase against the latest
+    share. Within one phase every customer's variant is fixed, so the experiment is clean."""
+    _require(served, (time_column,), "served")
+    start = pd.Timestamp(phase_started_at)
+    start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+    times = _utc_series(served[time_column])
+    return served.loc[(times >= start + pd.Timedelta(seconds=settle_s)).to_numpy()]
+
+
 def assignments(served: pd.DataFrame, *, time_column: str = "ts") -> pd.DataFrame:
     """The assignment log of a served frame (:meth:`ServedLog.read`): one row per customer
     with ``customer_id``, ``variant`` and ``first_seen`` (their first record in the variant).

@@ -10,12 +10,14 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from recsys_assets.config import get_settings
 from recsys_assets.defs.monitoring.experiment import (
     NO_EXPERIMENT,
     SRM_CHECK,
     ab_test_report,
     canary_share,
 )
+from recsys_assets.lib.canary import CanaryState, assign_variant, write_canary_state
 from recsys_assets.lib.feedback import FeedbackEvent, FeedbackLog
 from recsys_assets.lib.served_log import ServedLog, ServedRecord
 
@@ -137,6 +139,30 @@ def test_sample_ratio_mismatch_fails_the_check(logs):
     assert metadata["verdict"] == "underpowered"  # no orders yet
     assert not check.passed
     assert check.severity == dg.AssetCheckSeverity.WARN
+
+
+def test_a_widened_canary_is_analysed_in_its_current_phase_only(logs):
+    # 0.1 for a day, then widened to 0.5: customers hashed between the two change arms.
+    widened_at = T0 + timedelta(days=1)
+    state = CanaryState(challenger_tag="recsys-ranker:v2", share=0.5, salt="s1", generation=2,
+                        updated_at=widened_at.isoformat())  # fmt: skip
+    write_canary_state(get_settings().canary_state, state)
+    records = []
+    for phase_start, share in ((T0, 0.1), (widened_at + timedelta(seconds=5), 0.5)):
+        for i in range(2000):
+            customer = f"c{i:04d}"
+            variant = assign_variant(customer, salt="s1", challenger_share=share)
+            records.append(record(customer, variant, phase_start + timedelta(seconds=10 * i)))
+    with ServedLog(logs["served"]) as served:
+        served.append(records)
+
+    metadata, check = materialise()
+    assert metadata["phase_started_at"] == widened_at.isoformat()
+    assert metadata["served_records_before_phase"] == 2000
+    assert metadata["conflicts"] == 0  # across both phases 803 customers changed arms
+    assert metadata["champion_customers"] + metadata["challenger_customers"] == 2000
+    assert metadata["expected_share"] == pytest.approx(0.5)
+    assert not metadata["srm_mismatch"] and check.passed
 
 
 def test_canary_share(monkeypatch):

@@ -21,6 +21,7 @@ from recsys_assets.lib.experiment import (
     SINGLE_VARIANT,
     assignments,
     current_experiment,
+    current_phase,
     experiment_report,
     outcomes,
     per_customer,
@@ -399,3 +400,13 @@ def test_the_current_experiment_starts_at_its_challengers_first_record():
     assert assignment.attrs["conflicts"] == 0 and len(assignment) == 2
     assert assignments(frame).attrs["conflicts"] == 1  # "a" in both arms across experiments
     assert current_experiment(frame, "v9").empty  # not served yet: nothing to analyse
+
+
+def test_the_current_phase_starts_when_the_share_changed_plus_the_settling_time():
+    frame = pd.DataFrame({"customer_id": list("abcd"), "ts": [h(0), h(1), h(2), h(3)]})
+    assert current_phase(frame, h(1))["customer_id"].tolist() == ["b", "c", "d"]  # at: in
+    settled = current_phase(frame, h(1).isoformat(), settle_s=3600)
+    assert settled["customer_id"].tolist() == ["c", "d"]
+    naive = current_phase(frame, h(2).tz_localize(None))  # a naive time is UTC
+    assert naive["customer_id"].tolist() == ["c", "d"]
+    assert current_phase(frame, h(4)).empty

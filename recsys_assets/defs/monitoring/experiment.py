@@ -17,12 +17,15 @@ import dagster as dg
 from recsys_assets.config import get_settings
 from recsys_assets.defs.monitoring.assets import monitoring_asset, reports_dir
 from recsys_assets.lib import experiment
-from recsys_assets.lib.canary import CanaryConfig, current_config
+from recsys_assets.lib.canary import CanaryConfig, current_config, read_canary_state
 from recsys_assets.lib.feedback import FeedbackLog
 from recsys_assets.lib.served_log import ServedLog, served_log_path
 
 NO_EXPERIMENT = "no experiment running"
 SRM_CHECK = "ab_test_srm"
+# The service looks at the canary state file at most once a second: records within this long of
+# a share change may still follow the old share, and belong to neither phase.
+PHASE_SETTLE_S = 2.0
 
 
 def canary_in_force() -> CanaryConfig:
@@ -65,15 +68,22 @@ def ab_test_report() -> dg.MaterializeResult:
     AOV and revenue per customer; the AOV lift of the challenger with Welch's p-value and CI and
     a bootstrap CI; the SRM check against ``RECSYS_CANARY_SHARE``; the orders needed for a 5%
     effect and the verdict. HTML and JSON under reports/monitoring/ab_test.*; without variants in
-    the served log it materialises with status "no experiment running"."""
+    the served log it materialises with status "no experiment running". With a canary state
+    file, only the current phase is analysed: the records since the share last changed
+    (``phase_started_at``), in which every customer's variant is fixed."""
     settings = get_settings()
     served = ServedLog(served_log_path(settings.feedback_log)).read()
     feedback = FeedbackLog(settings.feedback_log).read()
     canary = canary_in_force()
     share = canary.share
+    records_read, phase_started_at = len(served), None
     if canary.challenger_tag is not None and len(served):  # this experiment's records only
         version = canary.challenger_tag.rsplit(":", 1)[-1]
         served = experiment.current_experiment(served, version)
+        state = read_canary_state(settings.canary_state)
+        if state is not None and state.challenger_tag == canary.challenger_tag and state.updated_at:
+            phase_started_at = state.updated_at  # the share in force since then
+            served = experiment.current_phase(served, phase_started_at, settle_s=PHASE_SETTLE_S)
     if not 0.0 < share < 1.0:  # one variant serves everyone: nothing to compare
         why = f"the canary share is {share:g}: one variant serves every customer"
         return dg.MaterializeResult(
@@ -92,6 +102,8 @@ def ab_test_report() -> dg.MaterializeResult:
     }
     counts = {
         "served_records": len(served),
+        "served_records_before_phase": records_read - len(served),
+        "phase_started_at": phase_started_at or "n/a (no canary state file)",
         "served_records_without_variant": int(assigned.attrs["records_without_variant"]),
         "conflicts": int(report["conflicts"]),
         "expected_share": share,
