@@ -168,7 +168,15 @@ def test_too_little_traffic_waits(logs):
     write_logs(logs, {"champion": 30, "challenger": 30}, lists=100)
     metadata, check = materialise()
     assert metadata["action"] == "wait" and metadata["next_share"] == pytest.approx(0.1)
-    assert check.passed
+    assert check.passed and metadata["logged"]
+    again, _ = materialise()  # still waiting: nothing new for the loop log
+    assert again["action"] == "wait" and not again["logged"]
+    assert len(loop.LoopLog(logs["loop"]).read([loop.CANARY_DECISION])) == 1
+    write_logs(logs, {"champion": 300, "challenger": 290})  # the traffic arrives
+    decided, _ = materialise()
+    assert decided["action"] == "widen" and decided["logged"]
+    actions = [e["action"] for e in loop.LoopLog(logs["loop"]).read([loop.CANARY_DECISION])]
+    assert actions == ["wait", "widen"]
 
 
 def test_without_a_challenger_no_canary_running(logs, monkeypatch):

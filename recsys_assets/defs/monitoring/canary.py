@@ -24,6 +24,7 @@ from recsys_assets.lib import loop
 from recsys_assets.lib.canary import VARIANTS, current_config
 from recsys_assets.lib.canary_analysis import (
     ROLLBACK,
+    WAIT,
     CanaryPolicy,
     canary_decision,
     served_latency,
@@ -69,6 +70,20 @@ def _service_errors() -> tuple[dict[str, int] | None, str | None]:
         return None, f"the service's metrics at {url}/metrics could not be read ({error})"
 
 
+def repeats_a_wait(log: loop.LoopLog, action: str, challenger_tag: str, share: float) -> bool:
+    """Whether ``action`` is a wait right after a wait on the same challenger and share: such
+    a decision says nothing new, and a canary waiting for traffic would otherwise log one every
+    ``canary_interval_s``. The first wait of a phase, and every other action, is logged."""
+    if action != WAIT:
+        return False
+    previous = log.last(loop.CANARY_DECISION, challenger_tag=challenger_tag)
+    return (
+        previous is not None
+        and previous.get("action") == WAIT
+        and previous.get("current_share") == share
+    )
+
+
 def _write(report: dict[str, Any]) -> str:
     path = reports_dir() / REPORT_NAME
     path.write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
@@ -86,7 +101,8 @@ def canary_report() -> dg.MaterializeResult:
     :class:`~recsys_assets.lib.canary_analysis.CanaryPolicy` at the share in force (the
     canary state file, else ``RECSYS_CHALLENGER_TAG`` and ``RECSYS_CANARY_SHARE``): wait,
     rollback, widen or promote, with the reasons. Written to the loop log as a
-    ``canary_decision`` event and to reports/monitoring/canary.json, then applied to the state
+    ``canary_decision`` event (a wait repeating the previous wait is not logged again: ``logged``
+    in the metadata) and to reports/monitoring/canary.json, then applied to the state
     file (``applied`` in the metadata: applied, refused by the policy, stale or nothing to do);
     the check ``canary_guardrails`` fails (WARN) on a rollback.
 
@@ -118,12 +134,16 @@ def canary_report() -> dg.MaterializeResult:
     decision = canary_decision(
         figures, policy, current_share=config.share, errors_not_judged=errors_not_judged
     )
-    event = loop.LoopLog(settings.loop_log).append(
-        loop.CANARY_DECISION,
-        challenger_tag=config.challenger_tag,
-        current_share=config.share,
-        **decision.as_event(),
-    )
+    log = loop.LoopLog(settings.loop_log)
+    logged = not repeats_a_wait(log, decision.action, config.challenger_tag, config.share)
+    event = {"ts": loop.now_utc()}  # a repeated wait: this run's metadata still has it all
+    if logged:
+        event = log.append(
+            loop.CANARY_DECISION,
+            challenger_tag=config.challenger_tag,
+            current_share=config.share,
+            **decision.as_event(),
+        )
     report = {
         "status": "analysed",
         "ts": event["ts"],
@@ -160,6 +180,7 @@ def canary_report() -> dg.MaterializeResult:
             "action": decision.action,
             "current_share": config.share,
             "next_share": decision.next_share,
+            "logged": logged,
             "reasons": dg.MetadataValue.json(decision.reasons),
             **per_variant,
             "figures": dg.MetadataValue.json(figures),
