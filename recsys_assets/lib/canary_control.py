@@ -11,7 +11,8 @@ nothing. Then, per action:
   it is there, a ``rolled_back`` loop event;
 - widen: the next share, a ``canary_widened`` loop event;
 - promote: share 1.0 (every customer on the challenger), the challenger marked ``promoted`` in
-  the registry, a ``canary_promoted`` loop event;
+  the registry and recorded as the environment's release in the release ledger (its bundle and
+  the bento built for it), a ``canary_promoted`` loop event;
 - wait: nothing.
 
 Idempotent: a decision about a challenger that is no longer the one in force, or made at a
@@ -60,7 +61,8 @@ NOTHING = "nothing to do"  # wait
 class Applied:
     """What :func:`apply_decision` did: the decision's ``action``, the ``outcome`` (one of
     applied, refused, stale, nothing to do), a plain-English ``detail``, the ``state`` written
-    (when applied), what happened in the ``registry`` and the loop ``event`` appended."""
+    (when applied), what happened in the ``registry``, the loop ``event`` appended and, on a
+    promotion, the ``release`` recorded."""
 
     action: str
     outcome: str
@@ -68,6 +70,7 @@ class Applied:
     state: CanaryState | None = None
     registry: str | None = None
     event: dict[str, Any] | None = None
+    release: str | None = None  # the release ledger, on a promotion
 
     def as_metadata(self) -> dict[str, Any]:
         """Flat, JSON-able fields for asset metadata and the report."""
@@ -79,6 +82,7 @@ class Applied:
             "share": None if self.state is None else self.state.share,
             "challenger_tag": None if self.state is None else self.state.challenger_tag,
             "registry": self.registry,
+            "release": self.release,
         }
 
 
@@ -104,6 +108,23 @@ def mark_stage(tag: str, stage: str, **labels: str) -> str:
     return f"{tag} marked {stage}"
 
 
+def release_winner(tag: str, environment: str, reason: str) -> str:
+    """Record the promoted challenger as ``environment``'s release, by the canary analyser;
+    a plain-English outcome. Never raises: the canary already serves it to every customer, and
+    a ledger that cannot be written must not hide that."""
+    from recsys_assets.lib.releases import release_canary_winner
+
+    try:
+        release = release_canary_winner(
+            tag, environment, released_by=CANARY_ANALYSER, reason=reason
+        )
+    except Exception as error:  # a locked or corrupt ledger, an unreadable store
+        return f"release not recorded ({type(error).__name__}: {error})"
+    if release is None:
+        return f"{tag} is not in the registry: no release recorded"
+    return f"release {release['release_id']} recorded (bento {release['bento_tag'] or 'none'})"
+
+
 def apply_decision(
     decision: CanaryDecision,
     *,
@@ -116,12 +137,14 @@ def apply_decision(
     environ: Mapping[str, str] | None = None,
     policy_path: str | os.PathLike[str] = DEFAULT_POLICY_PATH,
     set_stage: Callable[..., str] = mark_stage,
+    record_release: Callable[[str, str, str], str] = release_winner,
 ) -> Applied:
     """Apply ``decision`` about ``challenger_tag`` (made at ``decided_share``) to the canary
     state file ``state_path`` of ``environment``, as the canary analyser (see the module
     notes). ``detected_at``: when the decision was made (the ``canary_decision`` event's ts);
     ``environ``: the bootstrap configuration while there is no state file (default
-    ``os.environ``); ``set_stage(tag, stage, **labels) -> str``: the registry change.
+    ``os.environ``); ``set_stage(tag, stage, **labels) -> str``: the registry change;
+    ``record_release(tag, environment, reason) -> str``: the release ledger on a promotion.
     Never raises for a policy deny (outcome refused); a corrupt state file raises ValueError."""
     from recsys_assets.lib.model_registry import PROMOTED, ROLLED_BACK
 
@@ -166,6 +189,7 @@ def apply_decision(
     reasons = list(decision.reasons)
     log = loop.LoopLog(loop_log)
     common = {"challenger_tag": challenger_tag, "model_version": version}
+    release = None
     if action == ROLLBACK:
         new = current.changed(
             challenger_tag=None,
@@ -216,6 +240,11 @@ def apply_decision(
         )
         write_canary_state(state_path, new)
         registry = set_stage(challenger_tag, PROMOTED)
+        release = record_release(
+            challenger_tag,
+            environment,
+            f"promoted by the canary at share {current.share:g}: " + "; ".join(reasons),
+        )
         event = log.append(
             loop.CANARY_PROMOTED,
             **common,
@@ -223,9 +252,10 @@ def apply_decision(
             share=1.0,
             reasons=reasons,
             generation=new.generation,
+            release=release,
         )
         detail = f"promoted {challenger_tag}: share {current.share:g} -> 1"
-    return Applied(action, APPLIED, detail, new, registry, event)
+    return Applied(action, APPLIED, detail, new, registry, event, release)
 
 
 def scrape_errors(service_url: str, *, timeout: float = 5.0) -> dict[str, int]:

@@ -312,6 +312,45 @@ def record_release(
     return {**record, "status": CURRENT, "rolled_back": None}
 
 
+def bento_built_for(model_version: str, home: str | Path) -> str | None:
+    """The newest bento the pipeline built for ``model_version`` in the store under ``home``
+    (``recommender:<model version>-<source hash>``), None when there is none."""
+    folder = Path(home) / "bentos" / c.BENTO_NAME
+    built = sorted(folder.glob(f"{model_version}-*"), key=lambda p: p.stat().st_mtime)
+    return f"{c.BENTO_NAME}:{built[-1].name}" if built else None
+
+
+def release_canary_winner(
+    model_tag: str,
+    environment: str,
+    *,
+    released_by: Subject,
+    reason: str,
+    ledger: str | Path | None = None,
+) -> dict[str, Any] | None:
+    """Record a challenger the canary promoted as ``environment``'s release: its bundle from
+    the environment's registry and the bento built for it. The canary already serves it to
+    every customer; without this line the ledger would still name the old champion, and a
+    rollback would go to the wrong bundle. None when the model is not in the registry."""
+    home = environment_home(environment)
+    entry = next((v for v in registry.model_versions(home=home) if v["tag"] == model_tag), None)
+    if entry is None:
+        return None
+    bundle = bundle_from_registry(entry)
+    return record_release(
+        environment=environment,
+        model_tag=bundle["model_tag"],
+        model_version=bundle["model_version"],
+        bento_tag=bento_built_for(bundle["model_version"], home),
+        feature_service=bundle["feature_service"],
+        data_versions=bundle["data_versions"],
+        evaluation=bundle["evaluation"],
+        released_by=released_by,
+        reason=reason,
+        ledger=ledger,
+    )
+
+
 # --- promotion: environment N-1 -> N ---------------------------------------------------------
 
 

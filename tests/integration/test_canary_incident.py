@@ -15,7 +15,7 @@ import pytest
 
 from recsys_assets import constants as c
 from recsys_assets.defs.monitoring.canary import canary_report
-from recsys_assets.lib import loop, model_registry
+from recsys_assets.lib import loop, model_registry, releases
 from recsys_assets.lib.canary import CanaryState, read_canary_state, write_canary_state
 from recsys_assets.lib.served_log import SERVED_LOG_VAR, ServedLog
 from tests.integration import test_service as service_tests
@@ -147,6 +147,7 @@ def test_a_slow_challenger_is_rolled_back_by_the_system(canary_store, tmp_path, 
 
 def test_a_normal_challenger_is_promoted(canary_store, tmp_path, monkeypatch):
     logs = tmp_path / "normal"
+    monkeypatch.setenv(releases.HOME_VAR_PREFIX + "TEST", str(canary_store[1]))  # its registry
     metadata, check, _, after, metrics, stages = _serve_and_analyse(
         canary_store, logs, {}, monkeypatch
     )
@@ -163,6 +164,11 @@ def test_a_normal_challenger_is_promoted(canary_store, tmp_path, monkeypatch):
     assert state.share == 1.0 and state.generation == 2
     assert stages == [(challenger_tag, "promoted")]
     assert len(loop.LoopLog(logs / "loop.jsonl").read([loop.CANARY_PROMOTED])) == 1
+    # the release ledger follows: the challenger is the environment's release now
+    release = releases.current_release("test")
+    assert release["model_tag"] == challenger_tag and "recorded" in metadata["applied_state"][
+        "release"]  # fmt: skip
+    assert release["released_by"]["id"] == "canary-analyser"
     assert set(after) == {"challenger"}, after  # share 1.0: everyone on the challenger
     assert re.search(r"^recsys_canary_share 1\.0$", metrics, re.MULTILINE), metrics
 

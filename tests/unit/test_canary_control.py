@@ -23,6 +23,7 @@ from recsys_assets.lib.canary_control import (
     REFUSED,
     STALE,
     apply_decision,
+    release_winner,
 )
 from recsys_assets.lib.control import control_audit_path
 from recsys_assets.lib.policy import DEFAULT_POLICY_PATH
@@ -112,6 +113,33 @@ def test_promote_gives_the_challenger_everyone(paths):
     assert (state.challenger_tag, state.share) == (TAG, 1.0)
     assert registry.calls == [(TAG, "promoted", {})]
     assert len(loop.LoopLog(paths["loop"]).read([loop.CANARY_PROMOTED])) == 1
+
+
+def test_a_promotion_is_recorded_as_the_environments_release(paths):
+    recorded: list[tuple] = []
+
+    def ledger(tag: str, environment: str, reason: str) -> str:
+        recorded.append((tag, environment, reason))
+        return "release test-v2 recorded"
+
+    applied, _ = apply(paths, decision(ca.PROMOTE, 1.0), record_release=ledger)
+    assert recorded == [(TAG, "test", "promoted by the canary at share 0.25: all clean: promote")]
+    assert applied.release == applied.as_metadata()["release"] == "release test-v2 recorded"
+    [event] = loop.LoopLog(paths["loop"]).read([loop.CANARY_PROMOTED])
+    assert event["release"] == "release test-v2 recorded"
+    rolled, _ = apply(paths, decision(ca.ROLLBACK, 0.0), share=1.0, record_release=ledger)
+    assert len(recorded) == 1 and rolled.release is None  # only a promotion releases
+
+
+def test_a_ledger_that_fails_does_not_undo_the_promotion(paths, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError("ledger is read-only")
+
+    monkeypatch.setattr("recsys_assets.lib.releases.release_canary_winner", broken)
+    assert release_winner(TAG, "test", "r") == "release not recorded (OSError: ledger is read-only)"
+    applied, _ = apply(paths, decision(ca.PROMOTE, 1.0))
+    assert applied.outcome == APPLIED and read_canary_state(paths["state"]).share == 1.0
+    assert applied.release == "release not recorded (OSError: ledger is read-only)"
 
 
 def test_wait_changes_nothing(paths):

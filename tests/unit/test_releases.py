@@ -1,12 +1,14 @@
 """Release bundles: the ledger and its fold, the environment order, the policy, rollback, KPIs."""
 
 import json
+import os
 
 import pandas as pd
 import pytest
 
 from recsys_assets.lib import releases as rel
 from recsys_assets.lib.control import (
+    CANARY_ANALYSER,
     CONTROL_KEYS_VAR,
     OPERATOR_KEY_VAR,
     PIPELINE,
@@ -384,3 +386,29 @@ def test_the_releases_asset_shows_the_ledger_and_changes_nothing(scratch):
     assert metadata["history"].count("\n") == 3  # header, rule, two releases
     assert (metadata["releases"], metadata["rolled_back"]) == (2, 0)
     assert scratch["ledger"].read_text() == before
+
+
+def test_a_challenger_the_canary_promoted_becomes_the_release_with_its_own_bento(scratch):
+    pipeline_release(scratch, "v1", "test")  # the champion, released by the pipeline
+    home = scratch["homes"]["test"]
+    challenger = save_promoted(tiny_model("v2"), stage=CANDIDATE, home=home)
+    for age, source_hash in ((100, "new2"), (200, "old1")):  # two builds: the newest counts
+        folder = home / "bentos" / "recommender" / f"v2-{source_hash}"
+        folder.mkdir(parents=True)
+        os.utime(folder, (1_700_000_000 - age, 1_700_000_000 - age))
+    assert rel.bento_built_for("v2", home) == "recommender:v2-new2"
+    assert rel.bento_built_for("v3", home) is None
+
+    release = rel.release_canary_winner(
+        challenger, "test", released_by=CANARY_ANALYSER, reason="promoted by the canary"
+    )
+    assert (release["model_version"], release["bento_tag"]) == ("v2", "recommender:v2-new2")
+    assert release["released_by"]["id"] == "canary-analyser"
+    [current] = [r for r in rel.releases() if r["status"] == rel.CURRENT]
+    assert current["release_id"] == release["release_id"]  # the ledger follows the serving
+    assert (
+        rel.release_canary_winner(
+            "recsys-ranker:unknown", "test", released_by=CANARY_ANALYSER, reason="r"
+        )
+        is None
+    )
