@@ -271,6 +271,24 @@ def test_error_counts_from_the_service_metrics_roll_back(logs, monkeypatch, stag
     assert stages[0][:2] == ("recsys-ranker:v2", "rolled_back")
 
 
+def test_error_counts_of_several_replicas_are_summed(logs, monkeypatch):
+    write_logs(logs, {"champion": 300, "challenger": 300})
+    one = 'recsys_errors_total{endpoint="recommend",variant="challenger"} 15.0\n'
+    two = 'recsys_errors_total{endpoint="recommend",variant="challenger"} 25.0\n'
+    with metrics_server(one) as first, metrics_server(two) as second:
+        monkeypatch.setenv("RECSYS_SERVICE_URL", f"{first}, {second}/")
+        metadata, _ = materialise()
+    assert metadata["challenger_errors"] == 40 and metadata["action"] == "rollback"
+    logs["state"].unlink()  # the environment's canary again
+    with metrics_server("") as gone:
+        pass  # stopped: one replica that cannot be read leaves the sum unjudged
+    with metrics_server(one) as first:
+        monkeypatch.setenv("RECSYS_SERVICE_URL", f"{first},{gone}")
+        metadata, _ = materialise()
+    assert metadata["guardrails"]["error_rate"]["status"] == "not judged"
+    assert gone in metadata["guardrails"]["error_rate"]["text"]
+
+
 def test_an_unreachable_service_leaves_errors_unjudged(logs, monkeypatch):
     with metrics_server("") as url:
         pass  # stopped: nothing listens there any more

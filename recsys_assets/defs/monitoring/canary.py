@@ -59,15 +59,23 @@ def _number(value: Any) -> float:
 
 
 def _service_errors() -> tuple[dict[str, int] | None, str | None]:
-    """Per-variant error counts from the service's /metrics (``RECSYS_SERVICE_URL``), or None
-    with the reason they are not judged: no URL, or a scrape that failed (never raises)."""
-    url = (os.environ.get(SERVICE_URL_VAR) or "").strip().rstrip("/")
-    if not url:
+    """Per-variant error counts from the service's /metrics (``RECSYS_SERVICE_URL``: one URL,
+    or the replicas' URLs separated by commas, summed), or None with the reason they are not
+    judged: no URL, or a scrape that failed (never raises). One replica that cannot be read
+    leaves the errors unjudged: the others' sum would understate them."""
+    urls = [u.strip().rstrip("/") for u in (os.environ.get(SERVICE_URL_VAR) or "").split(",")]
+    urls = [url for url in urls if url]
+    if not urls:
         return None, f"{SERVICE_URL_VAR} is not set: the service's error counts are not read"
-    try:
-        return scrape_errors(url), None
-    except Exception as error:  # URLError, timeouts, a broken answer: judged without errors
-        return None, f"the service's metrics at {url}/metrics could not be read ({error})"
+    total: dict[str, int] = {}
+    for url in urls:
+        try:
+            counts = scrape_errors(url)
+        except Exception as error:  # URLError, timeouts, a broken answer: judged without errors
+            return None, f"the service's metrics at {url}/metrics could not be read ({error})"
+        for variant, count in counts.items():
+            total[variant] = total.get(variant, 0) + count
+    return total, None
 
 
 def repeats_a_wait(log: loop.LoopLog, action: str, challenger_tag: str, share: float) -> bool:
