@@ -44,14 +44,9 @@ import math
 import os
 import shlex
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -60,6 +55,8 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+
+from recsys_assets.lib.processes import free_port, served
 
 if __package__:  # imported as benchmarks.loadgen
     from .common import ROOT, machine
@@ -398,47 +395,6 @@ async def run_open(
 # --------------------------------------------------------------------------- server process
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no output)"
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM the process group of ``proc``, SIGKILL it if anything is left after grace_s."""
-    pgid = proc.pid  # start_new_session: the leader's pid is the group id
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        proc.poll()
-        if proc.returncode is not None and not _group_alive(pgid):
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-
-
 @contextlib.contextmanager
 def serve(
     cmd: list[str],
@@ -447,50 +403,16 @@ def serve(
     timeout_s: float = 120,
     env: dict[str, str] | None = None,
     cwd: str | os.PathLike | None = None,
-    host: str = "127.0.0.1",
 ) -> Iterator[int]:
     """Run a server (``cmd`` must make it listen on ``port``) in its own process group, wait
-    until GET ``ready_path`` answers 200, yield its pid; on exit stop the whole group (SIGTERM,
-    SIGKILL after 10 s). ``env`` adds to os.environ. Its stdout and stderr go to temporary
-    files (no pipe to fill); their last lines are in the error if it exits or never gets ready.
-    """
-    full_env = {**os.environ, **(env or {})}
-    with tempfile.TemporaryDirectory(prefix="serve-") as tmp:
-        out_path, err_path = Path(tmp) / "stdout.log", Path(tmp) / "stderr.log"
-        with out_path.open("wb") as out, err_path.open("wb") as err:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                env=full_env,
-                cwd=cwd,
-                start_new_session=True,
-            )
-        try:
-            url = f"http://{host}:{port}{ready_path}"
-            deadline = time.monotonic() + timeout_s
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"server exited with code {proc.returncode} before it was ready: "
-                        f"{shlex.join(cmd)}\n--- last stderr lines ---\n{_tail(err_path)}"
-                    )
-                try:
-                    with urllib.request.urlopen(url, timeout=2) as resp:
-                        if resp.status == 200:
-                            break
-                except (urllib.error.URLError, OSError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"server not ready at {url} after {timeout_s:g} s: {shlex.join(cmd)}\n"
-                        f"--- last stderr lines ---\n{_tail(err_path)}"
-                    )
-                time.sleep(0.25)
-            yield proc.pid
-        finally:
-            stop_group(proc)
+    until GET ``ready_path`` answers 200, yield its pid; on exit stop the whole group.
+    ``env`` adds to os.environ. Its output goes to a temporary log, whose last lines are in the
+    error if it exits or never gets ready (:mod:`recsys_assets.lib.processes`)."""
+    with tempfile.TemporaryDirectory(prefix="serve-") as tmp, served(
+        cmd, port, env={**os.environ, **(env or {})}, log=Path(tmp) / "server.log",
+        ready_path=ready_path, timeout_s=timeout_s, cwd=cwd or os.getcwd(),
+    ) as server:  # fmt: skip
+        yield server.pid
 
 
 # --------------------------------------------------------------------------- CLI

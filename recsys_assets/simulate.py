@@ -29,12 +29,9 @@ under ``make dev`` the daemon runs it while the service keeps serving.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -50,6 +47,7 @@ import yaml
 
 from recsys_assets import constants as c
 from recsys_assets.config.settings import PROJECT_ROOT
+from recsys_assets.lib.processes import ServerProcess
 
 DEFAULT_WORKDIR = PROJECT_ROOT / "data" / "simulation"
 LEGACY_START_DAY = 14  # the shop's previous recommender goes live on this history day
@@ -175,58 +173,14 @@ class Workspace:
         self.source_config.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def _stop_with_parent() -> None:
-    """In the service's process, before exec: ask Linux to send SIGTERM when the simulation
-    dies, even by SIGKILL, so no server outlives it (elsewhere: nothing to do)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-class Service:
-    """``bentoml serve`` of a bento in its own process group, ready when /readyz says so."""
+class Service(ServerProcess):
+    """``bentoml serve`` of a bento (or the service's source) in its own process group."""
 
     def __init__(self, bento_tag: str, port: int, env: dict[str, str], log: Path) -> None:
-        self.bento_tag, self.port, self.log = bento_tag, port, log
         bentoml = str(Path(sys.executable).parent / "bentoml")
         command = [bentoml, "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)]
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as sink:
-            self.process = subprocess.Popen(
-                command, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, cwd=PROJECT_ROOT,
-                preexec_fn=_stop_with_parent,
-            )  # fmt: skip
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout_s: float = 180) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                tail = self.log.read_text()[-2000:]
-                raise RuntimeError(f"service {self.bento_tag} exited before ready:\n{tail}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(self.url + c.READINESS_PATH, timeout=2) as response,
-            ):
-                if response.status == 200:
-                    return
-            time.sleep(0.5)
-        raise RuntimeError(f"service {self.bento_tag} not ready after {timeout_s:.0f} s")
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        super().__init__(command, port, env=env, log=log)
+        self.bento_tag = bento_tag
 
 
 @dataclass
@@ -439,11 +393,16 @@ class Simulation:
             "RECSYS_SERVICE_WORKERS": "1",
         }
         new = Service(bento_tag, port, env, self.workspace.root / "logs" / f"service-{port}.log")
-        new.wait_ready()
-        probe = self.post(new.url, "/recommend", {"customer_id": "U00001", "k": 1})
-        if probe["model_version"] != version:
+        try:
+            new.wait_ready()
+            probe = self.post(new.url, "/recommend", {"customer_id": "U00001", "k": 1})
+            if probe["model_version"] != version:
+                raise RuntimeError(
+                    f"{bento_tag} answers with {probe['model_version']}, not {version}"
+                )
+        except BaseException:  # the old service keeps serving; the new one must not linger
             new.stop()
-            raise RuntimeError(f"{bento_tag} answers with {probe['model_version']}, not {version}")
+            raise
         old, self.service, self.serving_version = self.service, new, version
         loop.LoopLog(get_settings().loop_log).append(
             loop.SERVING, model_version=version, bento=bento_tag, port=port

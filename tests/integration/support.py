@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
 
+from recsys_assets import constants as c
 from recsys_assets.defs.features.resources import FeatureStoreResource
 from recsys_assets.defs.ingestion.assets import raw_events, validate_events
 from recsys_assets.defs.ingestion.resources import EventSourceResource
 from recsys_assets.defs.warehouse import WarehouseIOManager
+from recsys_assets.lib import processes
 from tests.conftest import PROJECT_ROOT, copy_feature_repo
 
 INGESTION_ASSETS = [raw_events, validate_events]
+free_port = processes.free_port
 
 
 def scratch_resources(
@@ -85,41 +84,10 @@ def run_cli(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def served(command: list[str], port: int, env: dict[str, str], log: Path, *, ready: bool = True):
-    """Start a server in its own process group, wait until /readyz answers 200 (or, with
-    ``ready=False``, until /livez does), yield its process, stop it by its process group id."""
-    with log.open("wb") as sink:
-        server = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    path = "/readyz" if ready else "/livez"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"server exited with {server.returncode}: {log.read_text()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not up after 180 s: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
+    """The server ready (GET /readyz answered 200; with ``ready=False``, /livez) inside the
+    block, stopped with its whole process group after it (:mod:`recsys_assets.lib.processes`)."""
+    path = c.READINESS_PATH if ready else c.LIVENESS_PATH
+    with processes.served(command, port, env=env, log=log, ready_path=path) as server:
         yield server
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
