@@ -426,12 +426,28 @@ def timeline(args: argparse.Namespace) -> int:
 
 
 def drill(args: argparse.Namespace) -> int:
-    """Stage a slow challenger in a canary and watch the system roll it back on its own."""
-    from recsys_assets.drill import DEFAULT_WORKDIR, Drill, DrillPlan, print_summary, write_summary
-
-    plan = DrillPlan(
-        delay_ms=args.delay_ms, share=args.share, interval_s=args.interval, port=args.port
+    """Stage a faulty challenger (slow, or a bad model) in a canary and watch the system roll
+    it back on its own."""
+    from recsys_assets.drill import (
+        DEFAULT_WORKDIR,
+        SLOW,
+        Drill,
+        DrillPlan,
+        print_summary,
+        write_summary,
     )
+
+    if args.fault == SLOW:
+        delay_ms = DrillPlan.delay_ms if args.delay_ms is None else args.delay_ms
+    elif args.delay_ms is None:
+        delay_ms = 0.0  # the bad model answers at the champion's speed
+    else:
+        print(f"drill failed: --delay-ms is for --fault {SLOW} only", file=sys.stderr)
+        return 2
+    plan = DrillPlan(
+        fault=args.fault, delay_ms=delay_ms, share=args.share, interval_s=args.interval,
+        port=args.port,
+    )  # fmt: skip
     workdir = Path(args.workdir) if args.workdir else DEFAULT_WORKDIR
     try:
         summary = Drill(plan, workdir).run()
@@ -834,9 +850,16 @@ def main(argv: list[str] | None = None) -> int:
     timeline_parser.add_argument("--json", action="store_true", help="JSON instead of lines")
     timeline_parser.set_defaults(handler=timeline)
     drill_parser = commands.add_parser(
-        "drill", help="stage a slow challenger in a canary: detection and automatic rollback"
+        "drill", help="stage a faulty challenger in a canary: detection and automatic rollback"
     )
-    drill_parser.add_argument("--delay-ms", type=float, default=60.0, help="challenger's delay")
+    drill_parser.add_argument(
+        "--fault", choices=("slow", "bad-model"), default="slow",
+        help="slow: the champion made slower by the drill knob; bad-model: the champion with "
+        "candidates misjoined across customers (caught on click-through and conversion)",
+    )  # fmt: skip
+    drill_parser.add_argument(
+        "--delay-ms", type=float, help="the slow challenger's delay (default 60)"
+    )
     drill_parser.add_argument("--share", type=float, default=0.5, help="challenger's share")
     drill_parser.add_argument("--interval", type=float, default=5.0, help="analysis cadence (s)")
     drill_parser.add_argument("--port", type=int, default=3071)

@@ -1,6 +1,7 @@
-"""The staged slow-challenger incident, end to end: `python -m recsys_assets drill` serves the
-demo's champion with a delayed challenger over HTTP, the canary sensor's runs detect the breach
-and roll it back, and the report carries the timeline, time to detect and time to recover."""
+"""The staged incidents, end to end: `python -m recsys_assets drill` serves the demo's champion
+with a faulty challenger over HTTP (a delayed one, or a bad model that only the shoppers'
+clicks and purchases give away), the canary sensor's runs detect the breach and roll it back,
+and the report carries the timeline, time to detect and time to recover."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def test_the_slow_challenger_is_detected_and_rolled_back_without_a_human(
     assert demo.returncode == 0, demo.stderr
     drill_dir = tmp_path / "drill"
     done = run_cli(
-        workdir, "drill", "--workdir", str(drill_dir), "--delay-ms", "60", "--interval", "2",
+        workdir, "drill", "--workdir", str(drill_dir), "--delay-ms", "100", "--interval", "2",
         "--port", str(free_port()),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -30,8 +31,10 @@ def test_the_slow_challenger_is_detected_and_rolled_back_without_a_human(
     # the shoppers met a slower challenger, and the service's metrics and traces show it
     shoppers = report["shoppers"]
     assert shoppers["challenger"]["p50_ms"] > shoppers["champion"]["p50_ms"] + 40
+    # every challenger answer took over 100 ms: past the histogram's 0.1 s bucket (the
+    # champion's tail is not compared: on a busy machine it can reach that far too)
     p99 = report["metrics_p99_upper_bound_s"]
-    assert p99["challenger"] > p99["champion"]
+    assert p99["challenger"] >= 0.25, p99
     traces = report["traces"]
     assert traces["challenger"]["spans"] > 0
     assert traces["challenger"]["mean_ms"] > traces["champion"]["mean_ms"] + 40
@@ -52,3 +55,43 @@ def test_the_slow_challenger_is_detected_and_rolled_back_without_a_human(
     rollback = next(e for e in report["timeline"] if e["kind"] == "allow:rollback")
     assert rollback["subject"] == "canary-analyser"
     assert "time to detect" in done.stdout and "timeline:" in done.stdout
+
+
+@pytest.mark.timeout(600)
+def test_the_bad_model_is_caught_on_clicks_and_purchases_and_rolled_back_without_a_human(
+    example_shop_demo, tmp_path
+):
+    workdir, demo = example_shop_demo
+    assert demo.returncode == 0, demo.stderr
+    drill_dir = tmp_path / "drill"
+    done = run_cli(
+        workdir, "drill", "--fault", "bad-model", "--workdir", str(drill_dir), "--interval", "2",
+        "--port", str(free_port()),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((drill_dir / "incident.json").read_text())
+
+    # the shoppers' tastes (what they really bought) give the champion clicks and orders; the
+    # misjoined challenger, as fast and as error-free, gets clearly fewer
+    champion, challenger = report["shoppers"]["champion"], report["shoppers"]["challenger"]
+    assert champion["click_through"] > 0.05 and champion["conversion"] > 0.2, champion
+    assert challenger["click_through"] < 0.85 * champion["click_through"], report["shoppers"]
+    assert challenger["conversion"] < champion["conversion"], report["shoppers"]
+    assert challenger["p50_ms"] < champion["p50_ms"] + 20
+    assert report["errors"] == 0 and report["feedback_errors"] == 0
+
+    # detected on the business guardrails (a busy machine may add a p99 breach; the error rate
+    # never), rolled back by the canary analyser
+    reasons = report["reasons"]
+    assert any(r.startswith(("click-through", "conversion")) for r in reasons), reasons
+    assert not any(r.startswith("error rate") for r in reasons), reasons
+    assert report["canary_started"] <= report["first_challenger_answer"] < report["detected"]
+    assert report["detected"] <= report["rolled_back"] <= report["resolved"]
+    kinds = [(e["source"], e["kind"]) for e in report["timeline"]]
+    for expected in [("loop", "canary_started"), ("loop", "canary_decision"),
+                     ("control", "allow:rollback"), ("loop", "rolled_back")]:  # fmt: skip
+        assert expected in kinds, kinds
+    assert ("loop", "canary_promoted") not in kinds, kinds
+    rollback = next(e for e in report["timeline"] if e["kind"] == "allow:rollback")
+    assert rollback["subject"] == "canary-analyser"
+    assert "click-through" in done.stdout and "timeline:" in done.stdout
