@@ -6,6 +6,7 @@ and the report carries the timeline, time to detect and time to recover."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -14,19 +15,25 @@ from tests.integration.support import free_port, run_cli
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.mark.timeout(600)
-def test_the_slow_challenger_is_detected_and_rolled_back_without_a_human(
-    example_shop_demo, tmp_path
-):
+def drill(example_shop_demo, tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """``python -m recsys_assets drill <args>`` on the example shop's demo, analysing every
+    2 s: the finished process and its incident report."""
     workdir, demo = example_shop_demo
     assert demo.returncode == 0, demo.stderr
     drill_dir = tmp_path / "drill"
     done = run_cli(
-        workdir, "drill", "--workdir", str(drill_dir), "--delay-ms", "100", "--interval", "2",
-        "--port", str(free_port()),
+        workdir, "drill", "--workdir", str(drill_dir), "--interval", "2",
+        "--port", str(free_port()), *args,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = json.loads((drill_dir / "incident.json").read_text())
+    return done, json.loads((drill_dir / "incident.json").read_text())
+
+
+@pytest.mark.timeout(600)
+def test_the_slow_challenger_is_detected_and_rolled_back_without_a_human(
+    example_shop_demo, tmp_path
+):
+    done, report = drill(example_shop_demo, tmp_path, "--delay-ms", "100")
 
     # the shoppers met a slower challenger, and the service's metrics and traces show it
     shoppers = report["shoppers"]
@@ -61,15 +68,7 @@ def test_the_slow_challenger_is_detected_and_rolled_back_without_a_human(
 def test_the_bad_model_is_caught_on_clicks_and_purchases_and_rolled_back_without_a_human(
     example_shop_demo, tmp_path
 ):
-    workdir, demo = example_shop_demo
-    assert demo.returncode == 0, demo.stderr
-    drill_dir = tmp_path / "drill"
-    done = run_cli(
-        workdir, "drill", "--fault", "bad-model", "--workdir", str(drill_dir), "--interval", "2",
-        "--port", str(free_port()),
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = json.loads((drill_dir / "incident.json").read_text())
+    done, report = drill(example_shop_demo, tmp_path, "--fault", "bad-model")
 
     # the shoppers' tastes (what they really bought) give the champion clicks and orders; the
     # misjoined challenger, as fast and as error-free, gets clearly fewer
