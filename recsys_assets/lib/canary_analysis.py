@@ -34,7 +34,9 @@ The rules, in order:
    could not be judged: no latency samples, no champion conversion), or **promote** (share
    1.0: the challenger takes every customer and becomes the next champion) when the next step
    would give it every customer anyway, or the current share is already the last step. Widening
-   to 1.0 is never a step of its own: at 1.0 there is no champion left to compare with.
+   to 1.0 is never a step of its own: at 1.0 there is no champion left to compare with. A
+   promotion needs the policy's ``promote_needs`` guardrails (conversion) judged: until they
+   can be, the canary **waits** at its last step.
 """
 
 from __future__ import annotations
@@ -238,7 +240,12 @@ class CanaryPolicy:
     - ``min_conversion_ratio`` (0.9): challenger conversion / champion conversion, breached only
       when the one-sided two-proportion z-test at ``alpha`` (0.05) says the challenger is worse;
     - ``min_click_through_ratio`` (0.9): the same for click-through (clicks per impression);
-    - ``steps`` ((0.1, 0.25, 0.5, 1.0)): the challenger shares to widen through, increasing.
+    - ``steps`` ((0.1, 0.25, 0.5, 1.0)): the challenger shares to widen through, increasing;
+    - ``promote_needs`` (("conversion",)): guardrails that must have been judged (clean) before
+      a promotion. Widening may go on while they cannot be judged yet (purchases arrive after
+      the lists that led to them), but giving the challenger every customer on latency and
+      errors alone would promote a model nobody has seen sell: the canary waits at its last step
+      instead.
 
     A value equal to a threshold is within limits; only a value strictly beyond it breaches.
     """
@@ -252,6 +259,7 @@ class CanaryPolicy:
     min_click_through_ratio: float = 0.9
     alpha: float = 0.05
     steps: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
+    promote_needs: tuple[str, ...] = ("conversion",)
 
     def __post_init__(self) -> None:
         if isinstance(self.min_requests, bool) or not isinstance(self.min_requests, int):
@@ -282,6 +290,10 @@ class CanaryPolicy:
         if any(b <= a for a, b in itertools.pairwise(steps)):
             raise ValueError(f"steps must be strictly increasing, got {self.steps!r}")
         object.__setattr__(self, "steps", steps)
+        unknown = [g for g in self.promote_needs if g not in GUARDRAILS]
+        if unknown:
+            raise ValueError(f"promote_needs names unknown guardrail(s) {unknown}: {GUARDRAILS}")
+        object.__setattr__(self, "promote_needs", tuple(self.promote_needs))
 
 
 @dataclass(frozen=True)
@@ -515,6 +527,11 @@ def canary_decision(
     unjudged = [guardrails[g]["text"] for g in GUARDRAILS if guardrails[g]["status"] == NOT_JUDGED]
     clean = ", ".join(g for g in GUARDRAILS if guardrails[g]["status"] == CLEAN)
     if step is None or step >= 1.0:  # the next step gives it every customer: that is promotion
+        needed = [g for g in policy.promote_needs if guardrails[g]["status"] == NOT_JUDGED]
+        if needed:
+            reasons = [f"promotion waits until {', '.join(needed)} can be judged (all judged "
+                       f"guardrails clean: {clean})", *unjudged]  # fmt: skip
+            return CanaryDecision(WAIT, float(current_share), reasons, plain, guardrails)
         reasons = [f"all judged guardrails clean ({clean}) at the last step before every "
                    f"customer ({current_share:g}): promote the challenger", *unjudged]  # fmt: skip
         return CanaryDecision(PROMOTE, 1.0, reasons, plain, guardrails)

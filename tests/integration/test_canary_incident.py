@@ -70,6 +70,8 @@ def _serve_and_analyse(canary_store, logs: Path, knobs: dict[str, str], monkeypa
             else:
                 assert status == 200, answer
                 counts[answer["variant"]] += 1
+                if counts[answer["variant"]] % 4 == 0:  # a quarter of either variant's lists sell
+                    _buy(port, answer)
             sent += 1
             assert sent < 5 * PER_VARIANT, counts
         for name, value in paths.items():
@@ -88,6 +90,19 @@ def _serve_and_analyse(canary_store, logs: Path, knobs: dict[str, str], monkeypa
     [check] = result.get_asset_check_evaluations()
     metadata = {k: v.value for k, v in event.materialization.metadata.items()}
     return metadata, check, ServedLog(logs / "served.jsonl").read(), after, metrics, stages
+
+
+def _buy(port: int, answer: dict) -> None:
+    """The customer buys the first item of the list ``answer`` gave: a purchase in the
+    feedback log, so that the analysis can judge conversion (a promotion needs it)."""
+    purchase = {
+        "request_id": answer["request_id"], "customer_id": answer["customer_id"],
+        "item_id": answer["items"][0]["item_id"], "type": "purchase",
+        "order_id": "order-" + answer["request_id"], "order_value": 20.0,
+        "variant": answer["variant"],
+    }  # fmt: skip
+    status, body = service_tests._call(port, "/feedback", {"events": [purchase]})
+    assert status == 200, body
 
 
 def _follow(port: int, customers: list[str]) -> list[str]:
@@ -159,6 +174,7 @@ def test_a_normal_challenger_is_promoted(canary_store, tmp_path, monkeypatch):
     [event] = loop.LoopLog(logs / "loop.jsonl").read([loop.CANARY_DECISION])
     assert event["guardrails"]["p99_latency"]["status"] == "clean"
     assert event["guardrails"]["error_rate"]["status"] == "clean"
+    assert event["guardrails"]["conversion"]["status"] == "clean"  # judged: a promotion needs it
     state = read_canary_state(logs / "canary.json")
     challenger_tag = f"{c.SERVING_MODEL_NAME}:{canary_store[4]}"
     assert state.share == 1.0 and state.generation == 2

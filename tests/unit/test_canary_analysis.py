@@ -467,3 +467,21 @@ def test_more_clicks_than_impressions_is_not_judged():
     assert (
         guardrail["text"] == "click-through not judged: more click-through events than impressions"
     )
+
+
+def test_a_promotion_waits_until_conversion_can_be_judged():
+    # clean on every judged guardrail at the last step, but no purchases yet on either side
+    waiting = decide(converted=(0, 0), share=0.5)
+    assert waiting.action == ca.WAIT and waiting.next_share == 0.5
+    assert waiting.reasons[0].startswith("promotion waits until conversion can be judged")
+    assert waiting.guardrails["conversion"]["status"] == ca.NOT_JUDGED
+    # widening below the last step does not wait for it
+    assert decide(converted=(0, 0), share=0.1).action == ca.WIDEN
+    # a policy that does not need it promotes on the technical guardrails alone
+    eager = ca.CanaryPolicy(promote_needs=())
+    assert decide(converted=(0, 0), share=0.5, policy=eager).action == ca.PROMOTE
+
+
+def test_promote_needs_names_known_guardrails_only():
+    with pytest.raises(ValueError, match=r"promote_needs names unknown guardrail\(s\) \['aov'\]"):
+        ca.CanaryPolicy(promote_needs=("aov",))
