@@ -37,14 +37,15 @@ serve: install
 metrics: install
 	$(BIN)/python -m recsys_assets metrics
 
-## Lint, then the whole test suite (starts the loopback Redis the Redis-store test uses).
+## Lint, then the whole test suite, slow tests included (starts the loopback Redis the
+## Redis-store test uses).
 test: install lint
 	scripts/ensure_redis.sh
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "slow or not slow"
 
-## Unit and quick integration tests only.
+## The default suite: unit and quick integration tests (pytest's default leaves out `slow`).
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check .
