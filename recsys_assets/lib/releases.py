@@ -207,7 +207,8 @@ def subject_record(subject: Subject) -> dict[str, Any]:
 def bundle_from_registry(version: Mapping[str, Any]) -> dict[str, Any]:
     """The bundle fields a registry entry (:func:`model_registry.model_versions`) carries: the
     model, its feature service (name and Feast registry version), its data versions (training
-    data, ranker, code, data end, each partition's tables) and its evaluation. Pure."""
+    data, ranker, code, data end, each partition's tables) and its evaluation, named as
+    :func:`record_release` takes them. Pure."""
     metadata = dict(version.get("metadata") or {})
     lineage = dict(metadata.get("lineage") or {})
     partitions: dict[str, dict[str, Any]] = {}
@@ -336,18 +337,13 @@ def release_canary_winner(
     entry = next((v for v in registry.model_versions(home=home) if v["tag"] == model_tag), None)
     if entry is None:
         return None
-    bundle = bundle_from_registry(entry)
     return record_release(
         environment=environment,
-        model_tag=bundle["model_tag"],
-        model_version=bundle["model_version"],
-        bento_tag=bento_built_for(bundle["model_version"], home),
-        feature_service=bundle["feature_service"],
-        data_versions=bundle["data_versions"],
-        evaluation=bundle["evaluation"],
+        bento_tag=bento_built_for(entry["version"], home),
         released_by=released_by,
         reason=reason,
         ledger=ledger,
+        **bundle_from_registry(entry),
     )
 
 

@@ -81,11 +81,9 @@ def pipeline_release(scratch, version: str, environment: str = "dev") -> dict:
     bento.mkdir(parents=True)
     (bento / "bento.yaml").write_text(f"models: [{tag}]\n")
     entry = next(v for v in model_versions(home=home) if v["tag"] == tag)
-    bundle = rel.bundle_from_registry(entry)
     return rel.record_release(
         environment=environment, bento_tag=f"recommender:{version}-src1", released_by=PIPELINE,
-        reason="passed the gate", **{k: bundle[k] for k in (
-            "model_tag", "model_version", "feature_service", "data_versions", "evaluation")},
+        reason="passed the gate", **rel.bundle_from_registry(entry),
     )  # fmt: skip
 
 

@@ -376,15 +376,10 @@ def release_bundle(model_tag: str, bento_tag: str) -> dict | None:
         )  # fmt: skip
     except AccessDenied:
         return None
-    bundle = bundle_from_registry(entry)
     return record_release(
         environment=settings.environment.value,
-        model_tag=bundle["model_tag"],
-        model_version=bundle["model_version"],
         bento_tag=bento_tag,
-        feature_service=bundle["feature_service"],
-        data_versions=bundle["data_versions"],
-        evaluation=bundle["evaluation"],
         released_by=PIPELINE,
         reason="passed the quality gate; released by the pipeline",
+        **bundle_from_registry(entry),
     )
