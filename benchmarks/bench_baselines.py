@@ -1,7 +1,7 @@
 """Benchmark: the candidate generators on UCI Online Retail under the fixed evaluation protocol.
 
 Loads the validated events (the same rules as the assets), splits them at 2011-11-01
-(:func:`recsys_assets.lib.evaluation.temporal_split`), fits every generator on the training
+(:func:`recsys_assets.evaluation.protocol.temporal_split`), fits every generator on the training
 purchases, recommends the top ``--n`` (100) items to each evaluated customer (a purchase in both
 periods) and prints, per generator:
 
@@ -33,8 +33,16 @@ import pandas as pd
 import scipy.sparse as sp
 from common import load_uci, machine
 
-from recsys_assets import constants as c
-from recsys_assets.lib.candidates import (
+from recsys_assets.core import constants as c
+from recsys_assets.evaluation.metrics import N_HITS, N_RELEVANT, RECALL, per_user_metrics
+from recsys_assets.evaluation.protocol import (
+    SEGMENT_COUNTRY,
+    SEGMENT_ORDERS,
+    bootstrap_ndcg,
+    evaluate,
+    temporal_split,
+)
+from recsys_assets.training.candidates import (
     CandidateGenerator,
     CoClustering,
     ImplicitALS,
@@ -44,14 +52,6 @@ from recsys_assets.lib.candidates import (
     RepeatPurchase,
     RepeatThenPopular,
 )
-from recsys_assets.lib.evaluation import (
-    SEGMENT_COUNTRY,
-    SEGMENT_ORDERS,
-    bootstrap_ndcg,
-    evaluate,
-    temporal_split,
-)
-from recsys_assets.lib.metrics import N_HITS, N_RELEVANT, RECALL, per_user_metrics
 
 # The project's reference figures on this protocol (K = 10): NDCG@10 (MAP@10 where known).
 REFERENCE = {

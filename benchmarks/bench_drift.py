@@ -1,6 +1,6 @@
 """Benchmark: Evidently data drift with and without sampling, and the monitoring window features.
 
-1. ``data_drift`` (:mod:`recsys_assets.lib.monitoring`, Evidently's DataDriftPreset) on two
+1. ``data_drift`` (:mod:`recsys_assets.monitoring.monitors`, Evidently's DataDriftPreset) on two
    synthetic frames of ``--rows`` rows x ``--features`` columns (all but ``--categorical``
    numeric; seeded; the current frame has a few numeric columns shifted and one categorical
    column re-weighted, so the verdicts can be compared): the default sampling (``max_rows``
@@ -9,8 +9,8 @@
    first call are timed apart); peak memory is the tracemalloc peak of one more, untimed run
    (Python and numpy allocations), and the process's peak RSS is printed at the end.
 2. ``window_features`` on a 30-day window of the synthetic shop
-   (:func:`recsys_assets.lib.synthetic.generate_events`), and ``data_drift`` / ``data_quality``
-   on the windows it gives (February as reference, March as current).
+   (:func:`recsys_assets.ingestion.synthetic.generate_events`), and ``data_drift`` /
+   ``data_quality`` on the windows it gives (February as reference, March as current).
 3. What drifts with no drift injected: ``data_drift`` between October and November of a
    365-day synthetic shop (features that grow with the shop's age drift anyway).
 
@@ -31,13 +31,13 @@ import numpy as np
 import pandas as pd
 from common import machine, peak_rss_mib
 
-from recsys_assets.lib.monitoring import (
+from recsys_assets.ingestion.synthetic import SyntheticConfig, generate_events
+from recsys_assets.monitoring.monitors import (
     MISSING_BY_DESIGN,
     data_drift,
     data_quality,
     window_features,
 )
-from recsys_assets.lib.synthetic import SyntheticConfig, generate_events
 
 SHIFTED = 3  # numeric columns whose mean moves by 0.3 sd in the current frame
 

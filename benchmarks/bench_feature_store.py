@@ -43,8 +43,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recsys_assets import constants as c  # noqa: E402
-from recsys_assets.lib.feature_store import (  # noqa: E402
+from recsys_assets.core import constants as c  # noqa: E402
+from recsys_assets.features.store import (  # noqa: E402
     FEATURE_SERVICE,
     STORED_VIEWS,
     FeatureRepo,

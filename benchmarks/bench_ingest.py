@@ -43,15 +43,15 @@ def main() -> None:
 
     import pandas as pd
 
-    from recsys_assets.lib import sources
-    from recsys_assets.lib.validation import (
+    from recsys_assets.core.versioning import data_version
+    from recsys_assets.ingestion import sources
+    from recsys_assets.ingestion.validation import (
         QuarantinedEventSchema,
         RawEventSchema,
         ValidatedEventSchema,
         contract_violations,
         split_valid_and_quarantined,
     )
-    from recsys_assets.lib.versioning import data_version
 
     spec = sources.load_source_spec(CONFIG)
     machine = f"{platform.machine()}, {os.cpu_count()} cores"

@@ -1,7 +1,7 @@
 """Benchmark: the XGBoost learning-to-rank ranker on UCI Online Retail (fixed protocol, K = 10).
 
 Loads the validated events, splits at 2011-11-01 (:func:`temporal_split`), fits the ranker on the
-training purchases (:func:`recsys_assets.lib.ranking.fit_ranker`: cutoffs before the split, one
+training purchases (:func:`recsys_assets.training.ranker.fit_ranker`: cutoffs before the split, one
 label window each) and ranks each evaluated customer's candidates with features as of the split.
 Prints the candidate union's recall (the ceiling of the re-ranker), NDCG / MAP / Recall / HitRate
 / MRR at k of the ranker next to repeat-then-popular (the best baseline) computed in the same run,
@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 from common import load_uci, machine, peak_rss_mib
 
-from recsys_assets import constants as c
-from recsys_assets.lib.candidates import RepeatThenPopular
-from recsys_assets.lib.evaluation import bootstrap_ndcg, evaluate, temporal_split
-from recsys_assets.lib.features import returns_from_quarantine
-from recsys_assets.lib.ranking import (
+from recsys_assets.core import constants as c
+from recsys_assets.evaluation.protocol import bootstrap_ndcg, evaluate, temporal_split
+from recsys_assets.features.tables import returns_from_quarantine
+from recsys_assets.training.candidates import RepeatThenPopular
+from recsys_assets.training.ranker import (
     RankerConfig,
     fit_ranker,
     via_feast,
@@ -56,8 +56,8 @@ def row(name: str, result: dict, extra: str = "") -> str:
 
 
 def feast_timing(ranker, pairs: pd.DataFrame) -> None:
-    from recsys_assets.lib.feature_store import FeatureRepo, write_table
-    from recsys_assets.lib.features import session_context_features
+    from recsys_assets.features.store import FeatureRepo, write_table
+    from recsys_assets.features.tables import session_context_features
     from tests.conftest import copy_feature_repo
 
     with tempfile.TemporaryDirectory() as tmp:

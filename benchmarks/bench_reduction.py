@@ -1,8 +1,8 @@
 """Benchmark: full vs reduced retraining of the XGBoost ranker on UCI Online Retail (K = 10).
 
-One run compares the default ranker (:func:`recsys_assets.lib.ranking.fit_ranker`, every
+One run compares the default ranker (:func:`recsys_assets.training.ranker.fit_ranker`, every
 purchase before 2011-11-01, 3 cutoffs, 300 rounds) with reduced retraining variants
-(:mod:`recsys_assets.lib.reduction`). Each variant runs in its own subprocess, one after the
+(:mod:`recsys_assets.training.reduction`). Each variant runs in its own subprocess, one after the
 other, so its peak RSS is its own; every child loads and validates the data the same way (the
 RSS after loading is printed as the floor). Timed: data preparation + fit (history reduction,
 training set, feature selection, booster, serving generators), not the load or the evaluation.
@@ -38,10 +38,10 @@ import time
 import pandas as pd
 from common import load_uci, machine, peak_rss_mib
 
-from recsys_assets import constants as c
-from recsys_assets.lib.evaluation import evaluate, temporal_split
-from recsys_assets.lib.features import returns_from_quarantine
-from recsys_assets.lib.ranking import (
+from recsys_assets.core import constants as c
+from recsys_assets.evaluation.protocol import evaluate, temporal_split
+from recsys_assets.features.tables import returns_from_quarantine
+from recsys_assets.training.ranker import (
     Ranker,
     RankerConfig,
     feature_columns,
@@ -50,7 +50,7 @@ from recsys_assets.lib.ranking import (
     reusable_cutoffs,
     training_set,
 )
-from recsys_assets.lib.reduction import (
+from recsys_assets.training.reduction import (
     ReductionConfig,
     fit_reduced_ranker,
     quick_importance,
@@ -69,8 +69,8 @@ def previous_model(
     cutoffs) and the cutoffs of it a retraining at ``split_ts`` may reuse."""
     import xgboost as xgb
 
-    from recsys_assets.lib.ranking import train_purchases
-    from recsys_assets.lib.reduction import _dmatrix
+    from recsys_assets.training.ranker import train_purchases
+    from recsys_assets.training.reduction import _dmatrix
 
     split = split_ts - pd.DateOffset(months=1)
     earlier = tuple((split - pd.DateOffset(months=i)).strftime("%Y-%m-%d") for i in (1, 2, 3))

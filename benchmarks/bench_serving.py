@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import loadgen
 
-from recsys_assets import constants as c
 from recsys_assets.config import get_settings
 from recsys_assets.config.settings import BENTOML_HOME_VAR, PROJECT_ROOT
+from recsys_assets.core import constants as c
 
 BENTOML = str(Path(sys.executable).parent / "bentoml")
 

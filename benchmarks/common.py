@@ -39,8 +39,8 @@ def peak_rss_mib() -> float:
 
 def load_uci():
     """The full UCI dataset read and validated as the pipeline does (a ValidationResult)."""
-    from recsys_assets.lib.sources import load_events, load_source_spec
-    from recsys_assets.lib.validation import split_valid_and_quarantined
+    from recsys_assets.ingestion.sources import load_events, load_source_spec
+    from recsys_assets.ingestion.validation import split_valid_and_quarantined
 
     spec = load_source_spec(CONFIG)
     return split_valid_and_quarantined(load_events(spec), spec)

@@ -56,7 +56,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from recsys_assets.lib.processes import free_port, served
+from recsys_assets.core.processes import free_port, served
 
 if __package__:  # imported as benchmarks.loadgen
     from .common import ROOT, machine
@@ -407,7 +407,7 @@ def serve(
     """Run a server (``cmd`` must make it listen on ``port``) in its own process group, wait
     until GET ``ready_path`` answers 200, yield its pid; on exit stop the whole group.
     ``env`` adds to os.environ. Its output goes to a temporary log, whose last lines are in the
-    error if it exits or never gets ready (:mod:`recsys_assets.lib.processes`)."""
+    error if it exits or never gets ready (:mod:`recsys_assets.core.processes`)."""
     with tempfile.TemporaryDirectory(prefix="serve-") as tmp, served(
         cmd, port, env={**os.environ, **(env or {})}, log=Path(tmp) / "server.log",
         ready_path=ready_path, timeout_s=timeout_s, cwd=cwd or os.getcwd(),

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from feast import FileSource, PushSource
 
-from recsys_assets import constants as c
+from recsys_assets.core import constants as c
 
 # The Dagster assets write the tables here. Absolute, resolved when `feast apply` imports this
 # module: Feast's DuckDB offline store resolves relative paths against the caller's working

@@ -2,7 +2,7 @@
 
 from feast import Entity, ValueType
 
-from recsys_assets import constants as c
+from recsys_assets.core import constants as c
 
 customer = Entity(
     name="customer",

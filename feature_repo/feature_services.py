@@ -13,7 +13,7 @@ from feature_views import (
     session_context,
 )
 
-from recsys_assets import constants as c
+from recsys_assets.core import constants as c
 
 # Fields are listed, not whole views: a field added to a view later must not slip into a
 # service that a trained model depends on.

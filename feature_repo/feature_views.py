@@ -1,5 +1,5 @@
 """Feature views: one definition of every feature, read offline for training sets (point in
-time) and online for serving. Field descriptions come from recsys_assets.constants."""
+time) and online for serving. Field descriptions come from recsys_assets.core.constants."""
 
 from datetime import timedelta
 
@@ -15,7 +15,7 @@ from feast import FeatureView, Field, RequestSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, String, UnixTimestamp
 
-from recsys_assets import constants as c
+from recsys_assets.core import constants as c
 
 OWNER = "recsys-data@example.com"
 TAGS = {"team": "recsys-data", "domain": "features"}
@@ -139,8 +139,8 @@ def request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     # Imports inside: Feast stores this function by value and runs it without this module.
     import pandas as pd
 
-    from recsys_assets import constants as c
-    from recsys_assets.lib.features import recency_features, request_context_features
+    from recsys_assets.core import constants as c
+    from recsys_assets.features.tables import recency_features, request_context_features
 
     request_ts = pd.to_datetime(inputs[c.REQUEST_TS], utc=True)
     seconds = {

@@ -125,8 +125,8 @@ def demo(args: argparse.Namespace) -> int:
         os.environ[DATA_CONFIG_VAR] = str(Path(args.data_config).resolve())
     home = prepare_dagster_home()
     from recsys_assets.config import get_settings
-    from recsys_assets.lib.reports import headline_table
-    from recsys_assets.lib.sources import SourceError
+    from recsys_assets.evaluation.report import headline_table
+    from recsys_assets.ingestion.sources import SourceError
 
     settings = get_settings()
     print(f"environment: {settings.environment.value}")
@@ -305,7 +305,7 @@ def _promotion(model_version: str | None) -> str:
     from recsys_assets.config.settings import BENTOML_HOME_VAR
 
     os.environ.setdefault(BENTOML_HOME_VAR, str(get_settings().bentoml_home))
-    from recsys_assets.lib.model_registry import promoted_versions
+    from recsys_assets.serving.registry import promoted_versions
 
     hits = [
         v
@@ -349,7 +349,7 @@ def serve(args: argparse.Namespace) -> int:
     os.environ.setdefault(BENTOML_HOME_VAR, str(get_settings().bentoml_home))
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     if "RECSYS_MODEL_TAG" not in os.environ:  # the champion, not BentoML's newest ("latest")
-        from recsys_assets.lib.model_registry import current_promoted
+        from recsys_assets.serving.registry import current_promoted
 
         champion = current_promoted()
         if champion is not None:
@@ -365,7 +365,7 @@ def serve(args: argparse.Namespace) -> int:
 def loop_log(args: argparse.Namespace) -> int:
     """Print the loop's event log (decisions with their reasons, releases) and its KPIs."""
     from recsys_assets.config import get_settings
-    from recsys_assets.lib import loop
+    from recsys_assets.monitoring import loop
 
     settings = get_settings()
     events = loop.LoopLog(settings.loop_log).read(args.kind or None)
@@ -397,11 +397,11 @@ def timeline(args: argparse.Namespace) -> int:
     decisions (the service's allows counted), and Dagster runs, oldest first."""
     import dagster as dg
 
+    from recsys_assets.access.control import control_audit_path
+    from recsys_assets.access.policy import audit_log_path
     from recsys_assets.config import get_settings
-    from recsys_assets.lib import loop
-    from recsys_assets.lib import timeline as tl
-    from recsys_assets.lib.control import control_audit_path
-    from recsys_assets.lib.policy import audit_log_path
+    from recsys_assets.monitoring import loop
+    from recsys_assets.monitoring import timeline as tl
 
     settings = get_settings()
     prepare_dagster_home()
@@ -428,7 +428,7 @@ def timeline(args: argparse.Namespace) -> int:
 def drill(args: argparse.Namespace) -> int:
     """Stage a faulty challenger (slow, or a bad model) in a canary and watch the system roll
     it back on its own."""
-    from recsys_assets.drill import (
+    from recsys_assets.simulation.drill import (
         DEFAULT_WORKDIR,
         SLOW,
         Drill,
@@ -461,10 +461,10 @@ def drill(args: argparse.Namespace) -> int:
 
 def _registry() -> None:
     """Point BentoML at the environment's store before it is first imported (its
-    ``RECSYS_BENTOML_HOME_<ENV>`` if set: :func:`recsys_assets.lib.releases.environment_home`)."""
+    ``RECSYS_BENTOML_HOME_<ENV>`` if set: :func:`recsys_assets.release.ledger.environment_home`)."""
     from recsys_assets.config import get_settings
     from recsys_assets.config.settings import BENTOML_HOME_VAR
-    from recsys_assets.lib.releases import environment_home
+    from recsys_assets.release.ledger import environment_home
 
     own = get_settings().environment.value
     os.environ.setdefault(BENTOML_HOME_VAR, str(environment_home(own)))
@@ -474,8 +474,8 @@ def models(args: argparse.Namespace) -> int:
     """Print every model version in the registry with its stage, newest first, and its stage
     in each environment's registry ('-': not there)."""
     _registry()
-    from recsys_assets.lib.model_registry import CANDIDATE, PROMOTED, model_versions
-    from recsys_assets.lib.releases import ORDER, environment_home
+    from recsys_assets.release.ledger import ORDER, environment_home
+    from recsys_assets.serving.registry import CANDIDATE, PROMOTED, model_versions
 
     versions = model_versions()
     stages = {
@@ -509,12 +509,13 @@ def rollback(args: argparse.Namespace) -> int:
     and release ledger; an environment with no release in the ledger rolls back its registry
     alone. Exit 2 on bad input, 3 when the policy denies; logged to the loop log."""
     _registry()
+    from recsys_assets.access.control import AccessDenied, authorize_control, operator_subject
+    from recsys_assets.access.policy import CredentialError
     from recsys_assets.config import get_settings
-    from recsys_assets.lib import loop, releases
-    from recsys_assets.lib.control import AccessDenied, authorize_control, operator_subject
-    from recsys_assets.lib.model_registry import RollbackError
-    from recsys_assets.lib.model_registry import rollback as roll_back
-    from recsys_assets.lib.policy import CredentialError
+    from recsys_assets.monitoring import loop
+    from recsys_assets.release import ledger as releases
+    from recsys_assets.serving.registry import RollbackError
+    from recsys_assets.serving.registry import rollback as roll_back
 
     env = get_settings().environment.value
     try:
@@ -556,7 +557,7 @@ def rollback(args: argparse.Namespace) -> int:
 def _release_to(env: str, to: str | None) -> str | None:
     """``rollback --to``: a release id, or a model version (its newest release that is not
     current and not rolled back); anything else goes on as given, for a clear error."""
-    from recsys_assets.lib import releases
+    from recsys_assets.release import ledger as releases
 
     if to is None:
         return None
@@ -570,10 +571,11 @@ def promote(args: argparse.Namespace) -> int:
     operator behind ``RECSYS_OPERATOR_KEY`` (policy action ``promote``, audited): the model
     (and its bento) is copied into the target's registry and the release recorded. Exit 2 on
     bad input or out-of-order environments, 3 when the policy denies."""
+    from recsys_assets.access.control import AccessDenied, operator_subject
+    from recsys_assets.access.policy import CredentialError
     from recsys_assets.config import get_settings
-    from recsys_assets.lib import loop, releases
-    from recsys_assets.lib.control import AccessDenied, operator_subject
-    from recsys_assets.lib.policy import CredentialError
+    from recsys_assets.monitoring import loop
+    from recsys_assets.release import ledger as releases
 
     try:
         subject = operator_subject()
@@ -602,11 +604,11 @@ def canary(args: argparse.Namespace) -> int:
     behind ``RECSYS_OPERATOR_KEY`` (policy action ``set_canary_share``, or ``rollback`` for
     stop; audited). The service follows the state file within a second. Exit 2 on bad input,
     3 when the policy denies."""
+    from recsys_assets.access.control import AccessDenied, operator_subject
+    from recsys_assets.access.policy import CredentialError
     from recsys_assets.config import get_settings
-    from recsys_assets.lib.canary import current_config
-    from recsys_assets.lib.canary_control import set_canary
-    from recsys_assets.lib.control import AccessDenied, operator_subject
-    from recsys_assets.lib.policy import CredentialError
+    from recsys_assets.release.canary.actions import set_canary
+    from recsys_assets.release.canary.routing import current_config
 
     settings = get_settings()
     if args.action == "status":
@@ -649,7 +651,7 @@ def canary(args: argparse.Namespace) -> int:
 def release_ledger(args: argparse.Namespace) -> int:
     """Print the release ledger: the current release of each environment, then every release
     and rollback (``--env``: one environment; ``--json``: machine-readable), and its KPIs."""
-    from recsys_assets.lib import releases
+    from recsys_assets.release import ledger as releases
 
     path = releases.ledger_path()
     records = releases.read_ledger(path)
@@ -683,8 +685,9 @@ def release_ledger(args: argparse.Namespace) -> int:
 
 
 def simulate(args: argparse.Namespace) -> int:
-    """Run the closed-loop simulation (recsys_assets/simulate.py) and print its results."""
-    from recsys_assets.simulate import (
+    """Run the closed-loop simulation (recsys_assets/simulation/closed_loop.py) and print its
+    results."""
+    from recsys_assets.simulation.closed_loop import (
         DEFAULT_WORKDIR,
         Simulation,
         SimulationPlan,
@@ -714,7 +717,7 @@ def metrics(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from recsys_assets.lib import pipeline_metrics
+    from recsys_assets.defs.observability import pipeline_metrics
 
     prepare_dagster_home()
     instance = dg.DagsterInstance.get()
@@ -734,8 +737,12 @@ def traces(args: argparse.Namespace) -> int:
     """Print a run's trace (one JSON span per line) to stdout, whatever RECSYS_TRACING says."""
     import dagster as dg
 
-    from recsys_assets.lib.pipeline_traces import find_run_id, run_spans, trace_id_for_run
-    from recsys_assets.lib.telemetry import console_exporter
+    from recsys_assets.defs.observability.pipeline_traces import (
+        find_run_id,
+        run_spans,
+        trace_id_for_run,
+    )
+    from recsys_assets.observability.telemetry import console_exporter
 
     prepare_dagster_home()
     instance = dg.DagsterInstance.get()

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recsys_assets import constants as c
-from recsys_assets.lib.synthetic import SyntheticConfig, generate_events
+from recsys_assets.core import constants as c
+from recsys_assets.ingestion.synthetic import SyntheticConfig, generate_events
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "example_shop" / "events.csv"
 RENAME = {

@@ -40,9 +40,9 @@ def test_every_table_column_is_described():
     """The catalogue explains every column the tables can carry (events and features)."""
     import pandas as pd
 
-    from recsys_assets import constants as c
+    from recsys_assets.core import constants as c
     from recsys_assets.defs.metadata import table_schema
-    from recsys_assets.lib import features
+    from recsys_assets.features import tables as features
 
     columns = [*c.CANONICAL_COLUMNS, c.REASON, c.REASONS, *features.CUSTOMER_COLUMNS,
                *features.ITEM_COLUMNS, *features.CUSTOMER_ITEM_COLUMNS]  # fmt: skip

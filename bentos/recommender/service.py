@@ -9,7 +9,8 @@ BentoML model ``RECSYS_MODEL_TAG`` (default ``recsys-ranker:latest``), bundled i
 
 Canary: with ``RECSYS_CHALLENGER_TAG`` set, the service also loads that model from the local
 BentoML store (not bundled) and sends a sticky share of customers (``RECSYS_CANARY_SHARE``,
-hashed with ``RECSYS_CANARY_SALT``) to it; see :mod:`recsys_assets.lib.canary`. The canary
+hashed with ``RECSYS_CANARY_SALT``) to it; see :mod:`recsys_assets.release.canary.routing`. The
+canary
 state file (``RECSYS_CANARY_STATE``), when it exists, overrides those variables, and the
 service follows it while serving: at most once a second a request stats the file and, when it
 changed, re-reads it (a share change or a rollback takes effect at once; a new challenger is
@@ -44,8 +45,8 @@ from typing import Annotated, Literal
 import bentoml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from recsys_assets import constants as c
-from recsys_assets.lib.telemetry import tracing_config
+from recsys_assets.core import constants as c
+from recsys_assets.observability.telemetry import tracing_config
 
 logger = logging.getLogger("bentoml.recommender")
 
@@ -56,7 +57,7 @@ CHALLENGER_DELAY_VAR = "RECSYS_CHALLENGER_DELAY_MS"
 CHALLENGER_ERROR_RATE_VAR = "RECSYS_CHALLENGER_ERROR_RATE"
 STATE_CHECK_S = 1.0  # how often (at most) a request looks at the canary state file
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-Variant = Literal["champion", "challenger"]  # recsys_assets.lib.canary.VARIANTS
+Variant = Literal["champion", "challenger"]  # recsys_assets.release.canary.routing.VARIANTS
 # Every API route and the policy action that guards it (a test holds this to the service's
 # routes, so a new endpoint cannot be added unguarded). /livez, /readyz, /metrics stay open.
 ROUTE_ACTIONS = {
@@ -83,10 +84,10 @@ def _model_ref() -> bentoml.models.BentoModel | None:
 
 @functools.cache
 def access_gate():
-    """This process's :class:`~recsys_assets.lib.policy.DataPlaneGate`, built once: the service
+    """This process's :class:`~recsys_assets.access.policy.DataPlaneGate`, built once: the service
     (readiness) and the middleware (each request) share it."""
+    from recsys_assets.access.policy import DataPlaneGate, audit_log_path
     from recsys_assets.config import get_settings
-    from recsys_assets.lib.policy import DataPlaneGate, audit_log_path
 
     settings = get_settings()
     return DataPlaneGate.from_environment(
@@ -235,9 +236,9 @@ class Recommender:
 
     def __init__(self) -> None:
         from recsys_assets.config import get_settings
-        from recsys_assets.lib.canary import CanaryConfig
-        from recsys_assets.lib.feedback import FeedbackLog
-        from recsys_assets.lib.served_log import ServedLog, served_log_path
+        from recsys_assets.ingestion.feedback import FeedbackLog
+        from recsys_assets.release.canary.routing import CanaryConfig
+        from recsys_assets.serving.served_log import ServedLog, served_log_path
 
         self.settings = get_settings()
         self.model = None
@@ -304,7 +305,7 @@ class Recommender:
         """JSON log lines when RECSYS_LOG_FORMAT (or the environment) says so; with
         RECSYS_TRACING on, an OpenTelemetry tracer on BentoML's own tracer provider (so the
         request's steps are children of BentoML's request span), else None (no spans)."""
-        from recsys_assets.lib import telemetry
+        from recsys_assets.observability import telemetry
 
         if telemetry.log_format(self.settings.environment) == "json":
             # the service's logger and the package's (the ranking path's warnings), not BentoML's
@@ -379,10 +380,10 @@ class Recommender:
     def _load(self) -> None:
         """Load the champion, the challenger (if configured) and their feature readers; the
         attributes are set only once everything loaded, so a failure leaves no half state."""
-        from recsys_assets.lib.canary import CanaryConfig
-        from recsys_assets.lib.feature_store import FeatureRepo
-        from recsys_assets.lib.model_registry import load_promoted
-        from recsys_assets.lib.serving import FeastOnlineReader
+        from recsys_assets.features.store import FeatureRepo
+        from recsys_assets.release.canary.routing import CanaryConfig
+        from recsys_assets.serving.model import FeastOnlineReader
+        from recsys_assets.serving.registry import load_promoted
 
         canary = CanaryConfig.from_env(os.environ)  # bad values: not ready, naming the variable
         canary, seen = self._initial_canary(canary)
@@ -430,7 +431,7 @@ class Recommender:
         """The canary at start: the state file's when it exists (else the environment's), with
         the file's signature (taken before reading it: a later change is seen on the next
         check). A file that cannot be read serves the champion only, logged, until it changes."""
-        from recsys_assets.lib.canary import CanaryConfig, read_canary_state
+        from recsys_assets.release.canary.routing import CanaryConfig, read_canary_state
 
         seen = self._state_signature()
         try:
@@ -451,7 +452,7 @@ class Recommender:
         """At most every STATE_CHECK_S: stat the state file and, when it changed, read it and
         move to what it asks for. A file that is missing or cannot be read keeps the last good
         configuration (logged once per change of the file). About 1 us when nothing changed."""
-        from recsys_assets.lib.canary import read_canary_state
+        from recsys_assets.release.canary.routing import read_canary_state
 
         seen = self._state_signature()
         if seen == self._state_seen:
@@ -532,7 +533,7 @@ class Recommender:
     def _build_challenger(self, tag: str):
         """The challenger model and its feature reader (sharing the champion's item features
         when the catalogues match); runs in a worker thread."""
-        from recsys_assets.lib.serving import FeastOnlineReader
+        from recsys_assets.serving.model import FeastOnlineReader
 
         model = self._load_challenger(tag)
         inner = self._items_reader
@@ -604,7 +605,7 @@ class Recommender:
     def _load_challenger(tag: str):
         """The challenger from the local BentoML store (a canary is decided at deploy time, so
         it is not bundled into the bento); a clear error when it is missing or corrupt."""
-        from recsys_assets.lib.model_registry import load_promoted
+        from recsys_assets.serving.registry import load_promoted
 
         try:
             stored = bentoml.models.get(tag)
@@ -633,8 +634,8 @@ class Recommender:
         """Top-k items for a customer: candidates, online features, ranker, business filters;
         the popularity list for unknown customers or when the feature store fails. Runs on the
         event loop: a few milliseconds of CPU, cheaper than a hop to the thread pool."""
-        from recsys_assets.lib.serving import recommend
-        from recsys_assets.lib.telemetry import REQUEST
+        from recsys_assets.observability.telemetry import REQUEST
+        from recsys_assets.serving.model import recommend
 
         request = RecommendRequest(**request)
         if self.model is None:
@@ -736,7 +737,7 @@ class Recommender:
         ``elapsed`` (seconds, the latency histogram's observation) as ``latency_ms``. Never
         raises: a failure is counted in recsys_served_log_errors_total and logged once per
         kind of error."""
-        from recsys_assets.lib.served_log import ServedRecord
+        from recsys_assets.serving.served_log import ServedRecord
 
         try:
             self.served_log.append(
@@ -798,7 +799,7 @@ class Recommender:
     @bentoml.api(input_spec=FeedbackRequest, output_spec=FeedbackResponse)
     def feedback(self, **request) -> FeedbackResponse:
         """Append shopper events (linked to a request id) to the durable feedback log."""
-        from recsys_assets.lib.feedback import FeedbackEvent
+        from recsys_assets.ingestion.feedback import FeedbackEvent
 
         request = FeedbackRequest(**request)
         if self.feedback_log is None:

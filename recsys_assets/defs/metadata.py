@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
-from recsys_assets.constants import COLUMN_DESCRIPTIONS, FEATURE_DESCRIPTIONS
+from recsys_assets.core.constants import COLUMN_DESCRIPTIONS, FEATURE_DESCRIPTIONS
 
 
 def table_schema(frame: pd.DataFrame) -> dg.TableSchema:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from recsys_assets import constants as c
+from recsys_assets.core import constants as c
+from recsys_assets.core import processes
 from recsys_assets.defs.features.resources import FeatureStoreResource
 from recsys_assets.defs.ingestion.assets import raw_events, validate_events
 from recsys_assets.defs.ingestion.resources import EventSourceResource
 from recsys_assets.defs.warehouse import WarehouseIOManager
-from recsys_assets.lib import processes
 from tests.conftest import PROJECT_ROOT, copy_feature_repo
 
 INGESTION_ASSETS = [raw_events, validate_events]
@@ -87,7 +87,7 @@ def run_cli(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 @contextlib.contextmanager
 def served(command: list[str], port: int, env: dict[str, str], log: Path, *, ready: bool = True):
     """The server ready (GET /readyz answered 200; with ``ready=False``, /livez) inside the
-    block, stopped with its whole process group after it (:mod:`recsys_assets.lib.processes`)."""
+    block, stopped with its whole process group after it (:mod:`recsys_assets.core.processes`)."""
     path = c.READINESS_PATH if ready else c.LIVENESS_PATH
     with processes.served(command, port, env=env, log=log, ready_path=path) as server:
         yield server

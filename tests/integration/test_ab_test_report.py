@@ -17,9 +17,9 @@ from recsys_assets.defs.monitoring.experiment import (
     ab_test_report,
     canary_share,
 )
-from recsys_assets.lib.canary import CanaryState, assign_variant, write_canary_state
-from recsys_assets.lib.feedback import FeedbackEvent, FeedbackLog
-from recsys_assets.lib.served_log import ServedLog, ServedRecord
+from recsys_assets.ingestion.feedback import FeedbackEvent, FeedbackLog
+from recsys_assets.release.canary.routing import CanaryState, assign_variant, write_canary_state
+from recsys_assets.serving.served_log import ServedLog, ServedRecord
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 

@@ -13,11 +13,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from recsys_assets import constants as c
+from recsys_assets.core import constants as c
 from recsys_assets.defs.monitoring.canary import canary_report
-from recsys_assets.lib import loop, model_registry, releases
-from recsys_assets.lib.canary import CanaryState, read_canary_state, write_canary_state
-from recsys_assets.lib.served_log import SERVED_LOG_VAR, ServedLog
+from recsys_assets.monitoring import loop
+from recsys_assets.release import ledger as releases
+from recsys_assets.release.canary.routing import CanaryState, read_canary_state, write_canary_state
+from recsys_assets.serving import registry as model_registry
+from recsys_assets.serving.served_log import SERVED_LOG_VAR, ServedLog
 from tests.integration import test_service as service_tests
 from tests.integration.support import free_port, served
 

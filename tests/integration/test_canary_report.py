@@ -15,10 +15,11 @@ import dagster as dg
 import pytest
 
 from recsys_assets.defs.monitoring.canary import CANARY_CHECK, NO_CANARY, canary_report
-from recsys_assets.lib import loop, model_registry
-from recsys_assets.lib.canary import CanaryState, read_canary_state, write_canary_state
-from recsys_assets.lib.feedback import FeedbackEvent, FeedbackLog
-from recsys_assets.lib.served_log import ServedLog, ServedRecord
+from recsys_assets.ingestion.feedback import FeedbackEvent, FeedbackLog
+from recsys_assets.monitoring import loop
+from recsys_assets.release.canary.routing import CanaryState, read_canary_state, write_canary_state
+from recsys_assets.serving import registry as model_registry
+from recsys_assets.serving.served_log import ServedLog, ServedRecord
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from recsys_assets import constants as c
+from recsys_assets.core import constants as c
 from tests.integration.support import run_cli
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from recsys_assets import constants as c
+from recsys_assets.core import constants as c
 from recsys_assets.defs.features.assets import feature_registry, feature_tables, online_features
-from recsys_assets.lib.feature_store import FeatureRepo, FeatureRepoError
-from recsys_assets.lib.feature_store import online_features as read
+from recsys_assets.features.store import FeatureRepo, FeatureRepoError
+from recsys_assets.features.store import online_features as read
 from tests.conftest import copy_feature_repo
 from tests.integration.support import INGESTION_ASSETS, ingest_partition, scratch_resources
 
@@ -173,7 +173,7 @@ def redis_db(monkeypatch):
 
 def test_redis_online_store_serves_the_same_values(built, tmp_path, redis_db):
     """The production-like profile: same declarations, Redis online store, one setting apart."""
-    from recsys_assets.lib.feature_store import STORED_VIEWS, consistency_report, materialize
+    from recsys_assets.features.store import STORED_VIEWS, consistency_report, materialize
 
     repo = FeatureRepo(copy_feature_repo(tmp_path / "repo"), "environments/redis.yaml")
     shutil.copytree(built["repo"].tables_dir, repo.tables_dir, ignore=lambda *_: ["registry.db",

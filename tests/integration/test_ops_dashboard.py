@@ -16,8 +16,9 @@ import pytest
 from recsys_assets.defs.monitoring.assets import mlops_kpis
 from recsys_assets.defs.monitoring.canary import canary_report
 from recsys_assets.defs.monitoring.dashboard import REPORT_NAME, ops_dashboard
-from recsys_assets.lib import loop, model_registry
-from recsys_assets.lib.served_log import ServedLog, ServedRecord
+from recsys_assets.monitoring import loop
+from recsys_assets.serving import registry as model_registry
+from recsys_assets.serving.served_log import ServedLog, ServedRecord
 
 PROMOTED = [
     {"tag": "recsys-ranker:v2", "version": "v2", "labels": {"environment": "test"},

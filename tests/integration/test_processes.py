@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from recsys_assets.lib.processes import ServerProcess, free_port, served
+from recsys_assets.core.processes import ServerProcess, free_port, served
 
 pytestmark = pytest.mark.integration
 

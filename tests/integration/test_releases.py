@@ -12,10 +12,11 @@ import sys
 import pandas as pd
 import pytest
 
-from recsys_assets.lib import loop
-from recsys_assets.lib import releases as rel
-from recsys_assets.lib.control import CONTROL_KEYS_VAR, OPERATOR_KEY_VAR, PIPELINE, AccessDenied
-from recsys_assets.lib.model_registry import (
+from recsys_assets.access.control import CONTROL_KEYS_VAR, OPERATOR_KEY_VAR, PIPELINE, AccessDenied
+from recsys_assets.monitoring import loop
+from recsys_assets.release import ledger as rel
+from recsys_assets.serving.model import ServingModel
+from recsys_assets.serving.registry import (
     PROMOTED,
     ROLLED_BACK,
     load_promoted,
@@ -23,7 +24,6 @@ from recsys_assets.lib.model_registry import (
     model_versions,
     save_promoted,
 )
-from recsys_assets.lib.serving import ServingModel
 from tests.conftest import PROJECT_ROOT
 from tests.secret_scan import SECRETS
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from recsys_assets import constants as c
+from recsys_assets.core import constants as c
 from tests.conftest import PROJECT_ROOT
 from tests.integration.support import cli_env
 from tests.secret_scan import SECRETS
@@ -24,7 +24,7 @@ SRE_KEY = SECRETS["control_sre"]
 _SAVE_VERSIONS = """
 import dataclasses, sys
 import bentoml
-from recsys_assets.lib.model_registry import load_promoted, save_promoted
+from recsys_assets.serving.registry import load_promoted, save_promoted
 stored = bentoml.models.get(sys.argv[1])
 model = load_promoted(stored.path, dict(stored.info.metadata))
 for suffix in ("-b", "-c"):

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from recsys_assets import constants as c
-from recsys_assets.lib.deploy import check, render
-from recsys_assets.lib.feedback import FeedbackLog, to_canonical_events
-from recsys_assets.lib.served_log import SERVED_LOG_VAR, ServedLog
+from recsys_assets.core import constants as c
+from recsys_assets.ingestion.feedback import FeedbackLog, to_canonical_events
+from recsys_assets.release.kubernetes import check, render
+from recsys_assets.serving.served_log import SERVED_LOG_VAR, ServedLog
 from tests.conftest import PROJECT_ROOT
 from tests.integration.support import cli_env, free_port, served
 
@@ -276,7 +276,7 @@ def test_corrupt_model_is_never_ready(example_shop_demo, tmp_path):
 _SAVE_CHALLENGER = """
 import dataclasses, sys
 import bentoml
-from recsys_assets.lib.model_registry import load_promoted, save_promoted
+from recsys_assets.serving.registry import load_promoted, save_promoted
 stored = bentoml.models.get(sys.argv[1])
 model = load_promoted(stored.path, dict(stored.info.metadata))
 print(save_promoted(dataclasses.replace(model, version=model.version + "-b")))

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from recsys_assets import constants as c
-from recsys_assets.lib.feedback import FeedbackLog
-from recsys_assets.lib.policy import AuditLog, DataPlaneGate, hash_api_key
-from recsys_assets.lib.served_log import SERVED_LOG_VAR
+from recsys_assets.access.policy import AuditLog, DataPlaneGate, hash_api_key
+from recsys_assets.core import constants as c
+from recsys_assets.ingestion.feedback import FeedbackLog
+from recsys_assets.serving.served_log import SERVED_LOG_VAR
 from tests.integration.support import cli_env, free_port, served
 from tests.secret_scan import SECRETS
 

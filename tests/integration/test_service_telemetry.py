@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys_assets import constants as c
-from recsys_assets.lib.served_log import SERVED_LOG_VAR
+from recsys_assets.core import constants as c
+from recsys_assets.serving.served_log import SERVED_LOG_VAR
 from tests.integration.support import cli_env, free_port, served
 from tests.integration.test_service import BENTOML
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from recsys_assets.lib import loop
+from recsys_assets.monitoring import loop
 from tests.conftest import PROJECT_ROOT
 from tests.integration.support import cli_env, free_port
 

@@ -5,11 +5,11 @@ import json
 
 import dagster as dg
 
-from recsys_assets import constants as c
 from recsys_assets.config import get_settings
+from recsys_assets.core import constants as c
 from recsys_assets.defs.training.assets import GENERATORS, TrainedModel
-from recsys_assets.lib.evaluation import Split
-from recsys_assets.lib.reports import build_report, headline_table, write_report
+from recsys_assets.evaluation.protocol import Split
+from recsys_assets.evaluation.report import build_report, headline_table, write_report
 
 MODEL_INPUTS = {f"{name}_model": dg.AssetIn() for name in [*GENERATORS, "ranker"]}
 

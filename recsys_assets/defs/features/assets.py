@@ -12,11 +12,12 @@ from datetime import timedelta
 import dagster as dg
 import pandas as pd
 
-from recsys_assets import constants as c
+from recsys_assets.core import constants as c
+from recsys_assets.core.versioning import data_version
 from recsys_assets.defs.features.resources import FeatureStoreResource
 from recsys_assets.defs.metadata import table_metadata
-from recsys_assets.lib import features as f
-from recsys_assets.lib.feature_store import (
+from recsys_assets.features import tables as f
+from recsys_assets.features.store import (
     STORED_VIEWS,
     FeatureRepoError,
     consistency_report,
@@ -25,8 +26,7 @@ from recsys_assets.lib.feature_store import (
     to_feast_table,
     write_table,
 )
-from recsys_assets.lib.validation import restore_event_dtypes
-from recsys_assets.lib.versioning import data_version
+from recsys_assets.ingestion.validation import restore_event_dtypes
 
 TAGS = {"domain": "features", "pii": "customer_id"}
 # Refresh as soon as new validated events land (and after each refresh, the next step), with

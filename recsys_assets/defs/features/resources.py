@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from recsys_assets.lib.feature_store import FeatureRepo
+from recsys_assets.features.store import FeatureRepo
 
 
 class FeatureStoreResource(dg.ConfigurableResource):

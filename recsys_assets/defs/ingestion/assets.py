@@ -11,19 +11,20 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
-from recsys_assets import constants as c
 from recsys_assets.config import get_settings
+from recsys_assets.core import constants as c
+from recsys_assets.core.versioning import data_version
 from recsys_assets.defs.ingestion.partitions import build_event_partitions, naive_bounds
 from recsys_assets.defs.ingestion.resources import EventSourceResource
 from recsys_assets.defs.metadata import table_metadata
-from recsys_assets.lib.sources import (
+from recsys_assets.ingestion.sources import (
     SourceError,
     load_events,
     load_source_spec,
     source_fingerprint,
     window,
 )
-from recsys_assets.lib.validation import (
+from recsys_assets.ingestion.validation import (
     RULES_VERSION,
     QuarantinedEventSchema,
     RawEventSchema,
@@ -33,7 +34,6 @@ from recsys_assets.lib.validation import (
     restore_event_dtypes,
     split_valid_and_quarantined,
 )
-from recsys_assets.lib.versioning import data_version
 
 # Per-partition data versions are the lineage this project is built on; Dagster marks the
 # parameter beta, which it has been since 1.5 without change.
@@ -70,7 +70,7 @@ def raw_events(
     context: dg.AssetExecutionContext, source: EventSourceResource
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Events of one time partition, read from the configured source and mapped onto the
-    canonical event table (column names in ``recsys_assets.constants``), before any rule.
+    canonical event table (column names in ``recsys_assets.core.constants``), before any rule.
 
     A source that cannot be read (missing, empty, missing columns, wrong types, bad timestamps)
     fails the run with a message naming the file, column and problem; nothing is written, so
@@ -176,7 +176,7 @@ def validate_events(
     context: dg.AssetExecutionContext, source: EventSourceResource, raw_events: pd.DataFrame
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Split a raw partition into validated and quarantined events by the rules of
-    ``recsys_assets.lib.validation``, then check that no row was lost or invented."""
+    ``recsys_assets.ingestion.validation``, then check that no row was lost or invented."""
     raw_events = restore_event_dtypes(raw_events)
     spec = source.spec
     result = split_valid_and_quarantined(raw_events, spec)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from dagster import DailyPartitionsDefinition, MonthlyPartitionsDefinition, TimeWindow
 
-from recsys_assets.lib.sources import SourceSpec, time_range
+from recsys_assets.ingestion.sources import SourceSpec, time_range
 
 
 def build_event_partitions(

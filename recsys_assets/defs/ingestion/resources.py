@@ -6,7 +6,7 @@ from functools import cached_property
 
 import dagster as dg
 
-from recsys_assets.lib.sources import SourceSpec, load_source_spec
+from recsys_assets.ingestion.sources import SourceSpec, load_source_spec
 
 
 class EventSourceResource(dg.ConfigurableResource):

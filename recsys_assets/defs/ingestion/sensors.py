@@ -2,12 +2,12 @@
 
 import dagster as dg
 
+from recsys_assets.core.versioning import data_version
 from recsys_assets.defs.ingestion.assets import event_partitions
 from recsys_assets.defs.ingestion.jobs import ingestion_job
 from recsys_assets.defs.ingestion.partitions import naive_bounds
 from recsys_assets.defs.ingestion.resources import EventSourceResource
-from recsys_assets.lib.sources import SourceError, load_events, source_fingerprint, window
-from recsys_assets.lib.versioning import data_version
+from recsys_assets.ingestion.sources import SourceError, load_events, source_fingerprint, window
 
 RAW_EVENTS = dg.AssetKey("raw_events")
 

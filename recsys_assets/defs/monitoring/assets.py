@@ -25,13 +25,15 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from recsys_assets import constants as c
 from recsys_assets.config import get_settings
-from recsys_assets.lib import loop, monitoring, releases
-from recsys_assets.lib.features import returns_from_quarantine
-from recsys_assets.lib.model_registry import current_promoted
-from recsys_assets.lib.served_log import ServedLog, served_log_path
-from recsys_assets.lib.validation import restore_event_dtypes
+from recsys_assets.core import constants as c
+from recsys_assets.features.tables import returns_from_quarantine
+from recsys_assets.ingestion.validation import restore_event_dtypes
+from recsys_assets.monitoring import loop
+from recsys_assets.monitoring import monitors as monitoring
+from recsys_assets.release import ledger as releases
+from recsys_assets.serving.registry import current_promoted
+from recsys_assets.serving.served_log import ServedLog, served_log_path
 
 TAGS = {"domain": "monitoring"}
 CODE_VERSION = "1"

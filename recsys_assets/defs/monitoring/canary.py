@@ -3,10 +3,10 @@
 Reads the service's served log and feedback log, compares the champion and the challenger on
 the canary's guardrails (error rate, p99 latency, fallback rate, conversion) and decides to
 wait, roll back, widen the challenger's share or promote it
-(:mod:`recsys_assets.lib.canary_analysis`, docs/serving.md "Canary"). The decision is written to
+(:mod:`recsys_assets.release.canary.analysis`, docs/serving.md "Canary"). The decision is written to
 the loop's event log (``canary_decision``) and to reports/monitoring/canary.json, then applied
 to the canary state file the service follows, as the canary analyser and through the
-control-plane policy (:func:`~recsys_assets.lib.canary_control.apply_decision`).
+control-plane policy (:func:`~recsys_assets.release.canary.actions.apply_decision`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import dagster as dg
 from recsys_assets.config import get_settings
 from recsys_assets.config.settings import BENTOML_HOME_VAR
 from recsys_assets.defs.monitoring.assets import monitoring_asset, reports_dir
-from recsys_assets.lib import loop
-from recsys_assets.lib.canary import VARIANTS, current_config
-from recsys_assets.lib.canary_analysis import (
+from recsys_assets.ingestion.feedback import FeedbackLog
+from recsys_assets.monitoring import loop
+from recsys_assets.release.canary.actions import SERVICE_URL_VAR, apply_decision, scrape_errors
+from recsys_assets.release.canary.analysis import (
     ROLLBACK,
     WAIT,
     CanaryPolicy,
@@ -30,9 +31,8 @@ from recsys_assets.lib.canary_analysis import (
     served_latency,
     variant_figures,
 )
-from recsys_assets.lib.canary_control import SERVICE_URL_VAR, apply_decision, scrape_errors
-from recsys_assets.lib.feedback import FeedbackLog
-from recsys_assets.lib.served_log import ServedLog, served_log_path
+from recsys_assets.release.canary.routing import VARIANTS, current_config
+from recsys_assets.serving.served_log import ServedLog, served_log_path
 
 CANARY_CHECK = "canary_guardrails"
 NO_CANARY = "no canary running"
@@ -106,7 +106,7 @@ def _write(report: dict[str, Any]) -> str:
 def canary_report() -> dg.MaterializeResult:
     """The canary analysis: per variant served lists, error and fallback rates, click-through,
     conversion, orders and AOV from the served and feedback logs, judged against the default
-    :class:`~recsys_assets.lib.canary_analysis.CanaryPolicy` at the share in force (the
+    :class:`~recsys_assets.release.canary.analysis.CanaryPolicy` at the share in force (the
     canary state file, else ``RECSYS_CHALLENGER_TAG`` and ``RECSYS_CANARY_SHARE``): wait,
     rollback, widen or promote, with the reasons. Written to the loop log as a
     ``canary_decision`` event (a wait repeating the previous wait is not logged again: ``logged``

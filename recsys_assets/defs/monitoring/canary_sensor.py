@@ -13,7 +13,7 @@ import dagster as dg
 from recsys_assets.config import get_settings
 from recsys_assets.defs.monitoring.canary import canary_report
 from recsys_assets.defs.monitoring.sensors import ACTIVE
-from recsys_assets.lib.canary import current_config
+from recsys_assets.release.canary.routing import current_config
 
 CANARY_JOB = "canary_job"
 CHALLENGER_TAG = "recsys/challenger"

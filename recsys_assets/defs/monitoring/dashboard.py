@@ -3,7 +3,7 @@
 After the monitors, the KPIs, the A/B report and the canary analysis have run, it reads the
 loop's event log, the registry's promoted versions, the served log and the latest metadata of
 every monitoring asset, and writes reports/monitoring/ops_dashboard.html
-(:mod:`recsys_assets.lib.dashboard`): the model in service, releases and rollbacks, drift
+(:mod:`recsys_assets.monitoring.dashboard`): the model in service, releases and rollbacks, drift
 signals against their thresholds, MTTD / MTTR / deployment time, traffic and fallback rate per
 day, and the latest monitor results (docs/monitoring.md, "The operations dashboard").
 """
@@ -13,8 +13,10 @@ from typing import Any
 
 import dagster as dg
 
-from recsys_assets import constants as c
+from recsys_assets.access.control import control_audit_path
+from recsys_assets.access.policy import audit_log_path
 from recsys_assets.config import get_settings
+from recsys_assets.core import constants as c
 from recsys_assets.defs.monitoring.assets import (
     CODE_VERSION,
     MONITORS,
@@ -24,10 +26,10 @@ from recsys_assets.defs.monitoring.assets import (
 )
 from recsys_assets.defs.monitoring.canary import canary_report
 from recsys_assets.defs.monitoring.experiment import ab_test_report
-from recsys_assets.lib import dashboard, loop, model_registry, releases, timeline
-from recsys_assets.lib.control import control_audit_path
-from recsys_assets.lib.policy import audit_log_path
-from recsys_assets.lib.served_log import ServedLog, served_log_path
+from recsys_assets.monitoring import dashboard, loop, timeline
+from recsys_assets.release import ledger as releases
+from recsys_assets.serving import registry as model_registry
+from recsys_assets.serving.served_log import ServedLog, served_log_path
 
 UPSTREAM = (*MONITORS, mlops_kpis, ab_test_report, canary_report)
 REPORT_NAME = "ops_dashboard.html"

@@ -4,7 +4,8 @@ Reads the service's served log (who was served which variant) and its feedback l
 bought), and reports AOV, conversion and revenue per customer per variant with the AOV lift of
 the challenger over the champion, its Welch and bootstrap CIs, the sample-ratio-mismatch check
 against the planned canary share and a plain verdict (``docs/ab-testing.md``). The statistics
-are :mod:`recsys_assets.lib.abtest`'s; the log handling is :mod:`recsys_assets.lib.experiment`.
+are :mod:`recsys_assets.release.ab_statistics`'s; the log handling is
+:mod:`recsys_assets.release.ab_experiment`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import dagster as dg
 
 from recsys_assets.config import get_settings
 from recsys_assets.defs.monitoring.assets import monitoring_asset, reports_dir
-from recsys_assets.lib import experiment
-from recsys_assets.lib.canary import CanaryConfig, current_config, read_canary_state
-from recsys_assets.lib.feedback import FeedbackLog
-from recsys_assets.lib.served_log import ServedLog, served_log_path
+from recsys_assets.ingestion.feedback import FeedbackLog
+from recsys_assets.release import ab_experiment as experiment
+from recsys_assets.release.canary.routing import CanaryConfig, current_config, read_canary_state
+from recsys_assets.serving.served_log import ServedLog, served_log_path
 
 NO_EXPERIMENT = "no experiment running"
 SRM_CHECK = "ab_test_srm"
@@ -30,7 +31,8 @@ PHASE_SETTLE_S = 2.0
 
 def canary_in_force() -> CanaryConfig:
     """The canary the service follows: the canary state file, else ``$RECSYS_CHALLENGER_TAG``
-    and ``$RECSYS_CANARY_SHARE`` (default 0.1), read by the service's own rules (lib/canary.py):
+    and ``$RECSYS_CANARY_SHARE`` (default 0.1), read by the service's own rules
+    (release/canary/routing.py):
     one parser, so the report and the routing agree."""
     return current_config(get_settings().canary_state, os.environ)[0]
 

@@ -5,7 +5,7 @@ Each tick does one of three things:
 1. validated events landed after the monitors last ran -> request ``monitoring_job`` (the
    monitors measure; the sensor only reads);
 2. the monitors measured something not yet decided on -> evaluate the triggers
-   (:func:`recsys_assets.lib.loop.retraining_decision`), log the decision with its values to
+   (:func:`recsys_assets.monitoring.loop.retraining_decision`), log the decision with its values to
    the loop's event log and, when it fires, request ``retraining_job``;
 3. nothing new -> skip (and log nothing: a quiet loop writes no noise).
 
@@ -19,7 +19,7 @@ import json
 import dagster as dg
 
 from recsys_assets.config import get_settings
-from recsys_assets.lib import loop
+from recsys_assets.monitoring import loop
 
 MONITORING_JOB = "monitoring_job"
 RETRAINING_JOB = "retraining_job"

@@ -3,13 +3,13 @@
 
 Run status sensors see every run of the instance (``monitor_all_code_locations``), the
 ``demo`` command's in-process runs included. Their trace id is the run id
-(:func:`recsys_assets.lib.pipeline_traces.trace_id_for_run`).
+(:func:`recsys_assets.defs.observability.pipeline_traces.trace_id_for_run`).
 """
 
 import dagster as dg
 
-from recsys_assets.lib.pipeline_traces import export_run_trace, trace_id_for_run
-from recsys_assets.lib.telemetry import TRACING_VAR, pipeline_span_exporter
+from recsys_assets.defs.observability.pipeline_traces import export_run_trace, trace_id_for_run
+from recsys_assets.observability.telemetry import TRACING_VAR, pipeline_span_exporter
 
 
 def export_trace(context: dg.RunStatusSensorContext) -> dg.SkipReason | None:

@@ -19,17 +19,33 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from recsys_assets import constants as c
+from recsys_assets.access.control import (
+    PIPELINE,
+    AccessDenied,
+    authorize_control,
+    control_audit_path,
+)
 from recsys_assets.config import get_settings
 from recsys_assets.config.settings import PROJECT_ROOT
+from recsys_assets.core import constants as c
+from recsys_assets.core.versioning import data_version
 from recsys_assets.defs.training.assets import TrainedModel
-from recsys_assets.lib import loop
-from recsys_assets.lib.control import PIPELINE, AccessDenied, authorize_control, control_audit_path
-from recsys_assets.lib.evaluation import Split, purchases_only
-from recsys_assets.lib.feature_store import FeatureRepo, quiet_feast
-from recsys_assets.lib.features import returns_from_quarantine
-from recsys_assets.lib.gate import GateDecision, quality_gate_decision
-from recsys_assets.lib.model_registry import (
+from recsys_assets.evaluation.protocol import Split, purchases_only
+from recsys_assets.features.store import FeatureRepo, quiet_feast
+from recsys_assets.features.tables import returns_from_quarantine
+from recsys_assets.ingestion.sources import load_source_spec
+from recsys_assets.ingestion.validation import restore_event_dtypes
+from recsys_assets.monitoring import loop
+from recsys_assets.release.gate import GateDecision, quality_gate_decision
+from recsys_assets.release.ledger import bundle_from_registry, record_release
+from recsys_assets.serving.model import (
+    FeastOnlineReader,
+    ServingModel,
+    build_serving_model,
+    evaluate_on_split,
+    sample_latency,
+)
+from recsys_assets.serving.registry import (
     CANDIDATE,
     PROMOTED,
     STAGE_LABEL,
@@ -38,18 +54,7 @@ from recsys_assets.lib.model_registry import (
     model_versions,
     save_promoted,
 )
-from recsys_assets.lib.ranking import make_generators
-from recsys_assets.lib.releases import bundle_from_registry, record_release
-from recsys_assets.lib.serving import (
-    FeastOnlineReader,
-    ServingModel,
-    build_serving_model,
-    evaluate_on_split,
-    sample_latency,
-)
-from recsys_assets.lib.sources import load_source_spec
-from recsys_assets.lib.validation import restore_event_dtypes
-from recsys_assets.lib.versioning import data_version
+from recsys_assets.training.ranker import make_generators
 
 TAGS = {"domain": "serving"}
 CODE_VERSION = "1"
@@ -146,7 +151,7 @@ def challenger_model(
 def champion_figures(split: Split, returns: pd.DataFrame | None) -> dict | None:
     """The champion's figures on the challenger's evaluation split: as recorded when it was
     evaluated on the same training data, else its booster re-evaluated on this split
-    (:func:`~recsys_assets.lib.serving.evaluate_on_split`). None before the first promotion."""
+    (:func:`~recsys_assets.serving.model.evaluate_on_split`). None before the first promotion."""
     import bentoml
 
     champion = current_promoted()

@@ -1,6 +1,6 @@
 """The release ledger in the Dagster UI: what serves in each environment, and how it got there.
 
-``releases`` reads the ledger (``recsys_assets.lib.releases``) and changes nothing: its
+``releases`` reads the ledger (``recsys_assets.release.ledger``) and changes nothing: its
 materialization shows the current release per environment, the history (releases, rollbacks,
 who and why) and the release KPIs, so every step of a release is visible in the catalogue.
 Materialize it after ``python -m recsys_assets promote`` or ``rollback``; ``release_job``
@@ -9,8 +9,8 @@ refreshes it after each pipeline release.
 
 import dagster as dg
 
-from recsys_assets import constants as c
-from recsys_assets.lib import releases as ledger
+from recsys_assets.core import constants as c
+from recsys_assets.release import ledger
 
 TAGS = {"domain": "serving"}
 CODE_VERSION = "1"

@@ -16,18 +16,18 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from recsys_assets import constants as c
 from recsys_assets.config import get_settings
+from recsys_assets.core import constants as c
+from recsys_assets.core.versioning import data_version
 from recsys_assets.defs.ingestion.assets import event_partitions
 from recsys_assets.defs.lineage import model_lineage, model_version
-from recsys_assets.lib import candidates
-from recsys_assets.lib.evaluation import Split, evaluate, per_user_ndcg, temporal_split
-from recsys_assets.lib.feature_store import FEATURE_SERVICE
-from recsys_assets.lib.features import returns_from_quarantine
-from recsys_assets.lib.ranking import Ranker, RankerConfig, fit_ranker
-from recsys_assets.lib.reduction import fit_reduced_ranker
-from recsys_assets.lib.validation import restore_event_dtypes
-from recsys_assets.lib.versioning import data_version
+from recsys_assets.evaluation.protocol import Split, evaluate, per_user_ndcg, temporal_split
+from recsys_assets.features.store import FEATURE_SERVICE
+from recsys_assets.features.tables import returns_from_quarantine
+from recsys_assets.ingestion.validation import restore_event_dtypes
+from recsys_assets.training import candidates
+from recsys_assets.training.ranker import Ranker, RankerConfig, fit_ranker
+from recsys_assets.training.reduction import fit_reduced_ranker
 
 TAGS = {"domain": "training"}
 CODE_VERSION = "1"
@@ -45,7 +45,7 @@ HEADLINE = ("ndcg", "map", "recall", "hit_rate", "mrr", "coverage")
 )
 def evaluation_split(validated_events: pd.DataFrame) -> dg.Output[Split]:
     """The fixed temporal protocol: purchases before 2011-11-01 train, from then on test;
-    customers with purchases in both periods are evaluated (docs in lib/evaluation.py). Other
+    customers with purchases in both periods are evaluated (docs in evaluation/protocol.py). Other
     data without that date uses its last 10% of time as test, and the description says so."""
     split = temporal_split(restore_event_dtypes(validated_events))
     return dg.Output(
@@ -208,7 +208,7 @@ class RankerRunConfig(dg.Config):
     warm_start: bool = Field(
         default=False,
         description="Warm-start the previous ranker's booster on the cutoffs it has not seen "
-        "(lib/reduction.py: 2.75-4.3x faster at +0.5% NDCG@10 on UCI); falls back to the full "
+        "(training/reduction.py: 2.75-4.3x faster at +0.5% NDCG@10 on UCI); falls back to the full "
         "fit when there is no previous ranker or no new cutoff.",
     )
 
@@ -242,7 +242,7 @@ def ranker_model(
     """The production model: XGBoost learning-to-rank (rank:ndcg) over the union of candidates
     (repeat, popularity, item-KNN, ALS) with their scores and ranks and point-in-time customer,
     item and customer-item features, trained on several monthly cutoffs before the split with
-    next-period purchases as labels (lib/ranking.py)."""
+    next-period purchases as labels (training/ranker.py)."""
     cutoffs = ranker_cutoffs(evaluation_split)
     if not cutoffs:
         raise dg.Failure(

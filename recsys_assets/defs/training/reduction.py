@@ -1,10 +1,10 @@
-"""Training: the reduced training set for cheap retraining (lib/reduction.py).
+"""Training: the reduced training set for cheap retraining (training/reduction.py).
 
 Not part of models_job (yet). The retraining recipe it prepares (benchmarks/results/reduction.md,
 UCI, 2-core machine) keeps the full history and, given the previous production model, builds only
 the newest cutoff from that model's serving generators, keeps 30 random negatives per query
 (dropped before the feature join) and warm-starts the previous booster with 100 rounds at eta
-0.05 (lib.reduction.fit_reduced_ranker(previous=...)). Measured against the full retraining
+0.05 (training.reduction.fit_reduced_ranker(previous=...)). Measured against the full retraining
 (53 and 47 s): NDCG@10 0.3790 vs 0.3772 (+0.5%), 4.3x and 2.75x faster in wall time in the two
 decisive runs (6.1x and 4.0x in CPU time; wall times on the shared machine are noisy). With a
 booster from scratch instead (100 rounds at eta 0.15, 20 selected features, closed cutoffs
@@ -18,19 +18,19 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from recsys_assets import constants as c
+from recsys_assets.core import constants as c
 from recsys_assets.defs.training.assets import ranker_cutoffs
-from recsys_assets.lib.evaluation import Split
-from recsys_assets.lib.features import returns_from_quarantine
-from recsys_assets.lib.ranking import LABEL, QID, RankerConfig, feature_columns, train_purchases
-from recsys_assets.lib.reduction import (
+from recsys_assets.evaluation.protocol import Split
+from recsys_assets.features.tables import returns_from_quarantine
+from recsys_assets.ingestion.validation import restore_event_dtypes
+from recsys_assets.training.ranker import LABEL, QID, RankerConfig, feature_columns, train_purchases
+from recsys_assets.training.reduction import (
     ReductionConfig,
     quick_importance,
     reduce_history,
     reduced_training_frame,
     select_features,
 )
-from recsys_assets.lib.validation import restore_event_dtypes
 
 CODE_VERSION = "2"
 
@@ -70,7 +70,8 @@ def reduced_training_set(
 
     Standalone it builds every cutoff from scratch (the benchmark's "scratch": 1.8x, -1.4%
     NDCG@10 when trained on it); the measured 2.75-4.3x at +0.5% needs the previous production
-    model: lib.reduction.fit_reduced_ranker(previous=...) then builds only the newest cutoff from
+    model: training.reduction.fit_reduced_ranker(previous=...) then builds only the newest cutoff
+    from
     that model's generators and warm-starts its booster (benchmarks/results/reduction.md)."""
     config = ReductionConfig()
     split = evaluation_split

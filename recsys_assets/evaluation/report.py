@@ -1,0 +1,251 @@
+"""Evaluation reports: one JSON of the figures and one self-contained HTML page with plots.
+
+Every number shown comes from `evaluation.protocol.evaluate` (itself built on
+`evaluation.metrics`); this
+module only arranges and draws them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HEADLINE = ("ndcg", "map", "recall", "hit_rate", "mrr", "precision", "coverage")
+EDGE_METRICS = ("ndcg", "recall", "hit_rate", "mrr")
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe values: NaN becomes null, numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def build_report(models: dict[str, dict[str, Any]], *, split_description: str) -> dict[str, Any]:
+    """The report's figures: per model metrics at K, metric@K curves, segments, robustness."""
+    best = max(models, key=lambda name: models[name]["ndcg"]) if models else None
+    return _clean(
+        {
+            "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "protocol": split_description,
+            "k": next(iter(models.values()))["k"] if models else None,
+            "best_model": best,
+            "models": models,
+        }
+    )
+
+
+def headline_table(report: dict[str, Any]) -> str:
+    """A plain-text table of the headline figures per model, best first (for the terminal)."""
+    k = report["k"]
+    names = sorted(report["models"], key=lambda n: -(report["models"][n]["ndcg"] or 0))
+    header = f"{'model':<22}" + "".join(f"{m + '@' + str(k):>12}" for m in HEADLINE[:5])
+    header += f"{'coverage':>10}{'revenue':>12}"
+    lines = [header]
+    for name in names:
+        m = report["models"][name]
+        revenue = (m.get("revenue") or {}).get("total")
+        revenue_text = "n/a" if revenue is None else f"{revenue:,.0f}"
+        lines.append(
+            f"{name:<22}"
+            + "".join(f"{m[key]:>12.3f}" for key in HEADLINE[:5])
+            + f"{m['coverage']:>10.3f}{revenue_text:>12}"
+        )
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], directory: Path, name: str) -> tuple[Path, Path]:
+    """Write <name>.json and <name>.html into directory; return both paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path = directory / f"{name}.json"
+    json_path.write_text(json.dumps(report, indent=2, sort_keys=True))
+    html_path = directory / f"{name}.html"
+    html_path.write_text(render_html(report))
+    return json_path, html_path
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """A self-contained page (plotly.js inlined, no network needed) with the report's plots."""
+    import plotly.graph_objects as go
+    from plotly.offline import get_plotlyjs
+
+    models = report["models"]
+    names = sorted(models, key=lambda n: -(models[n]["ndcg"] or 0))
+    k = report["k"]
+    figures = []
+
+    side_by_side = go.Figure(
+        [go.Bar(name=metric, x=names, y=[models[n][metric] for n in names]) for metric in HEADLINE]
+    )
+    side_by_side.update_layout(title=f"Metrics at K={k} per model", barmode="group")
+    figures.append(side_by_side)
+
+    curves = go.Figure()
+    for name in names:
+        points = models[name].get("at_k") or []
+        curves.add_trace(
+            go.Scatter(x=[p["k"] for p in points], y=[p["ndcg"] for p in points], name=name)
+        )
+    curves.update_layout(title="NDCG at K", xaxis_title="K", yaxis_title="NDCG")
+    figures.append(curves)
+
+    for segment_kind in ("orders", "country"):
+        bars = []
+        segments = sorted({s for n in names for s in models[n]["segments"].get(segment_kind, {})})
+        for segment in segments:
+            values = [
+                (models[n]["segments"].get(segment_kind, {}).get(segment) or {}).get("ndcg")
+                for n in names
+            ]
+            bars.append(go.Bar(name=segment, x=names, y=values))
+        figure = go.Figure(bars)
+        figure.update_layout(title=f"NDCG@{k} by segment ({segment_kind})", barmode="group")
+        figures.append(figure)
+
+    spread = go.Figure(
+        go.Bar(
+            x=names,
+            y=[models[n]["bootstrap_ndcg"]["mean"] for n in names],
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": [
+                    models[n]["bootstrap_ndcg"]["p95"] - models[n]["bootstrap_ndcg"]["mean"]
+                    for n in names
+                ],
+                "arrayminus": [
+                    models[n]["bootstrap_ndcg"]["mean"] - models[n]["bootstrap_ndcg"]["p5"]
+                    for n in names
+                ],
+            },
+        )
+    )
+    spread.update_layout(title=f"NDCG@{k}: bootstrap mean and 5-95% band over customers")
+    figures.append(spread)
+    figures.extend(_segment_band_figures(models, names, k))
+
+    rows = "".join(
+        "<tr><td>{}</td>{}<td>{}</td></tr>".format(
+            n,
+            "".join(f"<td>{models[n][m]:.3f}</td>" for m in HEADLINE),
+            _revenue_text(models[n]),
+        )
+        for n in names
+    )
+    table = (
+        "<table><tr><th>model</th>"
+        + "".join(f"<th>{m}@{k}</th>" for m in HEADLINE)
+        + f"<th>revenue proxy</th></tr>{rows}</table>"
+    )
+    plots = "".join(f.to_html(full_html=False, include_plotlyjs=False) for f in figures)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Evaluation report</title>"
+        f"<script>{get_plotlyjs()}</script>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 8px;"
+        "border-bottom:1px solid #ddd;text-align:right}</style></head><body>"
+        f"<h1>Evaluation report</h1><p>{report['generated_at']}</p>"
+        f"<p><b>Protocol.</b> {report['protocol']}</p>"
+        f"<p><b>Best model:</b> {report['best_model']}</p>{table}"
+        f"{_edge_case_table(models, names, k)}{plots}</body></html>"
+    )
+
+
+def _number(value: Any, spec: str = ".3f") -> str:
+    """A figure for the page; missing (None, NaN: an empty group) reads ``n/a``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return format(value, spec)
+
+
+def _segment_band_figures(models: dict[str, Any], names: list[str], k: Any) -> list[Any]:
+    """Per segment kind, the bootstrap mean NDCG and its 5-95% band per model and segment.
+
+    Models without ``bootstrap_by_segment`` (older reports) are left out; no figure without any.
+    """
+    import plotly.graph_objects as go
+
+    having = [n for n in names if models[n].get("bootstrap_by_segment")]
+    figures = []
+    for segment_kind in ("orders", "country"):
+        bands = {n: models[n]["bootstrap_by_segment"].get(segment_kind) or {} for n in having}
+        segments = sorted({s for n in having for s in bands[n]})
+        if not segments:
+            continue
+        bars = []
+        for segment in segments:
+            spreads = [bands[n].get(segment) or {} for n in having]
+            mean = [s.get("mean") for s in spreads]
+            up = [_gap(s.get("p95"), s.get("mean")) for s in spreads]
+            down = [_gap(s.get("mean"), s.get("p5")) for s in spreads]
+            hover = [f"n_users={s.get('n_users', 0)}" for s in spreads]
+            error = {"type": "data", "symmetric": False, "array": up, "arrayminus": down}
+            bars.append(go.Bar(name=segment, x=having, y=mean, error_y=error, hovertext=hover))
+        figure = go.Figure(bars)
+        figure.update_layout(
+            title=f"NDCG@{k} by segment ({segment_kind}): bootstrap mean and 5-95% band",
+            barmode="group",
+        )
+        figures.append(figure)
+    return figures
+
+
+def _gap(high: Any, low: Any) -> float | None:
+    if high is None or low is None or math.isnan(high) or math.isnan(low):
+        return None
+    return high - low
+
+
+def _edge_case_table(models: dict[str, Any], names: list[str], k: Any) -> str:
+    """The edge-case figures (``edge_cases`` of ``evaluate``) as one table; empty without any."""
+    rows = []
+    for name in names:
+        edges = models[name].get("edge_cases") or {}
+        for case, figures in edges.items():
+            rows.append(
+                f"<tr><td>{name}</td><td>{case}</td>"
+                + "".join(f"<td>{_number(figures.get(m))}</td>" for m in EDGE_METRICS)
+                + f"<td>{_number(figures.get('n_users'), ',')}</td>"
+                + f"<td>{_edge_note(case, figures)}</td></tr>"
+            )
+    if not rows:
+        return ""
+    header = "".join(f"<th>{m}@{k}</th>" for m in EDGE_METRICS)
+    return (
+        "<h2>Edge cases</h2><table><tr><th>model</th><th>group</th>"
+        f"{header}<th>customers</th><th>notes</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _edge_note(case: str, figures: dict[str, Any]) -> str:
+    if case == "one_order":
+        return "exactly one training order"
+    if case == "large_basket":
+        return (
+            f"&ge; {_number(figures.get('threshold'), ',')} distinct relevant items "
+            f"(p{100 * (figures.get('quantile') or 0):.0f}); "
+            f"{_number(figures.get('share_of_users'), '.1%')} of customers"
+        )
+    if case == "unseen_items":
+        return (
+            "customers with a relevant item not in the training catalogue; unseen share of "
+            f"relevant pairs {_number(figures.get('unseen_share'), '.1%')}, recall ceiling "
+            f"{_number(figures.get('recall_ceiling'))} (at K "
+            f"{_number(figures.get('recall_ceiling_at_k'))})"
+        )
+    return ""
+
+
+def _revenue_text(metrics: dict[str, Any]) -> str:
+    revenue = metrics.get("revenue") or {}
+    if not revenue.get("available", False):
+        return "n/a (no prices)"
+    return f"{revenue['total']:,.0f}"

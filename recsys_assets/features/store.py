@@ -1,0 +1,288 @@
+"""Working with the Feast repository: apply, write feature tables, read online features safely.
+
+The repository itself (entities, sources, feature views, services) is declarative and lives in
+``feature_repo/``; this module is what the Dagster assets and the serving path call on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys_assets.core import constants as c
+
+# Views whose values are stored (batch) and must read the same offline and online.
+STORED_VIEWS = ("customer_profile", "item_popularity", "customer_item")
+# The parquet tables feature_repo/data_sources.py reads, one per batch source.
+FEATURE_TABLES = (*STORED_VIEWS, "session_context")
+# Views an entity can be unknown to; each gets a `<view>_known` flag on online reads.
+FLAGGED_VIEWS = FEATURE_TABLES
+FEATURE_SERVICE = "ranker_v1"
+KNOWN_FLAG = "{}_known"  # e.g. customer_profile_known: False when defaults were filled in
+
+
+class FeatureRepoError(RuntimeError):
+    """`feast apply` refused the repository; the message carries Feast's own explanation."""
+
+
+@dataclass(frozen=True)
+class FeatureRepo:
+    """A Feast repository folder and the config file of the environment."""
+
+    path: Path
+    config_file: str = "feature_store.yaml"
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.path / "data"
+
+    def table_path(self, name: str) -> Path:
+        return self.tables_dir / f"{name}.parquet"
+
+    def missing_settings(self) -> list[str]:
+        """Environment variables the config file refers to (``${NAME}``) that are not set."""
+        text = (self.path / self.config_file).read_text()
+        return sorted({name for name in re.findall(r"\$\{(\w+)\}", text) if name not in os.environ})
+
+    def _require_settings(self) -> None:
+        missing = self.missing_settings()
+        if missing:
+            raise FeatureRepoError(
+                f"{self.path / self.config_file} needs the environment variable(s) {missing} "
+                "(for example RECSYS_FEAST_REDIS=127.0.0.1:6379)"
+            )
+
+    def store(self):
+        """A FeatureStore on this repository (imported lazily: Feast is slow to import)."""
+        from feast import FeatureStore
+
+        self._require_settings()
+        return FeatureStore(repo_path=str(self.path), fs_yaml_file=self.path / self.config_file)
+
+    def apply(self, timeout_s: float = 300) -> str:
+        """Run `feast apply` in a child process; raise FeatureRepoError with Feast's message.
+
+        A child process keeps Feast's chdir and sys.exit away from the caller. Feast parses and
+        validates the whole repository before it writes the registry, so a broken repository
+        leaves the previous registry as it was. Missing feature tables are refused up front:
+        Feast itself would register a source whose file does not exist.
+        """
+        self._require_settings()
+        missing = [name for name in FEATURE_TABLES if not self.table_path(name).exists()]
+        if missing:
+            raise FeatureRepoError(
+                f"feast apply refused in {self.path}: feature table(s) {missing} not found in "
+                f"{self.tables_dir}; materialise the feature tables first"
+            )
+        command = [sys.executable, "-m", "feast.cli.cli", "-f", self.config_file, "apply"]
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        done = subprocess.run(
+            command,
+            cwd=self.path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        if done.returncode != 0:
+            detail = _last_error_line(done.stderr) or done.stdout.strip()[-500:]
+            raise FeatureRepoError(f"feast apply failed in {self.path}: {detail}")
+        return done.stdout
+
+
+def _last_error_line(stderr: str) -> str:
+    """Feast prints a traceback; its last non-empty line names the problem."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return (errors or lines or [""])[-1]
+
+
+def to_feast_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Feature timestamps as Unix seconds (Float64) except the event and created timestamps.
+
+    Feast's online writer cannot convert Arrow timestamp features; seconds are exact and every
+    store handles them.
+    """
+    out = frame.copy()
+    for name in out.columns:
+        if name in (c.FEATURE_TS, c.CREATED_TS):
+            continue
+        if pd.api.types.is_datetime64_any_dtype(out[name].dtype):
+            ts = out[name]
+            if ts.dt.tz is None:
+                ts = ts.dt.tz_localize("UTC")
+            out[name] = (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    return out
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Write a parquet table atomically: readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".parquet.partial")
+    frame.to_parquet(partial, index=False)
+    os.replace(partial, path)
+
+
+def online_features(
+    store,
+    entity_rows: Sequence[dict[str, object]],
+    features: Sequence[str] | None = None,
+    service: str = FEATURE_SERVICE,
+) -> pd.DataFrame:
+    """Online features for entity rows, keyed by name; unknown entities get defaults and a flag.
+
+    Feast returns None for an entity it has never seen; a ranker must not see None, and the
+    caller must know it happened, so each stored view adds ``<view>_known`` (False: defaults).
+    Values are matched by name, never by position.
+    """
+    refs = features if features is not None else store.get_feature_service(service)
+    raw = store.get_online_features(features=refs, entity_rows=list(entity_rows)).to_df()
+    return fill_defaults(raw, _view_fields(store, refs))
+
+
+def _view_fields(store, refs) -> dict[str, list[str]]:
+    """View name -> its feature names, for the views the request touched."""
+    if isinstance(refs, list | tuple):
+        views: dict[str, list[str]] = {}
+        for ref in refs:
+            view, name = ref.split(":", 1)
+            views.setdefault(view, []).append(name)
+        return views
+    return {
+        projection.name: [f.name for f in projection.features]
+        for projection in refs.feature_view_projections
+    }
+
+
+def fill_defaults(frame: pd.DataFrame, view_fields: dict[str, list[str]]) -> pd.DataFrame:
+    """Add ``<view>_known`` flags for stored views, then fill missing values with defaults."""
+    out = frame.copy()
+    for view, names in view_fields.items():
+        present = [n for n in names if n in out.columns]
+        if view in FLAGGED_VIEWS and present:
+            out[KNOWN_FLAG.format(view)] = out[present].notna().any(axis=1)
+    for name in out.columns:
+        default = c.DEFAULT_FEATURE_VALUES.get(name)
+        if default is None or (isinstance(default, float) and np.isnan(default)):
+            continue  # NaN defaults (unknown price) stay NaN
+        column = out[name]
+        missing = column.isna()
+        if missing.any():
+            if pd.api.types.is_numeric_dtype(column) and not isinstance(default, str):
+                column = column.fillna(default)
+            else:  # object columns (strings, or all-None) are re-typed after filling
+                column = column.astype(object).where(~missing, default).infer_objects()
+        out[name] = column.astype("int64") if isinstance(default, int) else column
+    return out
+
+
+def historical_features(
+    store, entity_df: pd.DataFrame, service: str = FEATURE_SERVICE
+) -> pd.DataFrame:
+    """Point-in-time correct features for (entity, event_timestamp) rows from the offline store."""
+    job = store.get_historical_features(
+        entity_df=entity_df, features=store.get_feature_service(service)
+    )
+    return job.to_df()
+
+
+def materialize(store, start: datetime, end: datetime, views: Iterable[str] | None = None):
+    """Load the latest values inside [start, end] into the online store (explicit range: an
+    incremental first run would start at now minus the TTL and load nothing for old data)."""
+    with quiet_feast():
+        store.materialize(
+            start_date=start, end_date=end, feature_views=list(views) if views else None
+        )
+
+
+@contextlib.contextmanager
+def quiet_feast():
+    """Silence Feast's progress lines and the DuckDB deprecation warnings its offline store
+    triggers (ibis calls a method newer DuckDB deprecates); errors still raise."""
+    with open(os.devnull, "w") as devnull, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with contextlib.redirect_stdout(devnull):
+            yield
+
+
+@dataclass(frozen=True)
+class ConsistencyReport:
+    """Online vs offline values for sampled entities at one moment."""
+
+    compared: int  # entities compared
+    values: int  # feature values compared
+    mismatches: int
+    examples: str  # markdown table of the first mismatches, empty when none
+
+
+def _equal(a: pd.Series, b: pd.Series) -> pd.Series:
+    """Element-wise equality that treats two missing values as equal and floats with a tolerance."""
+    both_missing = a.isna() & b.isna()
+    if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
+        close = np.isclose(a.astype(float), b.astype(float), rtol=1e-9, atol=1e-9)
+        return pd.Series(close, index=a.index) | both_missing
+    return (a.astype(object) == b.astype(object)) | both_missing
+
+
+def consistency_report(
+    store,
+    tables: dict[str, pd.DataFrame],
+    at: datetime,
+    sample_size: int = 50,
+    seed: int = c.SEED,
+) -> ConsistencyReport:
+    """Compare online values with point-in-time offline values at ``at`` for sampled entities.
+
+    ``tables`` maps a stored view name to the table it was materialised from (for sampling keys
+    and knowing the feature columns). Offline and online results are joined on the entity keys,
+    never matched by position.
+    """
+    compared = values = mismatches = 0
+    examples = []
+    for view, table in tables.items():
+        keys = entity_keys(table)
+        names = [n for n in table.columns if n not in (*keys, c.FEATURE_TS, c.CREATED_TS)]
+        refs = [f"{view}:{name}" for name in names]
+        sample = table[keys].drop_duplicates()
+        sample = sample.sample(n=min(sample_size, len(sample)), random_state=seed)
+        entity_df = sample.assign(**{c.FEATURE_TS: pd.Timestamp(at)})
+        with quiet_feast():
+            offline = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
+        online = store.get_online_features(
+            features=refs, entity_rows=sample.to_dict("records")
+        ).to_df()
+        joined = offline.merge(online, on=keys, suffixes=("_offline", "_online"))
+        compared += len(joined)
+        for name in names:
+            same = _equal(joined[f"{name}_offline"], joined[f"{name}_online"])
+            values += len(same)
+            mismatches += int((~same).sum())
+            for _, row in joined.loc[~same].head(3).iterrows():
+                key = ", ".join(str(row[k]) for k in keys)
+                examples.append(
+                    f"| {view} | {key} | {name} | {row[f'{name}_offline']} | "
+                    f"{row[f'{name}_online']} |"
+                )
+    header = "| view | entity | feature | offline | online |\n|---|---|---|---|---|\n"
+    return ConsistencyReport(
+        compared=compared,
+        values=values,
+        mismatches=mismatches,
+        examples=header + "\n".join(examples[:10]) if examples else "",
+    )
+
+
+def entity_keys(table: pd.DataFrame) -> list[str]:
+    """The join keys present in a feature table (customer, item, or both)."""
+    return [key for key in (c.USER_ID, c.ITEM_ID) if key in table.columns]

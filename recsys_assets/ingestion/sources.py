@@ -1,0 +1,462 @@
+"""Event sources: a small YAML config maps any interactions file onto the canonical event table.
+
+A source is one of
+- ``kind: file``: a CSV or parquet export with a column mapping (the default UCI Online Retail
+  copy is just such a file, see ``data/sources/online_retail.yaml``);
+- ``kind: synthetic``: the seeded generator in :mod:`recsys_assets.ingestion.synthetic`;
+- ``kind: feedback``: the recommendation service's feedback log (JSON lines, fixed schema, see
+  :mod:`recsys_assets.ingestion.feedback`): served traffic read back as events.
+
+Reading is strict about the file as a whole (it must be readable, non-empty, have the required
+columns, numbers where numbers belong and parseable timestamps) and raises :class:`SourceError`
+naming the file, the column and the problem. Row-level business problems (cancellations, missing
+customers, ...) are not errors here: they are quarantined later with a reason per row.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+
+from recsys_assets.core import constants as c
+from recsys_assets.ingestion import feedback
+
+SOURCE_KINDS = ("file", "synthetic", "feedback")
+SUPPORTED_FORMATS = ("csv", "parquet")
+PARTITION_GRANULARITIES = ("daily", "monthly")
+NUMERIC_FIELDS = (c.QUANTITY, c.UNIT_PRICE)
+ID_FIELDS = (c.USER_ID, c.ITEM_ID, c.ORDER_ID)
+TEXT_FIELDS = (c.USER_ID, c.ITEM_ID, c.EVENT_TYPE, c.ORDER_ID, c.DESCRIPTION, c.COUNTRY, c.DEVICE)
+
+
+class SourceError(ValueError):
+    """A source file or source config that cannot be ingested; the message says why."""
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """How events are cut into time partitions; start/end are inferred from the data if unset."""
+
+    granularity: str = "monthly"
+    start: str | None = None  # first partition's start date, ISO (inclusive)
+    end: str | None = None  # end of the last partition, ISO (exclusive)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where events come from and how their columns map onto the canonical event table."""
+
+    name: str
+    kind: str = "file"  # one of SOURCE_KINDS
+    path: Path | None = None  # resolved path of the file (kind: file) or log (kind: feedback)
+    format: str | None = None  # "csv" or "parquet" (kind: file)
+    columns: dict[str, str] = field(default_factory=dict)  # canonical field -> source column
+    timestamp_format: str | None = None  # strptime format; ISO 8601 when unset
+    cancellation_prefix: str | None = None  # order ids starting with it are cancellations
+    product_item_pattern: str | None = None  # regex an item id must match to be a product
+    missing_tokens: tuple[str, ...] = ()  # literal strings that mean "missing" (e.g. "nan")
+    partitions: PartitionSpec = field(default_factory=PartitionSpec)
+    synthetic: dict[str, Any] = field(default_factory=dict)  # generator knobs (kind: synthetic)
+    config_path: Path | None = None  # the YAML this spec came from
+
+    @property
+    def present_fields(self) -> tuple[str, ...]:
+        """Canonical fields this source provides (all of them for the synthetic generator)."""
+        if self.kind == "synthetic":
+            return c.REQUIRED_FIELDS + c.OPTIONAL_FIELDS
+        if self.kind == "feedback":
+            return feedback.CANONICAL_FIELDS
+        return tuple(f for f in c.REQUIRED_FIELDS + c.OPTIONAL_FIELDS if f in self.columns)
+
+    def describe(self) -> str:
+        return f"synthetic source '{self.name}'" if self.kind == "synthetic" else str(self.path)
+
+
+_SPEC_KEYS = {
+    "name",
+    "kind",
+    "path",
+    "format",
+    "columns",
+    "timestamp_format",
+    "cancellation_prefix",
+    "product_item_pattern",
+    "missing_tokens",
+    "partitions",
+    "synthetic",
+    "description",
+    "license",
+}
+
+
+def load_source_spec(config_path: str | Path) -> SourceSpec:
+    """Read and check a source config; paths inside it are relative to the config file."""
+    config_path = Path(config_path).resolve()
+    try:
+        raw = yaml.safe_load(config_path.read_text())
+    except FileNotFoundError as exc:
+        raise SourceError(f"{config_path}: source config not found") from exc
+    except yaml.YAMLError as exc:
+        raise SourceError(f"{config_path}: source config is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SourceError(f"{config_path}: source config must be a mapping of settings")
+    unknown = sorted(set(raw) - _SPEC_KEYS)
+    if unknown:
+        raise SourceError(
+            f"{config_path}: unknown setting(s) {unknown}; known: {sorted(_SPEC_KEYS)}"
+        )
+    if "name" not in raw:
+        raise SourceError(f"{config_path}: 'name' is required")
+
+    kind = raw.get("kind", "file")
+    partitions = _parse_partitions(config_path, raw.get("partitions") or {})
+    common = dict(
+        name=str(raw["name"]),
+        kind=kind,
+        partitions=partitions,
+        config_path=config_path,
+        missing_tokens=tuple(str(t) for t in raw.get("missing_tokens") or ()),
+    )
+    if kind == "synthetic":
+        return SourceSpec(
+            **common,
+            synthetic=dict(raw.get("synthetic") or {}),
+            cancellation_prefix=raw.get("cancellation_prefix"),
+            product_item_pattern=raw.get("product_item_pattern"),
+        )
+    if kind not in SOURCE_KINDS:
+        raise SourceError(f"{config_path}: kind must be one of {list(SOURCE_KINDS)}, got {kind!r}")
+
+    if "path" not in raw:
+        raise SourceError(f"{config_path}: 'path' (the events file) is required for kind: {kind}")
+    path = (config_path.parent / str(raw["path"])).resolve()
+    if kind == "feedback":
+        return _feedback_spec(config_path, raw, common, path)
+    fmt = raw.get("format") or path.suffix.lstrip(".").lower()
+    if fmt not in SUPPORTED_FORMATS:
+        raise SourceError(
+            f"{config_path}: format {fmt!r} of {path.name} is not supported; "
+            f"use one of {list(SUPPORTED_FORMATS)} (set 'format:' explicitly)"
+        )
+    columns = raw.get("columns") or {}
+    if not isinstance(columns, dict):
+        raise SourceError(f"{config_path}: 'columns' must map canonical fields to column names")
+    known_fields = set(c.REQUIRED_FIELDS + c.OPTIONAL_FIELDS)
+    bad_fields = sorted(set(columns) - known_fields)
+    if bad_fields:
+        raise SourceError(
+            f"{config_path}: unknown field(s) {bad_fields} in 'columns'; "
+            f"required: {list(c.REQUIRED_FIELDS)}, optional: {list(c.OPTIONAL_FIELDS)}"
+        )
+    missing = [f for f in c.REQUIRED_FIELDS if f not in columns]
+    if missing:
+        raise SourceError(f"{config_path}: 'columns' must map the required field(s) {missing}")
+    return SourceSpec(
+        **common,
+        path=path,
+        format=fmt,
+        columns={k: str(v) for k, v in columns.items()},
+        timestamp_format=raw.get("timestamp_format"),
+        cancellation_prefix=raw.get("cancellation_prefix"),
+        product_item_pattern=raw.get("product_item_pattern"),
+    )
+
+
+def _feedback_spec(
+    config_path: Path, raw: dict[str, Any], common: dict[str, Any], path: Path
+) -> SourceSpec:
+    """A feedback log has a fixed schema: no format, column mapping or timestamp format."""
+    fixed = sorted({"format", "columns", "timestamp_format", "synthetic"} & set(raw))
+    if fixed:
+        raise SourceError(
+            f"{config_path}: {fixed} cannot be set for kind: feedback (the log's schema is fixed)"
+        )
+    return SourceSpec(
+        **common,
+        path=path,
+        cancellation_prefix=raw.get("cancellation_prefix"),
+        product_item_pattern=raw.get("product_item_pattern"),
+    )
+
+
+def _parse_partitions(config_path: Path, raw: dict[str, Any]) -> PartitionSpec:
+    granularity = raw.get("granularity", "monthly")
+    if granularity not in PARTITION_GRANULARITIES:
+        raise SourceError(
+            f"{config_path}: partitions.granularity must be one of "
+            f"{list(PARTITION_GRANULARITIES)}, got {granularity!r}"
+        )
+    start, end = raw.get("start"), raw.get("end")
+    return PartitionSpec(
+        granularity=granularity,
+        start=str(start) if start is not None else None,
+        end=str(end) if end is not None else None,
+    )
+
+
+# --- Fingerprints -------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def config_sha256(spec: SourceSpec) -> str:
+    """A hash of every setting that shapes the events (mapping, rules' settings, partitions)."""
+    settings = {k: v for k, v in asdict(spec).items() if k != "config_path"}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def source_fingerprint(spec: SourceSpec) -> dict[str, Any]:
+    """What identifies the exact input: the file's sha256 and size (or the generator's knobs),
+    and the hash of the source settings that map and judge it."""
+    if spec.kind == "synthetic":
+        knobs = json.dumps(spec.synthetic, sort_keys=True, default=str)
+        return {
+            "kind": "synthetic",
+            "sha256": hashlib.sha256(knobs.encode()).hexdigest(),
+            "config_sha256": config_sha256(spec),
+        }
+    assert spec.path is not None
+    what = "feedback log" if spec.kind == "feedback" else "source file"
+    try:
+        stat = spec.path.stat()
+    except FileNotFoundError as exc:
+        raise SourceError(f"{spec.path}: {what} not found") from exc
+    except OSError as exc:
+        raise SourceError(f"{spec.path}: cannot read {what}: {exc.strerror}") from exc
+    return {
+        "kind": spec.kind,  # "file" or "feedback": an append-only log changes size as it grows
+        "path": str(spec.path),
+        "bytes": stat.st_size,
+        "sha256": _file_sha256(str(spec.path), stat.st_size, stat.st_mtime_ns),
+        "config_sha256": config_sha256(spec),
+    }
+
+
+# --- Reading ------------------------------------------------------------------------------
+
+
+def load_events(spec: SourceSpec) -> pd.DataFrame:
+    """The whole source as a canonical event table (see ``constants.CANONICAL_COLUMNS``).
+
+    Cached per source fingerprint, so a run over many partitions reads the file once.
+    Callers get a frame they must not modify in place.
+    """
+    key = (repr(spec), source_fingerprint(spec)["sha256"])
+    if key not in _EVENTS_CACHE:
+        events = _READERS[spec.kind](spec)
+        while len(_EVENTS_CACHE) >= _EVENTS_CACHE_SIZE:
+            _EVENTS_CACHE.pop(next(iter(_EVENTS_CACHE)))
+        _EVENTS_CACHE[key] = events
+    return _EVENTS_CACHE[key]
+
+
+_EVENTS_CACHE: dict[tuple[str, str], pd.DataFrame] = {}
+_EVENTS_CACHE_SIZE = 2
+
+
+def _file_events(spec: SourceSpec) -> pd.DataFrame:
+    return to_canonical(_read_file(spec), spec)
+
+
+def _feedback_events(spec: SourceSpec) -> pd.DataFrame:
+    """Clicks, add-to-carts and purchases of the feedback log; impressions are counted only.
+
+    The frame's ``attrs`` hold ``feedback_counts`` (rows per feedback type) and
+    ``feedback_skipped_lines`` (torn lines left by a crash), for run metadata.
+    """
+    path = spec.path
+    assert path is not None
+    try:
+        frame, skipped = feedback.FeedbackLog(path).read_with_report()
+    except feedback.FeedbackLogError as exc:
+        raise SourceError(str(exc)) from exc
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read feedback log: {exc.strerror}") from exc
+    events, counts = feedback.to_canonical_events(frame, source_name=spec.name)
+    if events.empty:
+        raise SourceError(
+            f"{path}: feedback log holds no click, add_to_cart or purchase events yet "
+            f"(rows per type: {counts}, torn lines skipped: {skipped})"
+        )
+    events.attrs["feedback_counts"] = counts
+    events.attrs["feedback_skipped_lines"] = skipped
+    return events
+
+
+def _synthetic_events(spec: SourceSpec) -> pd.DataFrame:
+    from recsys_assets.ingestion.synthetic import SyntheticConfig, generate_events
+
+    try:
+        config = SyntheticConfig.from_dict(spec.synthetic)
+    except (TypeError, ValueError) as exc:
+        raise SourceError(f"{spec.config_path}: bad synthetic settings: {exc}") from exc
+    generated = generate_events(config)
+    identity = {f: f for f in c.REQUIRED_FIELDS + c.OPTIONAL_FIELDS if f in generated.columns}
+    return to_canonical(generated, replace(spec, columns=identity))
+
+
+def _read_file(spec: SourceSpec) -> pd.DataFrame:
+    path = spec.path
+    assert path is not None
+    wanted = list(dict.fromkeys(spec.columns.values()))
+    if not path.exists():
+        raise SourceError(f"{path}: source file not found")
+    if path.stat().st_size == 0:
+        raise SourceError(f"{path}: source file is empty (0 bytes)")
+    try:
+        if spec.format == "parquet":
+            import pyarrow.parquet as pq
+
+            available = pq.read_schema(path).names
+            _require_columns(spec, available)
+            frame = pq.read_table(path, columns=wanted).to_pandas()
+        else:
+            header = pd.read_csv(path, nrows=0)
+            _require_columns(spec, list(header.columns))
+            frame = pd.read_csv(
+                path, usecols=wanted, dtype=str, keep_default_na=False, na_values=[""]
+            )
+    except SourceError:
+        raise
+    except pd.errors.EmptyDataError as exc:
+        raise SourceError(f"{path}: source file is empty (no header or rows)") from exc
+    except Exception as exc:  # pyarrow / csv parser errors carry the detail
+        raise SourceError(f"{path}: cannot read {spec.format} file: {exc}") from exc
+    if frame.empty:
+        raise SourceError(f"{path}: source file has a header but no rows")
+    return frame
+
+
+def _require_columns(spec: SourceSpec, available: list[str]) -> None:
+    missing = {f: col for f, col in spec.columns.items() if col not in available}
+    if missing:
+        described = ", ".join(f"'{col}' (mapped to {f})" for f, col in missing.items())
+        raise SourceError(
+            f"{spec.path}: column(s) {described} not found; the file has columns {available}"
+        )
+
+
+def to_canonical(frame: pd.DataFrame, spec: SourceSpec) -> pd.DataFrame:
+    """Rename, type and complete a source frame; raises SourceError on wrong types."""
+    source_of = spec.columns
+    n = len(frame)
+    out: dict[str, Any] = {
+        c.EVENT_ID: pd.array([f"{spec.name}:{i}" for i in range(n)], dtype="string"),
+        c.SOURCE_ROW: np.arange(n, dtype="int64"),
+        c.EVENT_TS: _parse_timestamps(frame[source_of[c.EVENT_TS]], spec),
+    }
+    for fld in NUMERIC_FIELDS:
+        if fld in source_of:
+            out[fld] = _parse_numbers(frame[source_of[fld]], spec, fld)
+        elif fld == c.QUANTITY:
+            out[fld] = np.full(n, c.DEFAULT_QUANTITY, dtype="float64")
+        else:
+            out[fld] = np.full(n, np.nan, dtype="float64")
+    for fld in TEXT_FIELDS:
+        if fld in source_of:
+            out[fld] = _to_text(frame[source_of[fld]], spec.missing_tokens, fld in ID_FIELDS)
+        elif fld == c.EVENT_TYPE:
+            out[fld] = pd.array([c.DEFAULT_EVENT_TYPE] * n, dtype="string")
+        else:
+            out[fld] = pd.array([None] * n, dtype="string")
+    return pd.DataFrame(out, columns=list(c.CANONICAL_COLUMNS))
+
+
+def _parse_timestamps(values: pd.Series, spec: SourceSpec) -> pd.Series:
+    column = spec.columns[c.EVENT_TS]
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        parsed = values
+    else:
+        text = values.astype("string")
+        fmt = spec.timestamp_format or "ISO8601"
+        try:
+            parsed = pd.to_datetime(text, format=fmt, errors="coerce")
+        except (ValueError, TypeError) as exc:
+            raise SourceError(
+                f"{spec.path}: column '{column}' (event timestamp): cannot parse with format "
+                f"{fmt!r}: {exc}"
+            ) from exc
+    bad = parsed.isna()
+    if bad.any():
+        examples = values[bad].astype("string").fillna("<empty>").unique()[:5].tolist()
+        raise SourceError(
+            f"{spec.path}: column '{column}' (event timestamp): {int(bad.sum())} value(s) are "
+            f"missing or not timestamps in format {spec.timestamp_format or 'ISO 8601'}, "
+            f"e.g. {examples} (first at row {int(np.flatnonzero(bad.to_numpy())[0])}); "
+            "fix the file or set 'timestamp_format' in the source config"
+        )
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    return parsed.astype("datetime64[ns]").reset_index(drop=True)
+
+
+def _parse_numbers(values: pd.Series, spec: SourceSpec, fld: str) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
+        return values.to_numpy(dtype="float64", na_value=np.nan)
+    parsed = pd.to_numeric(values, errors="coerce")
+    bad = parsed.isna() & values.notna()
+    if spec.missing_tokens:
+        bad &= ~values.astype("string").isin(spec.missing_tokens)
+    if bad.any():
+        column = spec.columns[fld]
+        examples = values[bad].astype("string").unique()[:5].tolist()
+        raise SourceError(
+            f"{spec.path}: column '{column}' ({fld}) must hold numbers, but "
+            f"{int(bad.sum())} value(s) do not, e.g. {examples} "
+            f"(first at row {int(np.flatnonzero(bad.to_numpy())[0])})"
+        )
+    return parsed.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _to_text(values: pd.Series, missing_tokens: tuple[str, ...], is_id: bool) -> pd.Series:
+    """Labels as trimmed strings, with missing tokens and blanks as nulls (Arrow kernels: fast).
+
+    Numeric ids exported through a float column (17850.0 or "17850.0") become "17850".
+    """
+    if pd.api.types.is_float_dtype(values.dtype):
+        finite = values.dropna()
+        if (finite == np.floor(finite)).all():
+            values = values.astype("Int64")
+    if values.dtype == object:
+        values = values.astype("string")  # mixed objects (ints, strs) to text first
+    text = pc.cast(pa.Array.from_pandas(values), pa.string())
+    text = pc.utf8_trim_whitespace(text)
+    if is_id:
+        text = pc.replace_substring_regex(text, pattern=r"^(\d+)\.0+$", replacement=r"\1")
+    missing = pc.equal(text, "")
+    if missing_tokens:
+        missing = pc.or_(missing, pc.is_in(text, value_set=pa.array(missing_tokens)))
+    text = pc.if_else(pc.fill_null(missing, False), pa.scalar(None, pa.string()), text)
+    return pd.Series(pd.array(text.to_pylist(), dtype="string"))
+
+
+_READERS = {"file": _file_events, "synthetic": _synthetic_events, "feedback": _feedback_events}
+
+
+def window(events: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """Events with start <= event_ts < end, in source order, with a fresh index."""
+    ts = events[c.EVENT_TS]
+    return events.loc[(ts >= start) & (ts < end)].reset_index(drop=True)
+
+
+def time_range(spec: SourceSpec) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """First and last event time of a source (used to infer partition bounds)."""
+    ts = load_events(spec)[c.EVENT_TS]
+    return ts.min(), ts.max()

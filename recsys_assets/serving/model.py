@@ -1,0 +1,542 @@
+"""The online ranking path: what the recommendation service runs for one request.
+
+A :class:`ServingModel` is what gets promoted: the ranker's booster and feature list, the
+candidates of every known customer precomputed from the candidate generators refitted on all
+purchases up to the model's data end (batch retrieval, real-time ranking: no matrix
+factorisation runs per request), a popularity fallback (global and per country) and the
+catalogue with product names.
+
+Per request (:func:`recommend`): the customer's candidates -> their stored features as of now
+from a :class:`FeatureReader` (in the service: Feast's online store; customer and
+customer-item rows per request, item rows held in memory) -> the same derived features and
+column order as training (:func:`recsys_assets.training.ranker.derive_features`) -> the booster ->
+business filters (only catalogue products; the request's exclusions; optionally items the
+customer bought in the last N days) -> top k. Unknown customers, and any failure to read
+features, get the popularity list, flagged as a fallback with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from recsys_assets.core import constants as c
+from recsys_assets.evaluation.protocol import Split, evaluate, per_user_ndcg
+from recsys_assets.observability.telemetry import mark_error, span_factory
+from recsys_assets.training.candidates import CandidateGenerator, Popularity
+from recsys_assets.training.ranker import (
+    RAW_FEATURES,
+    STRING_FEATURES,
+    VIEW_FEATURES,
+    VIEW_KEYS,
+    Ranker,
+    RankerConfig,
+    candidate_frame,
+    derive_arrays,
+    feature_tables,
+    make_generators,
+    train_purchases,
+    via_pandas,
+)
+
+__all__ = [
+    "CandidateIndex",
+    "FeastOnlineReader",
+    "FeatureReader",
+    "Recommendation",
+    "ServingModel",
+    "TableReader",
+    "build_serving_model",
+    "recommend",
+    "sample_latency",
+    "score_candidates",
+]
+
+logger = logging.getLogger(__name__)
+
+FALLBACK_UNKNOWN_CUSTOMER = "unknown_customer"
+FALLBACK_FEATURES_UNAVAILABLE = "feature_store_unavailable"
+FALLBACK_NO_CANDIDATES = "no_candidates_left"
+_DAY_S = 86_400.0
+
+
+# --- Candidates of every known customer --------------------------------------------------------
+
+
+@dataclass
+class CandidateIndex:
+    """Precomputed candidates: per customer a slice of ``items`` and of ``scores`` (the
+    generators' ``<gen>_score`` / ``<gen>_rank`` columns and ``n_sources``, in ``columns``)."""
+
+    offsets: dict[str, tuple[int, int]]
+    items: np.ndarray  # object, item ids, grouped by customer
+    scores: np.ndarray  # float64, one row per item, one column per name in `columns`
+    columns: list[str]
+    bought: np.ndarray | None = None  # bool: the customer had bought the item (has pair rows)
+
+    @classmethod
+    def from_frame(
+        cls, frame: pd.DataFrame, bought_pairs: pd.DataFrame | None = None
+    ) -> CandidateIndex:
+        """From :func:`~recsys_assets.training.ranker.candidate_frame` output; ``bought_pairs``
+        (user_id, item_id) marks the candidates the customer had bought, the only ones with
+        customer-item features to read online."""
+        frame = frame.sort_values([c.USER_ID, c.ITEM_ID], kind="mergesort")
+        bought = None
+        if bought_pairs is not None:
+            keys = bought_pairs[[c.USER_ID, c.ITEM_ID]].astype(str).drop_duplicates()
+            flagged = (
+                frame[[c.USER_ID, c.ITEM_ID]]
+                .astype(str)
+                .merge(keys.assign(_bought=True), on=[c.USER_ID, c.ITEM_ID], how="left")
+            )
+            bought = flagged["_bought"].notna().to_numpy()
+        users = frame[c.USER_ID].astype(str).to_numpy()
+        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
+        ends = [*list(starts[1:]), len(users)]
+        columns = [col for col in frame.columns if col not in (c.USER_ID, c.ITEM_ID)]
+        return cls(
+            offsets={users[s]: (int(s), int(e)) for s, e in zip(starts, ends, strict=True)},
+            items=frame[c.ITEM_ID].astype(str).to_numpy(dtype=object),
+            scores=frame[columns].to_numpy(dtype=np.float64),
+            columns=columns,
+            bought=bought,
+        )
+
+    def __contains__(self, customer_id: str) -> bool:
+        return customer_id in self.offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def lookup(self, customer_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The customer's candidate items and their generator columns (empty if unknown)."""
+        start, end = self.offsets.get(customer_id, (0, 0))
+        return self.items[start:end], self.scores[start:end]
+
+    def bought_mask(self, customer_id: str) -> np.ndarray | None:
+        """Which of the customer's candidates they had bought (None: not recorded)."""
+        if self.bought is None:
+            return None
+        start, end = self.offsets.get(customer_id, (0, 0))
+        return self.bought[start:end]
+
+
+# --- The promoted model -------------------------------------------------------------------------
+
+
+@dataclass
+class ServingModel:
+    """Everything the service needs to rank, in one picklable object (see the module notes)."""
+
+    version: str
+    booster: Any  # xgboost.Booster
+    features: list[str]
+    candidates: CandidateIndex
+    catalogue: dict[str, str]  # item id -> product name; nothing outside it is ever served
+    popular: list[tuple[str, float]]  # the global fallback list, best first
+    popular_by_country: dict[str, list[tuple[str, float]]]
+    data_end: pd.Timestamp  # UTC; the latest purchase the candidates were built from
+    product_pattern: str | None = None  # item ids that are products (None: all of them)
+    ranker_config: RankerConfig | None = None  # to re-evaluate the booster on another split
+    metrics: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """Booster scores for rows of ``self.features`` (float32, NaN = missing), on one
+        thread: a request is small, and threads would fight over the cores between requests."""
+        if not getattr(self, "_single_thread", False):
+            self.booster.set_param({"nthread": 1})
+            self._single_thread = True
+        return self.booster.inplace_predict(matrix, missing=np.nan).astype(np.float64)
+
+
+def _fallback_lists(
+    purchases: pd.DataFrame, half_life_days: float, n: int
+) -> tuple[list[tuple[str, float]], dict[str, list[tuple[str, float]]]]:
+    """Time-decayed popularity overall and per country (countries with 20+ customers)."""
+
+    def top(frame: pd.DataFrame) -> list[tuple[str, float]]:
+        model = Popularity(half_life_days=half_life_days).fit(frame)
+        items, scores = model.top(n)
+        return [(str(i), float(s)) for i, s in zip(items, scores, strict=True)]
+
+    by_country: dict[str, list[tuple[str, float]]] = {}
+    if c.COUNTRY in purchases.columns:
+        customers = purchases.groupby(c.COUNTRY, observed=True)[c.USER_ID].nunique()
+        for country in customers[customers >= 20].index:
+            by_country[str(country)] = top(purchases.loc[purchases[c.COUNTRY] == country])
+    return top(purchases), by_country
+
+
+def build_serving_model(
+    ranker: Ranker,
+    purchases: pd.DataFrame,
+    *,
+    version: str,
+    generators: Mapping[str, CandidateGenerator] | None = None,
+    product_pattern: str | None = None,
+    metrics: dict[str, Any] | None = None,
+    lineage: dict[str, Any] | None = None,
+    fallback_n: int = c.MAX_K,
+    batch: int = 2_000,
+) -> ServingModel:
+    """A serving model from a fitted ranker: its booster, with candidates for every customer in
+    ``purchases`` from ``generators`` (default: the ranker's own, fitted before its split; pass
+    generators refitted on all of ``purchases`` for production)."""
+    generators = generators if generators is not None else ranker.generators
+    users = sorted(purchases[c.USER_ID].astype(str).unique())
+    parts = [
+        candidate_frame(generators, users[i : i + batch], ranker.config.candidates)
+        for i in range(0, len(users), batch)
+    ]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if product_pattern is not None and len(frame):  # non-products are never candidates
+        frame = frame.loc[frame[c.ITEM_ID].astype(str).str.match(product_pattern)]
+    names = (
+        purchases.dropna(subset=[c.DESCRIPTION]).drop_duplicates(c.ITEM_ID, keep="last")
+        if c.DESCRIPTION in purchases.columns
+        else purchases.drop_duplicates(c.ITEM_ID)
+    )
+    catalogue = {
+        str(item): str(name) if isinstance(name, str) else ""
+        for item, name in zip(
+            names[c.ITEM_ID].astype(str),
+            names[c.DESCRIPTION] if c.DESCRIPTION in names.columns else [""] * len(names),
+            strict=True,
+        )
+    }
+    for item in purchases[c.ITEM_ID].astype(str).unique():
+        catalogue.setdefault(item, "")
+    products = purchases
+    if product_pattern is not None:
+        products = purchases.loc[purchases[c.ITEM_ID].astype(str).str.match(product_pattern)]
+    popular, by_country = _fallback_lists(
+        products, ranker.config.popularity_half_life_days, fallback_n
+    )
+    end = pd.Timestamp(purchases[c.EVENT_TS].max())
+    return ServingModel(
+        version=version,
+        booster=ranker.booster,
+        features=list(ranker.features),
+        candidates=CandidateIndex.from_frame(frame, purchases[[c.USER_ID, c.ITEM_ID]]),
+        catalogue=catalogue,
+        popular=popular,
+        popular_by_country=by_country,
+        data_end=end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC"),
+        product_pattern=product_pattern,
+        ranker_config=ranker.config,
+        metrics=dict(metrics or {}),
+        lineage=dict(lineage or {}),
+    )
+
+
+# --- Feature readers ----------------------------------------------------------------------------
+
+
+class FeatureReader(Protocol):
+    """Stored features (the Feast views' raw columns) for one customer's candidate items."""
+
+    def read(
+        self,
+        customer_id: str,
+        items: np.ndarray,
+        as_of: pd.Timestamp,
+        bought: np.ndarray | None = None,
+    ) -> Mapping[str, np.ndarray]:
+        """Every column of ``RAW_FEATURES`` as an array aligned with ``items`` (NaN / None when
+        unknown). ``bought`` marks the items with customer-item rows; None: look up all."""
+        ...
+
+
+class TableReader:
+    """Features from the Feast-form feature tables by the point-in-time join (tests, offline
+    replays): the same values the offline store gives as of ``as_of``."""
+
+    def __init__(self, tables: Mapping[str, pd.DataFrame]) -> None:
+        self.tables = tables
+
+    def read(self, customer_id, items, as_of, bought=None) -> Mapping[str, np.ndarray]:
+        entity = pd.DataFrame({c.USER_ID: customer_id, c.ITEM_ID: items, c.FEATURE_TS: as_of})
+        frame = via_pandas(self.tables, entity)
+        return {name: frame[name].to_numpy() for name in RAW_FEATURES}
+
+
+def _python_value(value: Any) -> Any:
+    """A Feast ValueProto as a Python value (None when unset)."""
+    kind = value.WhichOneof("val")
+    return None if kind is None or kind == "null_val" else getattr(value, kind)
+
+
+class FeastOnlineReader:
+    """Features from a Feast store's online store, read through the store's provider
+    (``online_read``: the same rows ``get_online_features`` returns, without its per-row SDK
+    work, about 10x cheaper): the customer's profile and the customer-item rows of the
+    candidates they had bought, per request; item rows from an in-memory copy of the item view,
+    read once and refreshed every ``item_refresh_s`` seconds (items change slowly and the
+    catalogue is small)."""
+
+    def __init__(self, store: Any, catalogue: Sequence[str], item_refresh_s: float = 300.0):
+        self.store = store
+        self.catalogue = list(catalogue)
+        self.item_refresh_s = item_refresh_s
+        self._provider = store._get_provider()
+        self._views = {name: store.get_feature_view(name) for name in VIEW_FEATURES}
+        self._items: tuple[dict[str, int], dict[str, np.ndarray]] | None = None
+        self._items_read_at = 0.0
+
+    def _online_rows(self, view: str, keys: list[tuple[str, ...]]) -> list[dict | None]:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        join_keys = list(VIEW_KEYS[view])
+        entity_keys = [
+            EntityKey(join_keys=join_keys, entity_values=[Value(string_val=k) for k in key])
+            for key in keys
+        ]
+        names = list(VIEW_FEATURES[view])
+        rows = self._provider.online_read(
+            config=self.store.config,
+            table=self._views[view],
+            entity_keys=entity_keys,
+            requested_features=names,
+        )
+        return [
+            None if values is None else {n: _python_value(values[n]) for n in names if n in values}
+            for _, values in rows
+        ]
+
+    @staticmethod
+    def _columns(view: str, rows: list[dict | None]) -> dict[str, np.ndarray]:
+        out = {}
+        for name in VIEW_FEATURES[view]:
+            values = [None if row is None else row.get(name) for row in rows]
+            if name in STRING_FEATURES:
+                out[name] = np.array(values, dtype=object)
+            else:
+                out[name] = np.array([np.nan if v is None else v for v in values], np.float64)
+        return out
+
+    def customer_profile(self, customer_id: str) -> dict[str, Any] | None:
+        """The customer's online profile row as plain values (None: not in the online store):
+        what the service shows to a caller allowed to read customer features."""
+        return self._online_rows("customer_profile", [(customer_id,)])[0]
+
+    def items(self) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+        """Item features of the whole catalogue: (item id -> row, columns), refreshed when
+        older than ``item_refresh_s``."""
+        if self._items is None or time.monotonic() - self._items_read_at > self.item_refresh_s:
+            rows = self._online_rows("item_popularity", [(i,) for i in self.catalogue])
+            columns = self._columns("item_popularity", [*rows, None])  # last row: unknown
+            self._items = ({item: n for n, item in enumerate(self.catalogue)}, columns)
+            self._items_read_at = time.monotonic()
+        return self._items
+
+    def read(self, customer_id, items, as_of, bought=None) -> Mapping[str, np.ndarray]:
+        n = len(items)
+        out: dict[str, np.ndarray] = {}
+        customer = self._columns(
+            "customer_profile", self._online_rows("customer_profile", [(customer_id,)])
+        )
+        for name, value in customer.items():
+            out[name] = np.repeat(value, n)
+        index, item_columns = self.items()
+        unknown = len(self.catalogue)
+        rows = np.fromiter((index.get(i, unknown) for i in items), dtype=np.int64, count=n)
+        for name, values in item_columns.items():
+            out[name] = values[rows]
+        lookup = np.arange(n) if bought is None else np.flatnonzero(bought)
+        pairs = self._online_rows("customer_item", [(customer_id, str(items[j])) for j in lookup])
+        for name, values in self._columns("customer_item", pairs).items():
+            column = np.full(n, np.nan)
+            column[lookup] = values
+            out[name] = column
+        return out
+
+
+# --- One request ------------------------------------------------------------------------------
+
+
+@dataclass
+class Recommendation:
+    """A ranked list for one request."""
+
+    items: list[str]
+    scores: list[float]
+    names: list[str]
+    fallback: bool
+    fallback_reason: str | None
+    model_version: str
+    as_of: pd.Timestamp
+
+
+def _utc(ts: pd.Timestamp | str) -> pd.Timestamp:
+    ts = pd.Timestamp(ts)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def score_candidates(
+    model: ServingModel,
+    items: np.ndarray,
+    generator_scores: np.ndarray,
+    stored: Mapping[str, np.ndarray],
+    as_of: pd.Timestamp,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The model's score for each candidate from its generator columns, stored features and
+    the derived features (:func:`~recsys_assets.training.ranker.derive_arrays`, as in training),
+    in the training column order. Returns the scores and every model input by name."""
+    now_s = (as_of - pd.Timestamp(0, tz="UTC")).total_seconds()
+    raw = {name: np.asarray(stored[name]) for name in RAW_FEATURES}
+    inputs: dict[str, Any] = {**raw, **derive_arrays(raw, now_s)}
+    for j, name in enumerate(model.candidates.columns):
+        inputs[name] = generator_scores[:, j]
+    matrix = np.empty((len(items), len(model.features)), dtype=np.float32)
+    for j, name in enumerate(model.features):
+        matrix[:, j] = inputs[name]
+    return model.predict(matrix), inputs
+
+
+def _fallback(model: ServingModel, country: str | None) -> list[tuple[str, float]]:
+    if country and country in model.popular_by_country:
+        return model.popular_by_country[country]
+    return model.popular
+
+
+def recommend(
+    model: ServingModel,
+    reader: FeatureReader,
+    customer_id: str,
+    *,
+    k: int = c.DEFAULT_K,
+    as_of: pd.Timestamp | str | None = None,
+    country: str | None = None,
+    exclude: Sequence[str] = (),
+    exclude_bought_within_days: float | None = None,
+    tracer: Any | None = None,
+    span_attributes: Mapping[str, Any] | None = None,
+) -> Recommendation:
+    """The top ``k`` items for one customer (see the module notes). ``as_of`` defaults to the
+    model's data end (a replay of historical data) and is the clock of the recency features.
+
+    With an OpenTelemetry ``tracer``, each step is a child span of the current one
+    (``candidate_lookup``, ``feature_read``, ``ranking``, ``business_filters``) carrying
+    ``recsys.model_version`` and ``span_attributes`` (the service adds ``recsys.variant``);
+    without one the steps cost nothing extra
+    (:func:`~recsys_assets.observability.telemetry.span_factory`).
+    """
+    span = span_factory(tracer, {"recsys.model_version": model.version, **(span_attributes or {})})
+    stamp = _utc(as_of) if as_of is not None else model.data_end
+    excluded = set(exclude)
+    with span("candidate_lookup") as step:
+        items, generator_scores = model.candidates.lookup(customer_id)
+        step.set_attribute("recsys.candidates", len(items))
+    reason: str | None = None
+    if len(items) == 0:
+        reason = FALLBACK_UNKNOWN_CUSTOMER
+    else:
+        with span("feature_read", **{"recsys.candidates": len(items)}) as step:
+            try:
+                bought = model.candidates.bought_mask(customer_id)
+                stored = reader.read(customer_id, items, stamp, bought)
+            except Exception as error:  # the online store is down or broken: serve, flag, count
+                logger.warning(
+                    "feature read failed for a request; serving the fallback", exc_info=True
+                )
+                reason = FALLBACK_FEATURES_UNAVAILABLE
+                step.set_attribute("recsys.fallback_reason", reason)
+                mark_error(step, error)
+    if reason is None:
+        with span("ranking", **{"recsys.candidates": len(items)}):
+            scores, inputs = score_candidates(model, items, generator_scores, stored, stamp)
+        with span("business_filters", **{"recsys.candidates": len(items), "recsys.k": k}) as step:
+            # candidates and fallback lists hold catalogue products only (build_serving_model)
+            keep = np.ones(len(items), dtype=bool)
+            if excluded:
+                keep &= np.fromiter(
+                    (i not in excluded for i in items), dtype=bool, count=len(items)
+                )
+            if exclude_bought_within_days is not None:
+                recent = np.asarray(inputs[c.DAYS_SINCE_LAST_BOUGHT], dtype=np.float64)
+                keep &= ~(recent < exclude_bought_within_days)  # NaN (never bought) stays
+            kept = np.flatnonzero(keep)
+            step.set_attribute("recsys.kept", len(kept))
+            if len(kept):
+                # best score first, ties by item id
+                order = sorted(kept, key=lambda j: (-scores[j], items[j]))[:k]
+                chosen = [str(items[j]) for j in order]
+                return Recommendation(
+                    items=chosen,
+                    scores=[float(scores[j]) for j in order],
+                    names=[model.catalogue.get(i, "") for i in chosen],
+                    fallback=False,
+                    fallback_reason=None,
+                    model_version=model.version,
+                    as_of=stamp,
+                )
+            reason = FALLBACK_NO_CANDIDATES
+            step.set_attribute("recsys.fallback_reason", reason)
+    with span("business_filters", **{"recsys.fallback_reason": reason, "recsys.k": k}):
+        popular = [(i, s) for i, s in _fallback(model, country) if i not in excluded][:k]
+        return Recommendation(
+            items=[i for i, _ in popular],
+            scores=[s for _, s in popular],
+            names=[model.catalogue.get(i, "") for i, _ in popular],
+            fallback=True,
+            fallback_reason=reason,
+            model_version=model.version,
+            as_of=stamp,
+        )
+
+
+def sample_latency(
+    model: ServingModel, reader: FeatureReader, customers: Sequence[str], **kwargs: Any
+) -> dict[str, float]:
+    """In-process latency of :func:`recommend` over ``customers`` (ms percentiles), the
+    figure the promotion gate holds against the latency budget."""
+    timings = []
+    for customer in customers:
+        started = time.perf_counter()
+        recommend(model, reader, customer, **kwargs)
+        timings.append((time.perf_counter() - started) * 1000.0)
+    values = np.asarray(timings)
+    return {
+        "calls": len(values),
+        "p50_ms": float(np.percentile(values, 50)),
+        "p95_ms": float(np.percentile(values, 95)),
+        "p99_ms": float(np.percentile(values, 99)),
+        "mean_ms": float(values.mean()),
+    }
+
+
+def evaluate_on_split(
+    model: ServingModel, split: Split, *, returns: pd.DataFrame | None = None
+) -> dict[str, Any]:
+    """The model's booster scored on ``split`` exactly as a freshly trained ranker is: its
+    generators refitted on the split's training purchases, features as of the split date from
+    training data only, the top N of each evaluated customer through the protocol's
+    :func:`~recsys_assets.evaluation.protocol.evaluate`. The gate uses it to compare a champion with
+    a challenger on the same test window."""
+    if model.ranker_config is None:
+        raise ValueError(f"model {model.version} has no ranker config to re-evaluate with")
+    purchases = train_purchases(split.train, split.split_ts)
+    generators = {
+        name: g.fit(purchases) for name, g in make_generators(model.ranker_config).items()
+    }
+    ranker = Ranker(
+        config=model.ranker_config,
+        generators=generators,
+        tables=feature_tables(purchases, returns, end=split.split_ts),
+        booster=model.booster,
+        features=list(model.features),
+        split_ts=pd.Timestamp(split.split_ts),
+    )
+    recommendations = ranker.recommend(list(split.users), n=c.CANDIDATES_N)
+    report = evaluate(recommendations, split)
+    report["per_user_ndcg"] = per_user_ndcg(report.pop("per_user"))
+    return report

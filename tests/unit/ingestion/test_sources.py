@@ -1,0 +1,181 @@
+"""Reading sources: column mapping, typing, defaults, and a clear error for each bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys_assets.core import constants as c
+from recsys_assets.ingestion.sources import (
+    SourceError,
+    load_events,
+    load_source_spec,
+    source_fingerprint,
+    window,
+)
+
+GOOD_CSV = """customer,sku,ts,qty,price,order
+17850.0,85123A,2011-01-03 08:26:00,6,2.55,536365
+17850.0,71053,2011-01-03 08:26:00,6,3.39,536365
+13047,84406B,2011-02-01 09:00:00,8,2.75,C536366
+"""
+
+
+def test_maps_columns_types_and_ids(write_source):
+    spec = load_source_spec(write_source(GOOD_CSV))
+    events = load_events(spec)
+    assert list(events.columns) == list(c.CANONICAL_COLUMNS)
+    assert events[c.USER_ID].tolist() == ["17850", "17850", "13047"]  # float ids lose ".0"
+    assert events[c.ITEM_ID].tolist() == ["85123A", "71053", "84406B"]
+    assert events[c.QUANTITY].tolist() == [6.0, 6.0, 8.0]
+    assert events[c.UNIT_PRICE].tolist() == pytest.approx([2.55, 3.39, 2.75])
+    assert events[c.EVENT_TS].iloc[0] == pd.Timestamp("2011-01-03 08:26:00")
+    assert events[c.EVENT_ID].tolist() == ["shop:0", "shop:1", "shop:2"]
+    assert events[c.SOURCE_ROW].tolist() == [0, 1, 2]
+
+
+def test_missing_optional_columns_get_documented_defaults(write_source):
+    config = write_source(
+        "u,i,t\na,x,2011-01-01T10:00:00\n",
+        columns={"user_id": "u", "item_id": "i", "event_ts": "t"},
+    )
+    spec = load_source_spec(config)
+    events = load_events(spec)
+    assert spec.present_fields == c.REQUIRED_FIELDS
+    row = events.iloc[0]
+    assert row[c.QUANTITY] == c.DEFAULT_QUANTITY
+    assert row[c.EVENT_TYPE] == c.DEFAULT_EVENT_TYPE
+    assert np.isnan(row[c.UNIT_PRICE])
+    assert pd.isna(row[c.ORDER_ID]) and pd.isna(row[c.DEVICE])
+
+
+def test_missing_tokens_become_nulls(write_source):
+    config = write_source(
+        "customer,sku,ts,desc\n1,x,2011-01-01,nan\n2,y,2011-01-01,MUG\n",
+        columns={"user_id": "customer", "item_id": "sku", "event_ts": "ts", "description": "desc"},
+        extra='missing_tokens: ["nan"]\n',
+    )
+    events = load_events(load_source_spec(config))
+    assert events[c.DESCRIPTION].isna().tolist() == [True, False]
+
+
+def test_parquet_source_with_native_types(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "CustomerID": [17850.0, np.nan],
+            "StockCode": ["85123A", "POST"],
+            "InvoiceDate": pd.to_datetime(["2011-01-01 10:00", "2011-01-02 11:00"]),
+        }
+    )
+    frame.to_parquet(tmp_path / "events.parquet")
+    (tmp_path / "src.yaml").write_text(
+        "name: p\npath: events.parquet\n"
+        "columns: {user_id: CustomerID, item_id: StockCode, event_ts: InvoiceDate}\n"
+    )
+    events = load_events(load_source_spec(tmp_path / "src.yaml"))
+    assert events[c.USER_ID].tolist()[0] == "17850"
+    assert pd.isna(events[c.USER_ID].iloc[1])  # a missing customer is kept, to be quarantined
+
+
+def test_window_is_half_open(write_source):
+    events = load_events(load_source_spec(write_source(GOOD_CSV)))
+    january = window(events, pd.Timestamp("2011-01-01"), pd.Timestamp("2011-02-01"))
+    february = window(events, pd.Timestamp("2011-02-01"), pd.Timestamp("2011-03-01"))
+    assert len(january) == 2 and len(february) == 1
+    assert february.index.tolist() == [0]
+
+
+def test_fingerprint_changes_with_content(write_source):
+    config = write_source(GOOD_CSV)
+    spec = load_source_spec(config)
+    before = source_fingerprint(spec)["sha256"]
+    spec.path.write_text(GOOD_CSV + "1,x,2011-03-01,1,1.0,9\n")
+    assert source_fingerprint(spec)["sha256"] != before
+
+
+# --- Bad input: each case names the file, the column and the problem ----------------------
+
+
+def test_missing_file(write_source):
+    spec = load_source_spec(write_source(GOOD_CSV))
+    spec.path.unlink()
+    with pytest.raises(SourceError, match=r"events\.csv.*(not found|cannot read)"):
+        load_events(spec)
+
+
+def test_empty_file(write_source):
+    spec = load_source_spec(write_source(""))
+    with pytest.raises(SourceError, match=r"events\.csv: source file is empty \(0 bytes\)"):
+        load_events(spec)
+
+
+def test_header_without_rows(write_source):
+    spec = load_source_spec(write_source("customer,sku,ts,qty,price,order\n"))
+    with pytest.raises(SourceError, match="header but no rows"):
+        load_events(spec)
+
+
+def test_unreadable_parquet(tmp_path):
+    (tmp_path / "broken.parquet").write_bytes(b"this is not parquet at all")
+    (tmp_path / "src.yaml").write_text(
+        "name: b\npath: broken.parquet\ncolumns: {user_id: u, item_id: i, event_ts: t}\n"
+    )
+    with pytest.raises(SourceError, match=r"broken\.parquet: cannot read parquet file"):
+        load_events(load_source_spec(tmp_path / "src.yaml"))
+
+
+def test_missing_required_column(write_source):
+    spec = load_source_spec(write_source("customer,ts,qty,price,order\n1,2011-01-01,1,1,1\n"))
+    with pytest.raises(SourceError, match=r"'sku' \(mapped to item_id\) not found"):
+        load_events(spec)
+
+
+def test_non_numeric_quantity(write_source):
+    csv = GOOD_CSV + "1,x,2011-01-05 10:00:00,six,1.0,7\n"
+    with pytest.raises(SourceError, match=r"column 'qty' \(quantity\) must hold numbers.*'six'"):
+        load_events(load_source_spec(write_source(csv)))
+
+
+def test_unparseable_timestamp(write_source):
+    csv = GOOD_CSV + "1,x,yesterday,1,1.0,7\n"
+    with pytest.raises(SourceError, match=r"column 'ts' \(event timestamp\).*'yesterday'.*row 3"):
+        load_events(load_source_spec(write_source(csv)))
+
+
+def test_missing_timestamp(write_source):
+    csv = GOOD_CSV + "1,x,,1,1.0,7\n"
+    with pytest.raises(SourceError, match=r"column 'ts'.*1 value\(s\) are missing"):
+        load_events(load_source_spec(write_source(csv)))
+
+
+def test_explicit_timestamp_format(write_source):
+    config = write_source(
+        "customer,sku,ts\n1,x,03/01/2011 08:26\n",
+        columns={"user_id": "customer", "item_id": "sku", "event_ts": "ts"},
+        extra='timestamp_format: "%d/%m/%Y %H:%M"\n',
+    )
+    events = load_events(load_source_spec(config))
+    assert events[c.EVENT_TS].iloc[0] == pd.Timestamp("2011-01-03 08:26")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("name: x\npath: e.csv\ncolumns: {user_id: u, item_id: i}\n", r"required field\(s\)"),
+        ("name: x\npath: e.csv\ncolums: {}\n", r"unknown setting\(s\) \['colums'\]"),
+        ("name: x\npath: e.xlsx\ncolumns: {user_id: u, item_id: i, event_ts: t}\n", "format"),
+        ("name: x\npath: e.csv\ncolumns: {user: u, item_id: i, event_ts: t}\n", "unknown field"),
+        ("name: [unclosed\n", "not valid YAML"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("name: x\nkind: stream\n", "kind must be"),
+        ("name: x\npath: e.csv\ncolumns: {user_id: u, item_id: i, event_ts: t}\n"
+         "partitions: {granularity: hourly}\n", "granularity"),
+    ],
+)  # fmt: skip
+def test_bad_source_config(tmp_path, yaml_text, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(SourceError, match=message) as error:
+        load_source_spec(config)
+    assert "bad.yaml" in str(error.value)

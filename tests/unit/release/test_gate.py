@@ -1,0 +1,99 @@
+"""The promotion gate on hand-made figures, boundaries included."""
+
+import math
+
+import pytest
+
+from recsys_assets.release.gate import quality_gate_decision
+
+BUDGET = {"max_ndcg_drop": 0.02, "latency_budget_p99_ms": 10.0}
+
+
+def challenger(ndcg=0.38, p99=5.0):
+    return {"ndcg": ndcg, "latency": {"p99_ms": p99}}
+
+
+def test_first_promotion_needs_only_an_evaluation_and_the_budget():
+    decision = quality_gate_decision(challenger(), None, **BUDGET)
+    assert decision.passed and decision.reasons == []
+    assert decision.summary.startswith("passed")
+
+
+def test_a_challenger_at_exactly_the_floor_passes_and_just_below_fails():
+    champion = {"version": "v1", "ndcg": 0.40}
+    floor = 0.40 * 0.98
+    assert quality_gate_decision(challenger(ndcg=floor), champion, **BUDGET).passed
+    worse = quality_gate_decision(challenger(ndcg=floor - 1e-6), champion, **BUDGET)
+    assert not worse.passed
+    assert "below the champion's 0.4000" in worse.reasons[0]
+    assert worse.figures["ndcg_floor"] == pytest.approx(0.392)
+
+
+def test_latency_over_budget_fails_and_at_budget_passes():
+    assert quality_gate_decision(challenger(p99=10.0), None, **BUDGET).passed
+    slow = quality_gate_decision(challenger(p99=10.01), None, **BUDGET)
+    assert not slow.passed and "over the budget" in slow.reasons[0]
+
+
+def test_advisory_latency_warns_without_refusing():
+    slow = quality_gate_decision(challenger(p99=10.01), None, **BUDGET, latency_blocks=False)
+    assert slow.passed and slow.reasons == []
+    assert slow.warnings == ["p99 latency 10.01 ms is over the budget 10.0 ms"]
+    assert "; warning: p99 latency 10.01 ms" in slow.summary
+    # Advisory latency never rescues a challenger refused for its quality.
+    bad = quality_gate_decision(challenger(ndcg=0.0, p99=11), None, **BUDGET, latency_blocks=False)
+    assert not bad.passed and len(bad.reasons) == 1 and len(bad.warnings) == 1
+
+
+@pytest.mark.parametrize("ndcg", [None, "n/a", math.nan, 0.0])
+def test_a_challenger_without_a_usable_evaluation_fails(ndcg):
+    decision = quality_gate_decision(challenger(ndcg=ndcg), None, **BUDGET)
+    assert not decision.passed and "no usable evaluation" in decision.reasons[0]
+
+
+def test_missing_latency_fails_and_every_reason_is_listed():
+    decision = quality_gate_decision({"ndcg": 0.1}, {"version": "v1", "ndcg": 0.4}, **BUDGET)
+    assert not decision.passed and len(decision.reasons) == 2
+    assert decision.summary.startswith("refused: ")
+
+
+# --- paired comparison on the same customers --------------------------------------------------
+
+
+def per_user(values: list[float]) -> dict[str, float]:
+    return {f"C{i:03d}": v for i, v in enumerate(values)}
+
+
+def test_paired_difference_hand_checked():
+    from recsys_assets.evaluation.protocol import paired_ndcg_difference
+
+    figures = paired_ndcg_difference(per_user([0.5, 1.0]), per_user([0.5, 0.5]), n=500)
+    assert figures["relative"] == pytest.approx(0.5)  # 0.75 / 0.5 - 1
+    assert figures["n_users"] == 2
+    assert -1e-9 <= figures["low"] <= figures["relative"] <= figures["high"] <= 1.0 + 1e-9
+    empty = paired_ndcg_difference({"a": 1.0}, {"b": 1.0})
+    assert empty["n_users"] == 0 and math.isnan(empty["relative"])
+
+
+def test_paired_gate_lets_a_model_within_the_noise_through():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, 300)
+    champion = {"version": "v1", "ndcg": 0.5, "per_user_ndcg": per_user(list(base))}
+    # 4% lower on average, but customer by customer it is a coin toss: not worse beyond doubt
+    noisy = np.clip(base * 0.96 + rng.normal(0, 0.25, 300), 0, 1)
+    ch = challenger(ndcg=float(noisy.mean())) | {"per_user_ndcg": per_user(list(noisy))}
+    decision = quality_gate_decision(ch, champion, **BUDGET)
+    assert decision.passed, decision.reasons
+    assert decision.figures["paired"]["low"] < -0.02 < decision.figures["paired"]["high"]
+
+
+def test_paired_gate_refuses_a_model_worse_beyond_doubt():
+    values = [0.2 + 0.002 * i for i in range(300)]
+    champion = {"version": "v1", "ndcg": 0.5, "per_user_ndcg": per_user(values)}
+    worse = [v * 0.8 for v in values]
+    ch = challenger(ndcg=0.4) | {"per_user_ndcg": per_user(worse)}
+    decision = quality_gate_decision(ch, champion, **BUDGET)
+    assert not decision.passed
+    assert "-20.0% against the champion on the same 300 customers" in decision.reasons[0]

@@ -1,0 +1,132 @@
+"""The online ranking path: same scores as the offline ranker, fallbacks, business filters."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from recsys_assets.core import constants as c
+from recsys_assets.evaluation.protocol import evaluate, temporal_split
+from recsys_assets.serving.model import (
+    FALLBACK_FEATURES_UNAVAILABLE,
+    FALLBACK_UNKNOWN_CUSTOMER,
+    CandidateIndex,
+    TableReader,
+    build_serving_model,
+    evaluate_on_split,
+    recommend,
+)
+from recsys_assets.training.ranker import fit_ranker
+from tests.unit.training.test_ranker import CONFIG, SPLIT, _synthetic
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    events = _synthetic(n_users=20, n_items=30, days=110, seed=5)
+    events[c.DESCRIPTION] = "name of " + events[c.ITEM_ID]
+    ranker = fit_ranker(events, SPLIT, CONFIG)
+    train = events.loc[events[c.EVENT_TS] < SPLIT]
+    model = build_serving_model(ranker, train, version="v-test", fallback_n=5)
+    return ranker, model, train
+
+
+class BrokenReader:
+    def read(self, customer_id, items, as_of):
+        raise ConnectionError("online store down")
+
+
+def test_candidate_index_slices_each_customer():
+    frame = pd.DataFrame(
+        {
+            c.USER_ID: ["b", "a", "b", "a", "a"],
+            c.ITEM_ID: ["x", "y", "y", "x", "z"],
+            "g_score": [1.0, 2.0, 3.0, 4.0, 5.0],
+        }
+    )
+    index = CandidateIndex.from_frame(frame)
+    items, scores = index.lookup("a")
+    assert items.tolist() == ["x", "y", "z"]
+    assert scores[:, 0].tolist() == [4.0, 2.0, 5.0]
+    assert index.lookup("b")[0].tolist() == ["x", "y"]
+    assert len(index.lookup("nobody")[0]) == 0
+    assert "a" in index and "nobody" not in index and len(index) == 2
+
+
+def test_serving_scores_equal_the_offline_rankers(fitted):
+    ranker, model, train = fitted
+    reader = TableReader(ranker.tables)
+    customers = sorted(train[c.USER_ID].unique())[:5]
+    offline = ranker.score(customers, as_of=SPLIT)
+    for customer in customers:
+        got = recommend(model, reader, customer, k=50, as_of=SPLIT)
+        assert not got.fallback
+        expected = offline.loc[offline[c.USER_ID] == customer].set_index(c.ITEM_ID)[c.SCORE]
+        assert len(got.items) == len(expected)
+        assert got.scores == pytest.approx(expected.loc[got.items].tolist(), rel=1e-6)
+        assert got.scores == sorted(got.scores, reverse=True)
+        assert got.names == [f"name of {i}" for i in got.items]
+
+
+def test_unknown_customer_gets_the_popular_list_flagged(fitted):
+    _, model, _ = fitted
+    got = recommend(model, TableReader({}), "never-seen", k=3)
+    assert got.fallback and got.fallback_reason == FALLBACK_UNKNOWN_CUSTOMER
+    assert got.items == [i for i, _ in model.popular[:3]]
+    assert got.model_version == "v-test"
+
+
+def test_feature_store_failure_serves_the_fallback(fitted):
+    _, model, train = fitted
+    customer = train[c.USER_ID].iloc[0]
+    got = recommend(model, BrokenReader(), customer, k=4)
+    assert got.fallback and got.fallback_reason == FALLBACK_FEATURES_UNAVAILABLE
+    assert len(got.items) == 4
+
+
+def test_exclusions_and_recent_purchases_are_filtered(fitted):
+    ranker, model, train = fitted
+    reader = TableReader(ranker.tables)
+    customer = train[c.USER_ID].iloc[0]
+    first = recommend(model, reader, customer, k=5, as_of=SPLIT)
+    again = recommend(model, reader, customer, k=5, as_of=SPLIT, exclude=first.items[:2])
+    assert not set(first.items[:2]) & set(again.items)
+    assert again.items[:3] == first.items[2:5]
+    fresh = recommend(model, reader, customer, k=50, as_of=SPLIT, exclude_bought_within_days=14)
+    bought = train.loc[
+        (train[c.USER_ID] == customer) & (train[c.EVENT_TS] >= SPLIT - pd.Timedelta(days=14))
+    ]
+    assert not set(bought[c.ITEM_ID]) & set(fresh.items)
+    assert fresh.items  # older favourites and new items remain
+
+
+def test_k_larger_than_the_candidates_returns_them_all(fitted):
+    ranker, model, train = fitted
+    customer = train[c.USER_ID].iloc[0]
+    n = len(model.candidates.lookup(customer)[0])
+    got = recommend(model, TableReader(ranker.tables), customer, k=n + 10, as_of=SPLIT)
+    assert len(got.items) == n == len(set(got.items))
+
+
+def test_items_that_are_not_products_are_never_served(fitted):
+    ranker, model, train = fitted
+    customer = train[c.USER_ID].iloc[0]
+    blocked = recommend(model, TableReader(ranker.tables), customer, k=3, as_of=SPLIT).items[0]
+    narrowed = build_serving_model(
+        ranker, train, version="v-narrow", product_pattern=rf"^(?!{blocked}$)", fallback_n=50
+    )
+    got = recommend(narrowed, TableReader(ranker.tables), customer, k=50, as_of=SPLIT)
+    assert got.items and blocked not in got.items
+    assert blocked not in [i for i, _ in narrowed.popular]
+    cold = recommend(narrowed, TableReader({}), "never-seen", k=50)
+    assert blocked not in cold.items
+
+
+def test_re_evaluation_on_a_split_reproduces_the_rankers_own_figures(fitted):
+    ranker, model, _ = fitted
+    events = _synthetic(n_users=20, n_items=30, days=110, seed=5)
+    split = temporal_split(events, SPLIT)
+    own = evaluate(ranker.recommend(list(split.users), n=c.CANDIDATES_N), split)
+    again = evaluate_on_split(model, split)
+    assert again["n_users"] == own["n_users"] > 0
+    assert again["ndcg"] == pytest.approx(own["ndcg"])
+    assert again["recall"] == pytest.approx(own["recall"])
