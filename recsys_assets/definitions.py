@@ -12,6 +12,7 @@ from recsys_assets.defs import (
     ingestion,
     monitoring,
     observability,
+    release,
     serving,
     training,
 )
@@ -37,6 +38,7 @@ defs = dg.Definitions.merge(
     evaluation.defs,
     serving.defs,
     monitoring.defs,
+    release.defs,
     observability.defs,
     dg.Definitions(resources=shared_resources),
 )

@@ -552,7 +552,7 @@ class Drill:
 
         from recsys_assets.cli import run_job
         from recsys_assets.definitions import defs
-        from recsys_assets.defs.monitoring.canary_sensor import CANARY_JOB, canary_sensor
+        from recsys_assets.defs.release.canary_sensor import CANARY_JOB, canary_sensor
         from recsys_assets.release.canary.routing import read_canary_state
 
         instance = dg.DagsterInstance.get()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from recsys_assets.config import get_settings
-from recsys_assets.defs.monitoring.experiment import (
+from recsys_assets.defs.release.ab_experiment import (
     NO_EXPERIMENT,
     SRM_CHECK,
     ab_test_report,

@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from recsys_assets.core import constants as c
-from recsys_assets.defs.monitoring.canary import canary_report
+from recsys_assets.defs.release.canary import canary_report
 from recsys_assets.monitoring import loop
 from recsys_assets.release import ledger as releases
 from recsys_assets.release.canary.routing import CanaryState, read_canary_state, write_canary_state

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from recsys_assets.defs.monitoring.canary import CANARY_CHECK, NO_CANARY, canary_report
+from recsys_assets.defs.release.canary import CANARY_CHECK, NO_CANARY, canary_report
 from recsys_assets.ingestion.feedback import FeedbackEvent, FeedbackLog
 from recsys_assets.monitoring import loop
 from recsys_assets.release.canary.routing import CanaryState, read_canary_state, write_canary_state
@@ -303,7 +303,7 @@ def test_an_unreachable_service_leaves_errors_unjudged(logs, monkeypatch):
 
 
 def test_the_canary_sensor_analyses_only_while_a_canary_runs(logs):
-    from recsys_assets.defs.monitoring.canary_sensor import canary_sensor
+    from recsys_assets.defs.release.canary_sensor import canary_sensor
 
     def tick() -> dg.SensorResult:
         context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral())

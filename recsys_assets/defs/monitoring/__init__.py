@@ -3,17 +3,14 @@
 import dagster as dg
 
 from recsys_assets.defs.monitoring.assets import MONITORS, mlops_kpis
-from recsys_assets.defs.monitoring.canary import canary_report
-from recsys_assets.defs.monitoring.canary_sensor import canary_job, canary_sensor
-from recsys_assets.defs.monitoring.dashboard import ops_dashboard
-from recsys_assets.defs.monitoring.experiment import ab_test_report
+from recsys_assets.defs.monitoring.dashboard import UPSTREAM_RELEASE, ops_dashboard
 from recsys_assets.defs.monitoring.sensors import MONITORING_JOB, RETRAINING_JOB, retraining_sensor
 
 monitoring_job = dg.define_asset_job(
     MONITORING_JOB,
-    selection=dg.AssetSelection.assets(
-        *MONITORS, mlops_kpis, ab_test_report, canary_report, ops_dashboard
-    ),
+    # The A/B report and the canary analysis are the release domain's (defs/release/), named
+    # here by key so that monitoring never imports a domain after it.
+    selection=dg.AssetSelection.assets(*MONITORS, mlops_kpis, *UPSTREAM_RELEASE, ops_dashboard),
     description="Measure data drift, data quality, prediction drift and live performance of the "
     "serving model on the latest landed data; refresh the loop's KPIs, the A/B report, the "
     "canary analysis and the operations dashboard.",
@@ -43,8 +40,8 @@ daily_refresh = dg.ScheduleDefinition(
 )
 
 defs = dg.Definitions(
-    assets=[*MONITORS, mlops_kpis, ab_test_report, canary_report, ops_dashboard],
-    jobs=[monitoring_job, retraining_job, canary_job],
-    sensors=[retraining_sensor, canary_sensor],
+    assets=[*MONITORS, mlops_kpis, ops_dashboard],
+    jobs=[monitoring_job, retraining_job],
+    sensors=[retraining_sensor],
     schedules=[daily_refresh],
 )

@@ -371,7 +371,7 @@ def test_the_pipeline_promotes_below_prod_and_leaves_a_candidate_in_prod(
 def test_the_releases_asset_shows_the_ledger_and_changes_nothing(scratch):
     import dagster as dg
 
-    from recsys_assets.defs.serving.releases import release_ledger
+    from recsys_assets.defs.release.ledger import release_ledger
 
     first = pipeline_release(scratch, "v1")
     rel.promote_release("v1", from_env="dev", to_env="test", subject=MANAGER, reason="ok")

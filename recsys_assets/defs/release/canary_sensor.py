@@ -11,8 +11,8 @@ import os
 import dagster as dg
 
 from recsys_assets.config import get_settings
-from recsys_assets.defs.monitoring.canary import canary_report
 from recsys_assets.defs.monitoring.sensors import ACTIVE
+from recsys_assets.defs.release.canary import canary_report
 from recsys_assets.release.canary.routing import current_config
 
 CANARY_JOB = "canary_job"
