@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from recsys_assets.core.html import Raw, escape, figures_html, page, table
+
 HEADLINE = ("ndcg", "map", "recall", "hit_rate", "mrr", "precision", "coverage")
 EDGE_METRICS = ("ndcg", "recall", "hit_rate", "mrr")
 
@@ -76,7 +78,6 @@ def write_report(report: dict[str, Any], directory: Path, name: str) -> tuple[Pa
 def render_html(report: dict[str, Any]) -> str:
     """A self-contained page (plotly.js inlined, no network needed) with the report's plots."""
     import plotly.graph_objects as go
-    from plotly.offline import get_plotlyjs
 
     models = report["models"]
     names = sorted(models, key=lambda n: -(models[n]["ndcg"] or 0))
@@ -133,30 +134,17 @@ def render_html(report: dict[str, Any]) -> str:
     figures.append(spread)
     figures.extend(_segment_band_figures(models, names, k))
 
-    rows = "".join(
-        "<tr><td>{}</td>{}<td>{}</td></tr>".format(
-            n,
-            "".join(f"<td>{models[n][m]:.3f}</td>" for m in HEADLINE),
-            _revenue_text(models[n]),
-        )
-        for n in names
+    headline = table(
+        ["model", *(f"{m}@{k}" for m in HEADLINE), "revenue proxy"],
+        [(n, *(f"{models[n][m]:.3f}" for m in HEADLINE), _revenue_text(models[n])) for n in names],
     )
-    table = (
-        "<table><tr><th>model</th>"
-        + "".join(f"<th>{m}@{k}</th>" for m in HEADLINE)
-        + f"<th>revenue proxy</th></tr>{rows}</table>"
+    body = (
+        f"<p>{escape(report['generated_at'])}</p>"
+        f"<p><b>Protocol.</b> {escape(report['protocol'])}</p>"
+        f"<p><b>Best model:</b> {escape(report['best_model'])}</p>{headline}"
+        f"{_edge_case_table(models, names, k)}{figures_html(*figures)}"
     )
-    plots = "".join(f.to_html(full_html=False, include_plotlyjs=False) for f in figures)
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Evaluation report</title>"
-        f"<script>{get_plotlyjs()}</script>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 8px;"
-        "border-bottom:1px solid #ddd;text-align:right}</style></head><body>"
-        f"<h1>Evaluation report</h1><p>{report['generated_at']}</p>"
-        f"<p><b>Protocol.</b> {report['protocol']}</p>"
-        f"<p><b>Best model:</b> {report['best_model']}</p>{table}"
-        f"{_edge_case_table(models, names, k)}{plots}</body></html>"
-    )
+    return page("Evaluation report", body, plotly=True)
 
 
 def _number(value: Any, spec: str = ".3f") -> str:
@@ -206,30 +194,29 @@ def _gap(high: Any, low: Any) -> float | None:
 
 def _edge_case_table(models: dict[str, Any], names: list[str], k: Any) -> str:
     """The edge-case figures (``edge_cases`` of ``evaluate``) as one table; empty without any."""
-    rows = []
-    for name in names:
-        edges = models[name].get("edge_cases") or {}
-        for case, figures in edges.items():
-            rows.append(
-                f"<tr><td>{name}</td><td>{case}</td>"
-                + "".join(f"<td>{_number(figures.get(m))}</td>" for m in EDGE_METRICS)
-                + f"<td>{_number(figures.get('n_users'), ',')}</td>"
-                + f"<td>{_edge_note(case, figures)}</td></tr>"
-            )
+    rows = [
+        (
+            name,
+            case,
+            *(_number(figures.get(m)) for m in EDGE_METRICS),
+            _number(figures.get("n_users"), ","),
+            _edge_note(case, figures),
+        )
+        for name in names
+        for case, figures in (models[name].get("edge_cases") or {}).items()
+    ]
     if not rows:
         return ""
-    header = "".join(f"<th>{m}@{k}</th>" for m in EDGE_METRICS)
-    return (
-        "<h2>Edge cases</h2><table><tr><th>model</th><th>group</th>"
-        f"{header}<th>customers</th><th>notes</th></tr>{''.join(rows)}</table>"
-    )
+    header = ["model", "group", *(f"{m}@{k}" for m in EDGE_METRICS), "customers", "notes"]
+    return "<h2>Edge cases</h2>" + table(header, rows)
 
 
 def _edge_note(case: str, figures: dict[str, Any]) -> str:
+    """The notes cell of an edge case: HTML made of figures and fixed words only."""
     if case == "one_order":
         return "exactly one training order"
     if case == "large_basket":
-        return (
+        return Raw(
             f"&ge; {_number(figures.get('threshold'), ',')} distinct relevant items "
             f"(p{100 * (figures.get('quantile') or 0):.0f}); "
             f"{_number(figures.get('share_of_users'), '.1%')} of customers"

@@ -17,7 +17,6 @@ shows the shopper's days.
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from recsys_assets.core import constants as c
+from recsys_assets.core.html import escape, figures_html, page, table
 from recsys_assets.core.jsonable import json_safe
 from recsys_assets.monitoring import loop, timeline
 
@@ -328,8 +328,6 @@ GLOSSARY = (
 
 def write_dashboard(figures: Mapping[str, Any], path: str | Path, *, title: str) -> Path:
     """The dashboard as one self-contained HTML page (plotly.js inlined) at ``path``."""
-    from plotly.offline import get_plotlyjs
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sections = [
@@ -344,26 +342,22 @@ def write_dashboard(figures: Mapping[str, Any], path: str | Path, *, title: str)
         _monitor_section(figures.get("monitors") or []),
         _timeline_section(figures.get("timeline") or []),
         "<h2>What the words mean</h2><dl>"
-        + "".join(f"<dt><b>{_e(a)}</b></dt><dd>{_e(b)}</dd>" for a, b in GLOSSARY)
+        + "".join(f"<dt><b>{escape(a)}</b></dt><dd>{escape(b)}</dd>" for a, b in GLOSSARY)
         + "</dl>",
     ]
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{_e(title)}</title><script>{get_plotlyjs()}</script>"
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
-        "td,th{padding:4px 8px;border-bottom:1px solid #ddd;text-align:left}"
-        ".empty{color:#666;font-style:italic}.alert{color:#b00020}</style></head><body>"
-        f"<h1>{_e(title)}</h1>" + "".join(sections) + "</body></html>"
+    css = (
+        "body{max-width:1200px}td,th{text-align:left}"
+        ".empty{color:#666;font-style:italic}.alert{color:#b00020}"
     )
-    path.write_text(page, encoding="utf-8")
+    path.write_text(page(title, "".join(sections), plotly=True, css=css), encoding="utf-8")
     return path
 
 
 def _summary(figures: Mapping[str, Any]) -> str:
     env = figures.get("environment") or "unknown"
     lines = [
-        f"Environment: <b>{_e(env)}</b>. Generated {_e(_when(figures.get('generated_at')))} "
-        "(times in UTC)."
+        f"Environment: <b>{escape(env)}</b>. "
+        f"Generated {escape(_when(figures.get('generated_at')))} (times in UTC)."
     ]
     model = figures.get("current_model")
     requests = (figures.get("traffic") or {}).get("requests", 0)
@@ -377,7 +371,7 @@ def _summary(figures: Mapping[str, Any]) -> str:
         kpis = figures.get("kpis") or {}
         open_incidents = kpis.get("open_incidents") or 0
         lines.append(
-            f"Model in service: <b>{_e(model['version']) if model else 'none yet'}</b>. "
+            f"Model in service: <b>{escape(model['version']) if model else 'none yet'}</b>. "
             f"Drift incidents: {kpis.get('incidents', 0)} ({open_incidents} still open). "
             f"Requests served: {requests:,}."
         )
@@ -407,7 +401,7 @@ def _model_section(model: Mapping[str, Any] | None) -> str:
         ("Latency p99 (ms, measured before release)", _fmt(model.get("latency_p99_ms"), 1)),
         ("Versions promoted so far", model.get("promoted_versions")),
     ]
-    return head + _table(["", "value"], rows)
+    return head + table(["", "value"], rows)
 
 
 def _kpi_section(figures: Mapping[str, Any]) -> str:
@@ -415,7 +409,7 @@ def _kpi_section(figures: Mapping[str, Any]) -> str:
     head = "<h2>How fast the loop reacts</h2>"
     released = ((figures.get("release_kpis") or {}).get("rollback") or {}).get("releases")
     if not kpis.get("incidents") and not kpis.get("deployments") and not released:
-        table = _empty(
+        summary = _empty(
             "No drift incident and no release logged yet, so no MTTD, MTTR or "
             "deployment time to show."
         )
@@ -448,10 +442,10 @@ def _kpi_section(figures: Mapping[str, Any]) -> str:
             ("Releases that reached the service", kpis.get("deployments", 0)),
             *_release_kpi_rows(figures.get("release_kpis") or {}),
         ]
-        table = _table(["", "value"], rows)
+        summary = table(["", "value"], rows)
     incidents = figures.get("incidents") or []
     if not incidents:
-        return head + table
+        return head + summary
     plot = _mttr_plot(incidents)
     rows = [
         (
@@ -468,10 +462,10 @@ def _kpi_section(figures: Mapping[str, Any]) -> str:
     ]
     return (
         head
-        + table
+        + summary
         + "<h3>Time to recover per incident</h3>"
         + plot
-        + _table(
+        + table(
             [
                 "detected",
                 "triggers",
@@ -489,7 +483,7 @@ def _environment_section(rows: list[Mapping[str, Any]]) -> str:
     head = "<h2>Model per environment</h2>"
     if not rows:
         return head + _empty("No release is recorded in any environment yet.")
-    return head + _table(
+    return head + table(
         ["environment", "model", "bento", "released", "by"],
         [
             (
@@ -518,7 +512,7 @@ def _canary_section(incidents: list[Mapping[str, Any]]) -> str:
     return (
         head
         + text
-        + _table(
+        + table(
             ["challenger", "live since", "detected", "time to detect", "time to recover", "why"],
             [
                 (
@@ -546,7 +540,7 @@ def _timeline_section(entries: list[Mapping[str, Any]]) -> str:
     return (
         head
         + text
-        + _table(
+        + table(
             ["when", "source", "what", "who", "detail"],
             [
                 (
@@ -600,7 +594,7 @@ def _release_section(rows: list[Mapping[str, Any]]) -> str:
     head = "<h2>Releases and rollbacks</h2>"
     if not rows:
         return head + _empty("No model has been promoted, refused or rolled back yet.")
-    table = _table(
+    listing = table(
         ["when", "what happened", "model", "detail"],
         [
             (
@@ -612,7 +606,7 @@ def _release_section(rows: list[Mapping[str, Any]]) -> str:
             for r in rows
         ],
     )
-    return head + _release_plot(rows) + table
+    return head + _release_plot(rows) + listing
 
 
 def _traffic_section(traffic: Mapping[str, Any]) -> str:
@@ -625,7 +619,7 @@ def _traffic_section(traffic: Mapping[str, Any]) -> str:
     reasons = ", ".join(f"{k}: {v:,}" for k, v in (traffic.get("reasons") or {}).items())
     text = (
         f"<p>{traffic['requests']:,} requests, {_pct(rate)} answered without the model "
-        f"(fallback){f' ({_e(reasons)})' if reasons else ''}. Days are the shopper's days "
+        f"(fallback){f' ({escape(reasons)})' if reasons else ''}. Days are the shopper's days "
         "(the clock the recommendations were computed at).</p>"
     )
     rows = [
@@ -635,7 +629,7 @@ def _traffic_section(traffic: Mapping[str, Any]) -> str:
     ]  # fmt: skip
     header = ["day", "model version", "A/B variant", "requests", "fallback rate",
               "latency p50 (ms)", "latency p99 (ms)"]  # fmt: skip
-    return head + text + _traffic_plots(traffic.get("by_version") or []) + _table(header, rows)
+    return head + text + _traffic_plots(traffic.get("by_version") or []) + table(header, rows)
 
 
 def _monitor_section(monitors: list[Mapping[str, Any]]) -> str:
@@ -654,14 +648,10 @@ def _monitor_section(monitors: list[Mapping[str, Any]]) -> str:
         )
     if not any(m.get("ran") for m in monitors):
         head += _empty("No monitor has run yet (monitoring_job runs when new data lands).")
-    return head + _table(["monitor", "question it answers", "status", "last run", "figures"], rows)
+    return head + table(["monitor", "question it answers", "status", "last run", "figures"], rows)
 
 
 # --- Plots ------------------------------------------------------------------------------------
-
-
-def _html(figure: Any) -> str:
-    return figure.to_html(full_html=False, include_plotlyjs=False)
 
 
 def _drift_plot(drift: list[Mapping[str, Any]]) -> str:
@@ -733,7 +723,7 @@ def _drift_plot(drift: list[Mapping[str, Any]]) -> str:
         xaxis_title=None,
         title="Drift signals at each retraining decision (UTC)",
     )
-    return _html(figure)
+    return figures_html(figure)
 
 
 def _release_plot(rows: list[Mapping[str, Any]]) -> str:
@@ -758,7 +748,7 @@ def _release_plot(rows: list[Mapping[str, Any]]) -> str:
     figure.update_layout(
         title="Releases timeline (UTC)", showlegend=False, height=160 + 50 * len(figure.data)
     )
-    return _html(figure)
+    return figures_html(figure)
 
 
 def _traffic_plots(rows: list[Mapping[str, Any]]) -> str:
@@ -789,7 +779,7 @@ def _traffic_plots(rows: list[Mapping[str, Any]]) -> str:
         xaxis_title="day",
         yaxis_title="% of requests without the model",
     )
-    plots = _html(requests) + _html(fallback)
+    plots = figures_html(requests) + figures_html(fallback)
     if "latency_p99_ms" in frame and frame["latency_p99_ms"].notna().any():
         latency = go.Figure()
         for (version, variant), part in frame.groupby(["model_version", "variant"], sort=True):
@@ -806,7 +796,7 @@ def _traffic_plots(rows: list[Mapping[str, Any]]) -> str:
             xaxis_title="day",
             yaxis_title="ms",
         )
-        plots += _html(latency)
+        plots += figures_html(latency)
     return plots
 
 
@@ -823,27 +813,14 @@ def _mttr_plot(incidents: list[Mapping[str, Any]]) -> str:
         xaxis_title="incident (detected at, UTC)",
         yaxis_title="minutes",
     )
-    return _html(figure)
+    return figures_html(figure)
 
 
 # --- Formatting -------------------------------------------------------------------------------
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value))
-
-
 def _empty(text: str) -> str:
-    return f"<p class='empty'>{_e(text)}</p>"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_e('' if v is None else v)}</td>" for v in row) + "</tr>"
-        for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<p class='empty'>{escape(text)}</p>"
 
 
 def _number(value: Any) -> float | None:

@@ -13,7 +13,7 @@ the feedback log into its inputs and writes the report (``docs/ab-testing.md``):
 - :func:`experiment_report`: per variant customers, orders, conversion, AOV (with a t CI) and
   revenue per customer; the AOV lift of the challenger over the champion with Welch's test and
   a bootstrap CI, the sample-ratio-mismatch check against the planned share, the sample size
-  needed for the minimum detectable effect and lib/abtest's verdict. JSON-serialisable; with
+  needed for the minimum detectable effect and ab_statistics' verdict. JSON-serialisable; with
   no variant in the logs it says "no experiment data" instead of failing.
 - :func:`write_ab_report`: a self-contained HTML page (plotly inlined) and the JSON beside it.
 
@@ -22,7 +22,6 @@ Pure: pandas, numpy, scipy and plotly (imported when a page is written), no Dags
 
 from __future__ import annotations
 
-import html
 import itertools
 import json
 import math
@@ -36,6 +35,7 @@ import pandas as pd
 from scipy import stats
 
 from recsys_assets.core import constants as c
+from recsys_assets.core.html import cell, escape, figures_html, page, table
 from recsys_assets.release import ab_statistics as abtest
 
 CUSTOMER = "customer_id"
@@ -551,7 +551,7 @@ def _variants_with_ci(
     customers: pd.DataFrame,
     alpha: float,
 ) -> dict[str, dict[str, Any]]:
-    """lib/abtest's per-variant figures (``{variant: {column: value}}``) plus a t CI of each
+    """ab_statistics' per-variant figures (``{variant: {column: value}}``) plus a t CI of each
     variant's AOV."""
     variant_of = customers.set_index(CUSTOMER)[VARIANT]
     order_variant = orders[CUSTOMER].map(variant_of)
@@ -568,11 +568,7 @@ def _variants_with_ci(
 
 
 def _cell(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return html.escape(str(value))
+    return cell(value, missing="–")
 
 
 def _figures(report: dict[str, Any]) -> list[Any]:
@@ -637,22 +633,12 @@ def write_ab_report(report: dict[str, Any], html_path: Path) -> tuple[Path, Path
     json_path = html_path.with_suffix(".json")
     json_path.write_text(json.dumps(report, indent=2, allow_nan=False), encoding="utf-8")
 
-    title = "A/B test: average order value"
-    script = plots = ""
-    if report["variants"]:
-        from plotly.offline import get_plotlyjs
-
-        script = f"<script>{get_plotlyjs()}</script>"
-        plots = "".join(
-            f.to_html(full_html=False, include_plotlyjs=False) for f in _figures(report)
-        )
+    plots = figures_html(*_figures(report)) if report["variants"] else ""
     columns = [*abtest.SUMMARY_COLUMNS, "aov_ci_low", "aov_ci_high"]
-    header = "<th>variant</th>" + "".join(f"<th>{name}</th>" for name in columns)
-    rows = "".join(
-        f"<tr><td>{_cell(name)}</td>"
-        + "".join(f"<td>{_cell(row.get(key))}</td>" for key in columns)
-        + "</tr>"
-        for name, row in report["variants"].items()
+    variants = table(
+        ["variant", *columns],
+        [(name, *(row.get(key) for key in columns)) for name, row in report["variants"].items()],
+        cell=_cell,
     )
     srm = report.get("srm") or {}
     size = report.get("sample_size") or {}
@@ -673,26 +659,26 @@ def write_ab_report(report: dict[str, Any], html_path: Path) -> tuple[Path, Path
         "exclusions": {k: v for k, v in report.get("exclusions", {}).items() if v} or None,
     }
     fact_rows = "".join(
-        f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+        f"<tr><th style='text-align:left'>{escape(k)}</th>"
         f"<td style='text-align:left'>{_fact(v)}</td></tr>"
         for k, v in facts.items()
     )
-    warnings = "".join(f"<li>{html.escape(w)}</li>" for w in report.get("warnings", []))
+    warnings = "".join(f"<li>{escape(w)}</li>" for w in report.get("warnings", []))
     verdict = report.get("verdict") or report["status"]
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{title}</title>{script}"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 8px;"
-        "border-bottom:1px solid #ddd;text-align:right}.verdict{font-size:1.3em;padding:0.5em;"
-        "background:#f4f4f4;border-left:4px solid #555}</style></head><body>"
-        f"<h1>{title}</h1>"
-        f"<p class='verdict'><b>{html.escape(str(verdict))}</b>: "
-        f"{html.escape(str(report.get('reason') or report.get('message')))}</p>"
+    body = (
+        f"<p class='verdict'><b>{escape(verdict)}</b>: "
+        f"{escape(report.get('reason') or report.get('message'))}</p>"
         + (f"<h2>Warnings</h2><ul>{warnings}</ul>" if warnings else "")
-        + f"<h2>Per variant</h2><table><tr>{header}</tr>{rows}</table>{plots}"
-        f"<h2>Test</h2><table>{fact_rows}</table></body></html>"
+        + f"<h2>Per variant</h2>{variants}{plots}"
+        f"<h2>Test</h2><table>{fact_rows}</table>"
     )
-    html_path.write_text(page, encoding="utf-8")
+    verdict_css = (
+        ".verdict{font-size:1.3em;padding:0.5em;background:#f4f4f4;border-left:4px solid #555}"
+    )
+    text = page(
+        "A/B test: average order value", body, plotly=bool(report["variants"]), css=verdict_css
+    )
+    html_path.write_text(text, encoding="utf-8")
     return html_path, json_path
 
 
@@ -700,5 +686,5 @@ def _fact(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_cell(v) for v in value) + "]"
     if isinstance(value, dict):
-        return html.escape(json.dumps(value))
+        return escape(json.dumps(value))
     return _cell(value)

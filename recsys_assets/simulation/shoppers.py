@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import html
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -47,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_assets.core import constants as c
+from recsys_assets.core.html import cell, escape, figures_html, page, table
 from recsys_assets.core.jsonable import json_safe
 from recsys_assets.ingestion.synthetic import (
     CATEGORY,
@@ -621,7 +621,6 @@ def write_report(
     the metrics as tables.
     """
     import plotly.graph_objects as go
-    from plotly.offline import get_plotlyjs
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -649,31 +648,25 @@ def write_report(
         figure.update_layout(title=heading, xaxis_title="day", yaxis_title=column)
         figures.append(figure)
 
-    plots = "".join(f.to_html(full_html=False, include_plotlyjs=False) for f in figures)
-    timeline_rows = "".join(
-        "<tr>"
-        + "".join(f"<td>{_cell(entry.get(key))}</td>" for key in ("day", "wall_ts", "event"))
-        + f"<td style='text-align:left'>{_cell(entry.get('detail'))}</td></tr>"
-        for entry in timeline
+    keys = ("day", "wall_ts", "event", "detail")
+    timeline_table = table(
+        ["day", "wall time", "event", "detail"],
+        [[entry.get(key) for key in keys] for entry in timeline],
+        cell=_cell,
+        css_class="timeline",  # the detail column reads left-aligned
     )
-    header = "".join(f"<th>{name}</th>" for name in METRIC_COLUMNS)
-    metric_rows = "".join(
-        "<tr>" + "".join(f"<td>{_cell(row[name])}</td>" for name in METRIC_COLUMNS) + "</tr>"
-        for _, row in metrics.iterrows()
+    metric_table = table(
+        METRIC_COLUMNS,
+        [[row[name] for name in METRIC_COLUMNS] for _, row in metrics.iterrows()],
+        cell=_cell,
     )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><script>{get_plotlyjs()}</script>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 8px;"
-        "border-bottom:1px solid #ddd;text-align:right}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>"
-        f"<p>Groups: {', '.join(GROUPS)} (drifted: the preference-shift segments). "
-        f"Drift injected on day: {_cell(drift_day)}.</p>{plots}"
-        "<h2>Timeline</h2><table><tr><th>day</th><th>wall time</th><th>event</th>"
-        f"<th>detail</th></tr>{timeline_rows}</table>"
-        f"<h2>Daily metrics</h2><table><tr>{header}</tr>{metric_rows}</table></body></html>"
+    body = (
+        f"<p>Groups: {escape(', '.join(GROUPS))} (drifted: the preference-shift segments). "
+        f"Drift injected on day: {_cell(drift_day)}.</p>{figures_html(*figures)}"
+        f"<h2>Timeline</h2>{timeline_table}<h2>Daily metrics</h2>{metric_table}"
     )
-    path.write_text(page, encoding="utf-8")
+    css = ".timeline td:last-child{text-align:left}"
+    path.write_text(page(title, body, plotly=True, css=css), encoding="utf-8")
     write_json(metrics, timeline, path.with_suffix(".json"), title=title, drift_day=drift_day)
     return path
 
@@ -736,9 +729,4 @@ def _json_value(value: Any) -> Any:
 
 
 def _cell(value: Any) -> str:
-    value = _json_value(value)
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return html.escape(str(value))
+    return cell(_json_value(value), missing="n/a")
