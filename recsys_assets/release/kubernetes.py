@@ -1,31 +1,25 @@
-"""Render and check the Kubernetes manifests under ``deploy/`` without a kustomize binary.
+"""Render the Kubernetes overlays under ``deploy/`` with ``kubectl kustomize``; check the result.
 
 ``deploy/base`` holds the Deployment, Service and HorizontalPodAutoscaler of the recommendation
 service; ``deploy/overlays/<env>`` adapts them per environment. :func:`render` builds an overlay
-the way ``kustomize build`` does for the features these files use, so tests (and CI machines
-without kustomize or a cluster) can check that the manifests agree with the service's constants:
-:func:`check` returns the problems it finds.
+with ``kubectl kustomize`` (the kustomize built into kubectl; it works offline, without a
+cluster), so what is checked is exactly what ``kubectl apply -k`` would send. kubectl must be on
+``PATH``; without it :class:`KubectlNotFoundError` says to install it, and an overlay kustomize
+refuses raises :class:`DeployConfigError` with kubectl's message.
 
-Supported in a ``kustomization.yaml`` (anything else is an error, never silently ignored):
-
-- ``resources``: YAML files, or folders holding a ``kustomization.yaml`` (built recursively);
-- ``patches``: strategic-merge patches, inline (``patch:``) or in a file (``path:``), without
-  ``target``; a patch finds its resource by ``kind`` and ``metadata.name``;
-- ``namespace``: set on every namespaced resource;
-- ``images``: ``name`` with ``newName``, ``newTag`` and/or ``digest``, applied to every
-  ``containers``/``initContainers`` image of that name.
-
-Order as in kustomize: a folder's resources are built first, then its patches, namespace and
-images. The strategic merge is simplified: mappings merge key by key, ``null`` deletes a key,
-lists of mappings that all have a ``name`` (containers, env, ports, volumes) merge by name, other
-lists are replaced. ``tests/unit/release/test_kubernetes.py`` compares the result with ``kubectl kustomize``
-where that is installed.
+:func:`check` then holds the manifests to this project's own rules, which kustomize knows nothing
+about: the probes, port and Prometheus annotations of ``recsys_assets/core/constants.py``, a real
+image tag (never the release placeholder), ``RECSYS_ENV``, resources, a non-root user, a Service
+and an autoscaler that reach the Deployment, and secrets only by ``secretKeyRef``.
 """
 
 from __future__ import annotations
 
-import copy
+import os
 import re
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,124 +36,101 @@ PLACEHOLDER_TAG = "set-by-release"
 SECRET_NAME = "recommender-secrets"  # the Kubernetes Secret acceptance and prod read
 SECRET_ENV_VARS = ("RECSYS_FEAST_REDIS", "RECSYS_API_KEYS")  # only ever via secretKeyRef
 ENV_VAR = "RECSYS_ENV"
+KUBECTL = "kubectl"
+KUBECTL_TIMEOUT_S = 120
 
 Manifest = dict[str, Any]
 
-_SUPPORTED_KEYS = frozenset({"apiVersion", "kind", "resources", "patches", "namespace", "images"})
-_CLUSTER_SCOPED_KINDS = frozenset(
-    {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
-)
 # A Docker tag: letters, digits, _ . - ; at most 128 characters, not starting with . or -.
 _TAG_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
+class KubectlNotFoundError(RuntimeError):
+    """``kubectl`` is not on ``PATH``, so the overlays cannot be rendered."""
+
+
 class DeployConfigError(ValueError):
-    """A kustomization or manifest that cannot be read or rendered; the message names the file."""
+    """An overlay that cannot be rendered: unknown, an invalid tag, or refused by kustomize."""
 
 
-# --- reading ------------------------------------------------------------------------------------
+# --- rendering ----------------------------------------------------------------------------------
 
 
-def _read_documents(path: Path) -> list[Manifest]:
-    """The non-empty YAML documents of a file, each a mapping."""
-    if not path.is_file():
-        raise DeployConfigError(f"{path}: no such file")
-    try:
-        documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
-    except yaml.YAMLError as exc:
-        raise DeployConfigError(f"{path}: not valid YAML: {exc}") from exc
-    for doc in documents:
-        if not isinstance(doc, dict):
-            raise DeployConfigError(f"{path}: a document is not a mapping: {doc!r}")
-    return documents
-
-
-def _read_kustomization(directory: Path) -> Manifest:
-    path = directory / KUSTOMIZATION_FILE
-    documents = _read_documents(path)
-    if len(documents) != 1:
-        raise DeployConfigError(f"{path}: expected one YAML document, found {len(documents)}")
-    kustomization = documents[0]
-    unsupported = sorted(set(kustomization) - _SUPPORTED_KEYS)
-    if unsupported:
-        raise DeployConfigError(
-            f"{path}: unsupported keys {unsupported}; recsys_assets.release.kubernetes supports "
-            f"{sorted(_SUPPORTED_KEYS)}"
+def kustomize(directory: Path) -> list[Manifest]:
+    """The manifests ``kubectl kustomize DIRECTORY`` prints, one mapping per YAML document."""
+    kubectl = shutil.which(KUBECTL)
+    if kubectl is None:
+        raise KubectlNotFoundError(
+            f"{KUBECTL} is not on PATH: install kubectl 1.27 or newer (kustomize v5 built in; "
+            "Debian's kubernetes-client 1.20 is too old) to render deploy/overlays"
         )
-    return kustomization
-
-
-def _patch_documents(entry: Any, directory: Path, source: Path) -> list[Manifest]:
-    """The strategic-merge patch(es) of one ``patches`` entry."""
-    if not isinstance(entry, dict) or "target" in entry or set(entry) - {"path", "patch"}:
+    result = subprocess.run(
+        [kubectl, "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=KUBECTL_TIMEOUT_S,
+        check=False,
+    )
+    if result.returncode != 0:
         raise DeployConfigError(
-            f"{source}: unsupported patch entry {entry!r}; use {{path: FILE}} or {{patch: YAML}}"
+            f"kubectl kustomize {directory} failed (exit {result.returncode}): "
+            f"{result.stderr.strip()}"
         )
-    if "path" in entry:
-        return _read_documents(directory / entry["path"])
-    try:
-        documents = [doc for doc in yaml.safe_load_all(entry["patch"]) if doc is not None]
-    except yaml.YAMLError as exc:
-        raise DeployConfigError(f"{source}: an inline patch is not valid YAML: {exc}") from exc
-    if not all(isinstance(doc, dict) for doc in documents):
-        raise DeployConfigError(f"{source}: an inline patch is not a mapping")
-    return documents
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
 
 
-# --- transformations (all return new objects) ---------------------------------------------------
+def environments(deploy_dir: Path = DEPLOY_DIR) -> list[str]:
+    """Names of the overlays (folders of ``deploy/overlays`` with a kustomization)."""
+    overlays = deploy_dir / "overlays"
+    if not overlays.is_dir():
+        return []
+    return sorted(p.name for p in overlays.iterdir() if (p / KUSTOMIZATION_FILE).is_file())
 
 
-def _is_named_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, dict) and "name" in v for v in value)
+def load_base(deploy_dir: Path = DEPLOY_DIR) -> list[Manifest]:
+    """The manifests of ``deploy/base`` (``kubectl kustomize deploy/base``)."""
+    return kustomize(deploy_dir / "base")
 
 
-def strategic_merge(base: Any, patch: Any) -> Any:
-    """``patch`` merged onto ``base`` (simplified strategic merge, see the module docstring)."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        merged = copy.deepcopy(base)
-        for key, value in patch.items():
-            if value is None:
-                merged.pop(key, None)
-            elif key in merged:
-                merged[key] = strategic_merge(merged[key], value)
-            else:
-                merged[key] = copy.deepcopy(value)
-        return merged
-    if _is_named_list(base) and _is_named_list(patch) and base and patch:
-        merged_list = copy.deepcopy(base)
-        positions = {item["name"]: i for i, item in enumerate(merged_list)}
-        for item in patch:
-            if item["name"] in positions:
-                index = positions[item["name"]]
-                merged_list[index] = strategic_merge(merged_list[index], item)
-            else:
-                merged_list.append(copy.deepcopy(item))
-        return merged_list
-    return copy.deepcopy(patch)
+def render(
+    env: str,
+    image_tag: str | None = None,
+    *,
+    image_name: str = BENTO_NAME,
+    deploy_dir: Path = DEPLOY_DIR,
+) -> list[Manifest]:
+    """The manifests of one environment (``kubectl kustomize deploy/overlays/<env>``).
 
-
-def _resource_id(manifest: Mapping[str, Any]) -> str:
-    return f"{manifest.get('kind')}/{manifest.get('metadata', {}).get('name')}"
-
-
-def _apply_patch(manifests: list[Manifest], patch: Manifest, source: Path) -> list[Manifest]:
-    matches = [i for i, m in enumerate(manifests) if _resource_id(m) == _resource_id(patch)]
-    if len(matches) != 1:
+    With ``image_tag``, every container running ``image_name`` gets that tag, as after the
+    release step's ``kustomize edit set image``, without editing the overlay: a throwaway
+    kustomization takes the overlay as its resource and sets the tag with ``images:``.
+    """
+    overlay = deploy_dir / "overlays" / env
+    if not (overlay / KUSTOMIZATION_FILE).is_file():
         raise DeployConfigError(
-            f"{source}: patch of {_resource_id(patch)} matches {len(matches)} resources "
-            f"(have {[_resource_id(m) for m in manifests]})"
+            f"unknown environment {env!r}: {overlay / KUSTOMIZATION_FILE} does not exist; "
+            f"environments: {environments(deploy_dir)}"
         )
-    patched = list(manifests)
-    patched[matches[0]] = strategic_merge(manifests[matches[0]], patch)
-    return patched
-
-
-def _set_namespace(manifests: list[Manifest], namespace: str) -> list[Manifest]:
-    result = copy.deepcopy(manifests)
-    for manifest in result:
-        if manifest.get("kind") not in _CLUSTER_SCOPED_KINDS:
-            manifest.setdefault("metadata", {})["namespace"] = namespace
-    return result
+    if image_tag is not None and not _TAG_PATTERN.fullmatch(image_tag):
+        raise DeployConfigError(f"image tag {image_tag!r} is not a valid Docker tag")
+    manifests = kustomize(overlay)
+    if image_tag is None:
+        return manifests
+    # kustomize matches `images:` by the full name, so take it (registry included) from the output
+    names = sorted({split_image(c["image"])[0] for m in manifests for c in _serving(m, image_name)})
+    if not names:
+        raise DeployConfigError(f"{overlay}: no Deployment container runs {image_name!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        wrapper = Path(tmp).resolve()
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            # kustomize refuses absolute resource paths
+            "resources": [os.path.relpath(overlay.resolve(), wrapper)],
+            "images": [{"name": name, "newTag": image_tag} for name in names],
+        }
+        (wrapper / KUSTOMIZATION_FILE).write_text(yaml.safe_dump(kustomization))
+        return kustomize(wrapper)
 
 
 def split_image(image: str) -> tuple[str, str | None, str | None]:
@@ -172,116 +143,20 @@ def split_image(image: str) -> tuple[str, str | None, str | None]:
     return name, tag, digest or None
 
 
-def _containers(node: Any) -> Iterator[Manifest]:
-    """Every container (and init container) anywhere inside a manifest."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("containers", "initContainers") and isinstance(value, list):
-                yield from (c for c in value if isinstance(c, dict))
-            else:
-                yield from _containers(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _containers(item)
-
-
-def _apply_images(
-    manifests: list[Manifest], images: list[Manifest], source: Path
-) -> list[Manifest]:
-    result = copy.deepcopy(manifests)
-    for entry in images:
-        if not isinstance(entry, dict) or "name" not in entry:
-            raise DeployConfigError(f"{source}: an images entry has no name: {entry!r}")
-        unknown = set(entry) - {"name", "newName", "newTag", "digest"}
-        if unknown:
-            raise DeployConfigError(f"{source}: unsupported images keys {sorted(unknown)}")
-        for manifest in result:
-            for container in _containers(manifest):
-                name, tag, digest = split_image(str(container.get("image", "")))
-                if name != entry["name"]:
-                    continue
-                new_name = entry.get("newName", name)
-                if "digest" in entry:
-                    container["image"] = f"{new_name}@{entry['digest']}"
-                elif "newTag" in entry:
-                    container["image"] = f"{new_name}:{entry['newTag']}"
-                else:
-                    suffix = f":{tag}" if tag else ""
-                    container["image"] = new_name + suffix + (f"@{digest}" if digest else "")
-    return result
-
-
-def _with_tag(images: list[Manifest], image_name: str, image_tag: str) -> list[Manifest]:
-    """``images`` as ``kustomize edit set image NAME=NAME:TAG`` leaves them."""
-    updated = [dict(e) for e in images if e.get("name") != image_name]
-    current = next((e for e in images if e.get("name") == image_name), {})
-    entry = {k: v for k, v in current.items() if k not in ("newTag", "digest")}
-    entry.update(name=image_name, newName=current.get("newName", image_name), newTag=image_tag)
-    return [*updated, entry]
-
-
-# --- building -----------------------------------------------------------------------------------
-
-
-def _build(directory: Path, image_override: tuple[str, str] | None = None) -> list[Manifest]:
-    """The manifests a kustomization folder produces (``kustomize build DIRECTORY``)."""
-    source = directory / KUSTOMIZATION_FILE
-    kustomization = _read_kustomization(directory)
-    manifests: list[Manifest] = []
-    for resource in kustomization.get("resources", []):
-        path = directory / str(resource)
-        if path.is_dir():
-            manifests.extend(_build(path))
-        elif path.is_file():
-            manifests.extend(_read_documents(path))
-        else:
-            raise DeployConfigError(f"{source}: resource {resource!r} does not exist ({path})")
-    for entry in kustomization.get("patches", []):
-        for patch in _patch_documents(entry, directory, source):
-            manifests = _apply_patch(manifests, patch, source)
-    if "namespace" in kustomization:
-        manifests = _set_namespace(manifests, str(kustomization["namespace"]))
-    images = list(kustomization.get("images", []))
-    if image_override is not None:
-        images = _with_tag(images, *image_override)
-    return _apply_images(manifests, images, source)
-
-
-def environments(deploy_dir: Path = DEPLOY_DIR) -> list[str]:
-    """Names of the overlays (folders of ``deploy/overlays`` with a kustomization)."""
-    overlays = deploy_dir / "overlays"
-    if not overlays.is_dir():
+def _serving(manifest: Mapping[str, Any], image_name: str) -> list[Manifest]:
+    """A Deployment's containers running ``image_name`` (the last part of the repository)."""
+    if manifest.get("kind") != "Deployment":
         return []
-    return sorted(p.name for p in overlays.iterdir() if (p / KUSTOMIZATION_FILE).is_file())
+    containers = manifest.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+    return [
+        c
+        for c in containers
+        if split_image(str(c.get("image", "")))[0].rsplit("/", 1)[-1] == image_name
+    ]
 
 
-def load_base(deploy_dir: Path = DEPLOY_DIR) -> list[Manifest]:
-    """The manifests of ``deploy/base``, as ``kustomize build deploy/base`` gives them."""
-    return _build(deploy_dir / "base")
-
-
-def render(
-    env: str,
-    image_tag: str | None = None,
-    *,
-    image_name: str = BENTO_NAME,
-    deploy_dir: Path = DEPLOY_DIR,
-) -> list[Manifest]:
-    """The manifests of one environment (``kustomize build deploy/overlays/<env>``).
-
-    With ``image_tag``, the image ``image_name`` gets that tag, as after the release step's
-    ``kustomize edit set image <image_name>=<image_name>:<image_tag>``.
-    """
-    overlay = deploy_dir / "overlays" / env
-    if not (overlay / KUSTOMIZATION_FILE).is_file():
-        raise DeployConfigError(
-            f"unknown environment {env!r}: {overlay / KUSTOMIZATION_FILE} does not exist; "
-            f"environments: {environments(deploy_dir)}"
-        )
-    if image_tag is not None and not _TAG_PATTERN.fullmatch(image_tag):
-        raise DeployConfigError(f"image tag {image_tag!r} is not a valid Docker tag")
-    override = (image_name, image_tag) if image_tag is not None else None
-    return _build(overlay, override)
+def _resource_id(manifest: Mapping[str, Any]) -> str:
+    return f"{manifest.get('kind')}/{manifest.get('metadata', {}).get('name')}"
 
 
 # --- checking -----------------------------------------------------------------------------------
@@ -415,11 +290,7 @@ def check(
     for deployment in deployments:
         template = deployment.get("spec", {}).get("template", {})
         pod_spec = template.get("spec", {})
-        serving = [
-            c
-            for c in pod_spec.get("containers", [])
-            if split_image(str(c.get("image", "")))[0].rsplit("/", 1)[-1] == image_name
-        ]
+        serving = _serving(deployment, image_name)
         if not serving:
             images = [c.get("image") for c in pod_spec.get("containers", [])]
             problems.append(
