@@ -50,6 +50,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports  # the dependency rules of docs/architecture.md (pyproject.toml)
 	@! find . -name '*.ipynb' -not -path './.venv/*' | grep . || (echo "notebooks are not allowed" && false)
 
 format: install

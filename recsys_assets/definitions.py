@@ -16,6 +16,7 @@ from recsys_assets.defs import (
     serving,
     training,
 )
+from recsys_assets.defs.model_store import ModelStoreIOManager
 from recsys_assets.defs.warehouse import WarehouseIOManager
 
 settings = get_settings()
@@ -28,7 +29,7 @@ shared_resources = {
     # DuckDB file locally; from a secret (dg.EnvVar) in acceptance and prod.
     "warehouse": WarehouseIOManager(database=settings.warehouse, schema="events"),
     # Fitted models and splits, pickled per asset under data/models/<environment>/.
-    "model_store": dg.FilesystemIOManager(base_dir=str(settings.model_dir)),
+    "model_store": ModelStoreIOManager(base_dir=str(settings.model_dir)),
 }
 
 defs = dg.Definitions.merge(

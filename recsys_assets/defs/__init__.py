@@ -1,1 +1,2 @@
-"""Thin Dagster definitions, one folder per domain; the logic lives in ``recsys_assets.lib``."""
+"""Thin Dagster definitions, one folder per domain; the logic lives in the domain
+packages beside ``defs`` (``recsys_assets.ingestion``, ``recsys_assets.features``, ...)."""

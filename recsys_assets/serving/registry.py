@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys_assets.core import constants as c
+from recsys_assets.core import pickles
 from recsys_assets.serving.model import ServingModel
 
 MODEL_FILE = "serving_model.pkl"
@@ -127,7 +128,7 @@ def load_promoted(model_path: str | Path, metadata: dict[str, Any]) -> ServingMo
         )
     try:
         with path.open("rb") as handle:
-            model = pickle.load(handle)
+            model = pickles.load(handle)  # a store written before the domain packages too
     except Exception as error:  # unpickling garbage raises many kinds of errors
         raise ModelLoadError(f"model file {path} cannot be read: {error}") from error
     if not isinstance(model, ServingModel):

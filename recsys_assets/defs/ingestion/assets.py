@@ -1,6 +1,6 @@
 """Ingestion: raw_events -> validated_events + quarantined_events, one time partition at a time.
 
-Each asset is a few lines over ``recsys_assets.lib``; what a run did is in its metadata: rows,
+Each asset is a few lines over ``recsys_assets.ingestion``; what a run did is in its metadata: rows,
 column schema, the data version (a content hash) and the lineage needed to rebuild the input
 (source fingerprint + partition + rules version), never a copy of the data.
 """

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from recsys_assets.config import get_settings
 from recsys_assets.core import constants as c
+from recsys_assets.core import pickles
 from recsys_assets.core.versioning import data_version
 from recsys_assets.defs.ingestion.assets import event_partitions
 from recsys_assets.defs.lineage import model_lineage, model_version
@@ -218,8 +219,8 @@ def previous_ranker(model_dir: Path) -> Ranker | None:
     path = model_dir / "ranker_model"
     try:
         with path.open("rb") as handle:
-            trained = pickle.load(handle)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+            trained = pickles.load(handle)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError):
         return None
     return trained.model if isinstance(getattr(trained, "model", None), Ranker) else None
 
