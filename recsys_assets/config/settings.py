@@ -28,6 +28,8 @@ from typing import Any
 import dagster as dg
 import yaml
 
+from recsys_assets.config.canary import CanaryPolicy
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENVIRONMENTS_DIR = Path(__file__).resolve().parent / "environments"
 ENV_VAR = "RECSYS_ENV"
@@ -68,6 +70,7 @@ class Settings:
     monitoring: MonitoringSettings  # drift monitors, retraining triggers and their thresholds
     loop_log: Path  # the continuous-deployment loop's event log (decisions, releases, KPIs)
     canary_state: Path  # the canary's challenger and share (JSON), followed by the service
+    canary: CanaryPolicy  # the canary's guardrails and steps (the file's `canary:` block)
 
     @property
     def warehouse_path(self) -> Path | None:
@@ -169,6 +172,7 @@ def get_settings(environment: str | None = None) -> Settings:
         canary_state=_project_path(
             os.environ.get(CANARY_STATE_VAR) or f"data/loop/{env.value}/canary.json"
         ),
+        canary=_canary(raw.get("canary"), ENVIRONMENTS_DIR / f"{env.value}.yaml"),
     )
 
 
@@ -178,3 +182,22 @@ def _monitoring(raw: dict[str, Any]) -> MonitoringSettings:
     if unknown:
         raise ValueError(f"unknown monitoring setting(s) {unknown}; known: {sorted(known)}")
     return MonitoringSettings(**raw)
+
+
+def _canary(raw: Any, source: Path) -> CanaryPolicy:
+    """The ``canary:`` block of an environment file as a :class:`CanaryPolicy` (its defaults
+    when the block is missing or empty); an unknown key or a bad value is a ValueError naming
+    the file and the key."""
+    where = source.relative_to(PROJECT_ROOT) if source.is_relative_to(PROJECT_ROOT) else source
+    if raw is None:
+        return CanaryPolicy()
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: canary must be a mapping of settings, not {raw!r}")
+    known = list(CanaryPolicy.__dataclass_fields__)
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown canary setting(s) {unknown}; known: {known}")
+    try:
+        return CanaryPolicy(**raw)
+    except ValueError as error:  # CanaryPolicy's messages start with the key's name
+        raise ValueError(f"{where}: canary.{error}") from None

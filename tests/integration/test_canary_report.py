@@ -318,3 +318,45 @@ def test_the_canary_sensor_analyses_only_while_a_canary_runs(logs):
     assert tick().skip_reason.skip_message == "no canary running"
     logs["state"].write_text("{")
     assert tick().skip_reason.skip_message.startswith("canary state unreadable")
+
+
+def tighten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **canary) -> dict:
+    """The test environment with its file's ``canary:`` block changed by ``canary`` (read from
+    a scratch copy of config/environments/): the block as written."""
+    import yaml
+
+    from recsys_assets.config import settings
+
+    scratch = tmp_path / "environments"
+    scratch.mkdir()
+    for source in settings.ENVIRONMENTS_DIR.glob("*.yaml"):
+        (scratch / source.name).write_text(source.read_text())
+    raw = yaml.safe_load((scratch / "test.yaml").read_text())
+    raw["canary"].update(canary)
+    (scratch / "test.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setattr(settings, "ENVIRONMENTS_DIR", scratch)
+    return raw["canary"]
+
+
+def test_the_environment_s_tighter_latency_guardrail_rolls_back(logs, tmp_path, monkeypatch):
+    # challenger p99 11.9 ms vs champion 9.9 ms: 1.2x and 2 ms slower, within the defaults
+    latency_ms = {"champion": 5.0, "challenger": 6.0}
+    write_logs(logs, {"champion": 300, "challenger": 300}, latency_ms=latency_ms)
+    metadata, check = materialise()
+    assert metadata["action"] == "widen" and check.passed
+    assert metadata["environment"] == "test"
+    assert metadata["policy"]["max_p99_ratio"] == 1.5  # the test environment's file
+    logs["state"].unlink()  # the environment's canary again, at 0.1
+
+    written = tighten(tmp_path, monkeypatch, max_p99_ratio=1.1, min_p99_increase_ms=1.0)
+    metadata, check = materialise()
+    assert metadata["action"] == "rollback" and not check.passed
+    [reason] = metadata["reasons"]
+    assert reason.startswith("p99 latency: challenger 11.9 ms vs champion 9.9 ms: 1.20x")
+    assert "limit 1.10x (and +1 ms)" in reason
+    # the thresholds that judged it: in the metadata, the report and the loop event
+    assert metadata["policy"] == written
+    report = json.loads(Path(metadata["report_json"]).read_text())
+    assert report["policy"] == written and report["environment"] == "test"
+    event = loop.LoopLog(logs["loop"]).read([loop.CANARY_DECISION])[-1]
+    assert event["action"] == "rollback" and event["policy"]["max_p99_ratio"] == 1.1

@@ -26,7 +26,6 @@ from recsys_assets.release.canary.actions import SERVICE_URL_VAR, apply_decision
 from recsys_assets.release.canary.analysis import (
     ROLLBACK,
     WAIT,
-    CanaryPolicy,
     canary_decision,
     served_latency,
     variant_figures,
@@ -105,12 +104,14 @@ def _write(report: dict[str, Any]) -> str:
 )
 def canary_report() -> dg.MaterializeResult:
     """The canary analysis: per variant served lists, error and fallback rates, click-through,
-    conversion, orders and AOV from the served and feedback logs, judged against the default
-    :class:`~recsys_assets.release.canary.analysis.CanaryPolicy` at the share in force (the
-    canary state file, else ``RECSYS_CHALLENGER_TAG`` and ``RECSYS_CANARY_SHARE``): wait,
-    rollback, widen or promote, with the reasons. Written to the loop log as a
-    ``canary_decision`` event (a wait repeating the previous wait is not logged again: ``logged``
-    in the metadata) and to reports/monitoring/canary.json, then applied to the state
+    conversion, orders and AOV from the served and feedback logs, judged against the
+    environment's :class:`~recsys_assets.config.canary.CanaryPolicy` (the ``canary:`` block of
+    its file in config/environments/, recorded as ``policy`` in the metadata and the report) at
+    the share in force (the canary state file, else ``RECSYS_CHALLENGER_TAG`` and
+    ``RECSYS_CANARY_SHARE``): wait, rollback, widen or promote, with the reasons. Written to
+    the loop log as a ``canary_decision`` event with that policy (a wait repeating the previous
+    wait is not logged again: ``logged`` in the metadata) and to
+    reports/monitoring/canary.json, then applied to the state
     file (``applied`` in the metadata: applied, refused by the policy, stale or nothing to do);
     the check ``canary_guardrails`` fails (WARN) on a rollback.
 
@@ -138,7 +139,7 @@ def canary_report() -> dg.MaterializeResult:
     # before the field existed, are left out); errors: the service's counters, when readable
     errors, errors_not_judged = _service_errors()
     figures = variant_figures(served, feedback, latency=served_latency(served), errors=errors)
-    policy = CanaryPolicy()
+    policy = settings.canary  # the environment file's guardrails and steps
     decision = canary_decision(
         figures, policy, current_share=config.share, errors_not_judged=errors_not_judged
     )
@@ -151,16 +152,15 @@ def canary_report() -> dg.MaterializeResult:
             challenger_tag=config.challenger_tag,
             current_share=config.share,
             **decision.as_event(),
+            policy=policy.as_dict(),  # the thresholds that judged it
         )
     report = {
         "status": "analysed",
         "ts": event["ts"],
         "challenger_tag": config.challenger_tag,
         "current_share": config.share,
-        "policy": {
-            **{k: getattr(policy, k) for k in policy.__dataclass_fields__ if k != "steps"},
-            "steps": list(policy.steps),
-        },
+        "environment": str(settings.environment),
+        "policy": policy.as_dict(),
         **decision.as_event(),
     }
     os.environ.setdefault(BENTOML_HOME_VAR, str(settings.bentoml_home))  # the registry to mark
@@ -193,6 +193,8 @@ def canary_report() -> dg.MaterializeResult:
             **per_variant,
             "figures": dg.MetadataValue.json(figures),
             "guardrails": dg.MetadataValue.json(decision.guardrails),
+            "environment": str(settings.environment),
+            "policy": dg.MetadataValue.json(policy.as_dict()),
             "applied": applied.outcome,
             "applied_detail": applied.detail,
             "applied_state": dg.MetadataValue.json(applied.as_metadata()),

@@ -10,6 +10,8 @@ Two steps, both pure (pandas, numpy, scipy; no Dagster, no BentoML), and a parse
   samples (:func:`served_latency` takes them from the served log's ``latency_ms``).
 - :func:`canary_decision`: the figures against a :class:`CanaryPolicy`'s guardrails, as a
   :class:`CanaryDecision` with an action, the next challenger share and plain-English reasons.
+  The policy is an environment setting (:mod:`recsys_assets.config.canary`, the ``canary:``
+  block of ``config/environments/<env>.yaml``); without one the defaults judge.
 - :func:`errors_from_metrics`: the per-variant error counts of the service's ``/metrics`` text
   (``recsys_errors_total{endpoint="recommend", variant=...}``), for ``variant_figures``.
 
@@ -41,7 +43,6 @@ The rules, in order:
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from recsys_assets.config.canary import GUARDRAILS, CanaryPolicy
 from recsys_assets.release.canary.routing import VARIANT_CHALLENGER, VARIANT_CHAMPION, VARIANTS
 
 WAIT = "wait"
@@ -63,14 +65,6 @@ ACTIONS: tuple[str, ...] = (WAIT, ROLLBACK, WIDEN, PROMOTE)
 BREACHED = "breached"
 CLEAN = "clean"
 NOT_JUDGED = "not judged"
-
-GUARDRAILS: tuple[str, ...] = (
-    "error_rate",
-    "p99_latency",
-    "fallback_rate",
-    "click_through",
-    "conversion",
-)
 
 _PURCHASE = "purchase"
 ERRORS_METRIC = "recsys_errors_total"  # the service's failed requests by endpoint and variant
@@ -224,76 +218,6 @@ def errors_from_metrics(text: str, *, endpoint: str = "recommend") -> dict[str, 
 
 
 # --- The decision ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CanaryPolicy:
-    """The canary's guardrails and the shares it widens through.
-
-    - ``min_requests`` (200): attempts (served lists + errors) each variant needs before any
-      decision; latency samples each variant needs before p99 is judged;
-    - ``max_error_rate_increase`` (0.01): challenger error rate minus the champion's, absolute;
-    - ``max_p99_ratio`` (1.5): challenger p99 latency / champion p99 latency, breached only
-      when the challenger is also more than ``min_p99_increase_ms`` (10 ms) slower: a ratio of
-      two p99s of a few milliseconds over a few hundred requests swings by chance;
-    - ``max_fallback_rate_increase`` (0.05): challenger fallback rate minus the champion's;
-    - ``min_conversion_ratio`` (0.9): challenger conversion / champion conversion, breached only
-      when the one-sided two-proportion z-test at ``alpha`` (0.05) says the challenger is worse;
-    - ``min_click_through_ratio`` (0.9): the same for click-through (clicks per impression);
-    - ``steps`` ((0.1, 0.25, 0.5, 1.0)): the challenger shares to widen through, increasing;
-    - ``promote_needs`` (("conversion",)): guardrails that must have been judged (clean) before
-      a promotion. Widening may go on while they cannot be judged yet (purchases arrive after
-      the lists that led to them), but giving the challenger every customer on latency and
-      errors alone would promote a model nobody has seen sell: the canary waits at its last step
-      instead.
-
-    A value equal to a threshold is within limits; only a value strictly beyond it breaches.
-    """
-
-    min_requests: int = 200
-    max_error_rate_increase: float = 0.01
-    max_p99_ratio: float = 1.5
-    min_p99_increase_ms: float = 10.0
-    max_fallback_rate_increase: float = 0.05
-    min_conversion_ratio: float = 0.9
-    min_click_through_ratio: float = 0.9
-    alpha: float = 0.05
-    steps: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
-    promote_needs: tuple[str, ...] = ("conversion",)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.min_requests, bool) or not isinstance(self.min_requests, int):
-            raise ValueError(f"min_requests must be an integer, got {self.min_requests!r}")
-        if self.min_requests < 1:
-            raise ValueError(f"min_requests must be at least 1, got {self.min_requests}")
-        for name in ("max_error_rate_increase", "max_fallback_rate_increase"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-        if not (math.isfinite(self.max_p99_ratio) and self.max_p99_ratio > 0):
-            raise ValueError(f"max_p99_ratio must be positive, got {self.max_p99_ratio!r}")
-        if not (math.isfinite(self.min_p99_increase_ms) and self.min_p99_increase_ms >= 0):
-            raise ValueError(f"min_p99_increase_ms must be >= 0, got {self.min_p99_increase_ms!r}")
-        if not (math.isfinite(self.min_click_through_ratio) and self.min_click_through_ratio >= 0):
-            raise ValueError(
-                f"min_click_through_ratio must be >= 0, got {self.min_click_through_ratio!r}"
-            )
-        if not (math.isfinite(self.min_conversion_ratio) and self.min_conversion_ratio >= 0):
-            raise ValueError(
-                f"min_conversion_ratio must be >= 0, got {self.min_conversion_ratio!r}"
-            )
-        if not 0.0 < self.alpha < 1.0:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
-        steps = tuple(float(s) for s in self.steps)
-        if not steps or any(not 0.0 < s <= 1.0 for s in steps):
-            raise ValueError(f"steps must be shares in (0, 1], got {self.steps!r}")
-        if any(b <= a for a, b in itertools.pairwise(steps)):
-            raise ValueError(f"steps must be strictly increasing, got {self.steps!r}")
-        object.__setattr__(self, "steps", steps)
-        unknown = [g for g in self.promote_needs if g not in GUARDRAILS]
-        if unknown:
-            raise ValueError(f"promote_needs names unknown guardrail(s) {unknown}: {GUARDRAILS}")
-        object.__setattr__(self, "promote_needs", tuple(self.promote_needs))
 
 
 @dataclass(frozen=True)

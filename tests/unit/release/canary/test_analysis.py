@@ -214,6 +214,21 @@ def test_five_times_the_latency_rolls_back_naming_p99():
     assert decision.guardrails["p99_latency"]["ratio"] == pytest.approx(5.0)
 
 
+def test_an_environment_s_tighter_latency_guardrail_rolls_back_what_the_defaults_widen():
+    import dataclasses
+
+    from recsys_assets.config import get_settings
+
+    latency = {"champion": [0.010] * 300, "challenger": [0.013] * 300}  # 1.3x, 3 ms slower
+    environment = get_settings("test").canary  # the environment file's policy: the defaults
+    assert decide(latency=latency, policy=environment).action == ca.WIDEN
+    tighter = dataclasses.replace(environment, max_p99_ratio=1.2, min_p99_increase_ms=2.0)
+    decision = decide(latency=latency, policy=tighter)
+    assert decision.action == ca.ROLLBACK
+    [reason] = decision.reasons
+    assert "1.30x, limit 1.20x (and +2 ms)" in reason
+
+
 def test_latency_with_too_few_samples_is_not_judged():
     latency = {"champion": [0.05] * 300, "challenger": [0.25] * 199}
     decision = decide(latency=latency)
