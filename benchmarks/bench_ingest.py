@@ -84,7 +84,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             os.environ["DAGSTER_HOME"] = scratch
             os.environ["RECSYS_WAREHOUSE"] = str(Path(scratch) / "bench.duckdb")
-            from recsys_assets.cli import prepare_dagster_home, run_ingestion
+            from recsys_assets.runs import prepare_dagster_home, run_ingestion
 
             prepare_dagster_home()
             started = time.perf_counter()

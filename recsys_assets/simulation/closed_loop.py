@@ -49,6 +49,7 @@ import yaml
 from recsys_assets.config.settings import PROJECT_ROOT
 from recsys_assets.core import constants as c
 from recsys_assets.core.processes import ServerProcess
+from recsys_assets.runs import run_ingestion, run_job
 
 DEFAULT_WORKDIR = PROJECT_ROOT / "data" / "simulation"
 LEGACY_START_DAY = 14  # the shop's previous recommender goes live on this history day
@@ -312,13 +313,9 @@ class Simulation:
     # --- Dagster ----------------------------------------------------------------------------
 
     def run_job(self, name: str, tags: dict[str, str] | None = None, run_config=None):
-        from recsys_assets.cli import run_job
-
         return run_job(name, tags=tags, run_config=run_config)
 
     def ingest(self, keys: list[str]) -> None:
-        from recsys_assets.cli import run_ingestion
-
         failed = [row for row in run_ingestion(keys) if not row["ok"]]
         if failed:
             raise RuntimeError(f"ingestion failed: {failed[0]['partition']}: {failed[0]['error']}")

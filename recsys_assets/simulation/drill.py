@@ -50,6 +50,7 @@ import pandas as pd
 
 from recsys_assets.config.settings import PROJECT_ROOT
 from recsys_assets.core import constants as c
+from recsys_assets.runs import SERVICE, run_job
 
 if TYPE_CHECKING:
     from recsys_assets.serving.model import CandidateIndex, ServingModel
@@ -476,7 +477,6 @@ class Drill:
         return tastes
 
     def run(self) -> dict[str, Any]:
-        from recsys_assets.cli import SERVICE
         from recsys_assets.config import get_settings
         from recsys_assets.simulation.closed_loop import Service
 
@@ -550,7 +550,6 @@ class Drill:
         until the state has no challenger and customers stopped meeting it."""
         import dagster as dg
 
-        from recsys_assets.cli import run_job
         from recsys_assets.definitions import defs
         from recsys_assets.defs.release.canary_sensor import CANARY_JOB, canary_sensor
         from recsys_assets.release.canary.routing import read_canary_state

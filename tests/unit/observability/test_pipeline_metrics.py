@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from recsys_assets import cli
+from recsys_assets import cli, runs
 from recsys_assets.defs.observability import pipeline_metrics
 
 # --- a tiny pipeline: rows, drift figures, a WARN check that passes, an ERROR check that fails,
@@ -75,9 +75,9 @@ def pipeline_runs(tmp_path_factory):
     home = tmp_path_factory.mktemp("dagster_home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DAGSTER_HOME", str(home))
-        cli.prepare_dagster_home()
+        runs.prepare_dagster_home()
         with dg.DagsterInstance.get() as instance:
-            quiet = cli.QUIET
+            quiet = runs.QUIET
             good = DEFS.resolve_job_def("monitoring_job").execute_in_process(
                 instance=instance, run_config=quiet
             )
