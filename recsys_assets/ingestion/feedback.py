@@ -5,22 +5,22 @@ add-to-carts, purchases, each linked to the recommendation's request id); the in
 read the same file back as an event source (``kind: feedback`` in a source config), so served
 traffic becomes training and monitoring data.
 
-Durability and concurrency: each :meth:`FeedbackLog.append` writes its whole batch with one
-``os.write`` on a descriptor opened with ``O_APPEND``, holding an exclusive ``flock`` (several
-server workers may append), then ``fsync``\\s before it returns. A batch that was acknowledged is
-on disk; a crash mid-write can leave at most one incomplete ("torn") line at the end. Readers
-skip and count it; the next writer first terminates it with :data:`TORN_LINE_MARK`, so it never
-merges with the next record. The file is never rewritten or truncated.
+Durability and concurrency (:class:`~recsys_assets.core.jsonl.JsonlWriter`, durable, always
+locked): each :meth:`FeedbackLog.append` writes its whole batch with one ``os.write`` on a
+descriptor opened with ``O_APPEND``, holding an exclusive ``flock`` (several server workers may
+append), then ``fsync``\\s before it returns (and the folder, when it created the file). A batch
+that was acknowledged is on disk; a crash mid-write can leave at most one incomplete ("torn")
+line at the end. Readers skip and count it; the next writer first terminates it with
+:data:`TORN_LINE_MARK`, so it never merges with the next record. The file is never rewritten or
+truncated.
 
 Line numbers are stable as the log grows, so ``feedback:<line>`` event ids are too.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from recsys_assets.core import constants as c
+from recsys_assets.core import jsonl
 
 FEEDBACK_TYPES: tuple[str, ...] = ("impression", "click", "add_to_cart", "purchase")
 
@@ -55,8 +56,8 @@ CANONICAL_FIELDS: tuple[str, ...] = (
 )
 
 # Appended by a writer to a torn last line (left by a crash) before its own records, so the
-# fragment stays a line of its own that readers recognise and skip.
-TORN_LINE_MARK = "\t<torn: a writer stopped mid-line; readers skip this line>"
+# fragment stays a line of its own that readers recognise and skip (the mark of every log).
+TORN_LINE_MARK = jsonl.TORN_LINE_MARK
 
 LINE = "line"  # 0-based line number of the record in the log (lineage, stable event ids)
 
@@ -200,6 +201,9 @@ class FeedbackLog:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._writer = jsonl.JsonlWriter(
+            self.path, dumps=FeedbackEvent.to_json, durable=True, sync_directory=True
+        )
 
     def __repr__(self) -> str:
         return f"FeedbackLog({str(self.path)!r})"
@@ -210,29 +214,7 @@ class FeedbackLog:
         for event in events:
             if not isinstance(event, FeedbackEvent):
                 raise TypeError(f"expected FeedbackEvent, got {type(event).__name__}")
-        if not events:
-            return 0
-        payload = "".join(event.to_json() + "\n" for event in events).encode("ascii")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":  # a crash left a torn line
-                    payload = (TORN_LINE_MARK + "\n").encode("ascii") + payload
-                _write_all(fd, payload)
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            # fsync after unlocking: it flushes our bytes all the same, and other writers need
-            # not wait for our disk flush.
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if created:  # make the new directory entry durable too
-            _fsync_directory(self.path.parent)
-        return len(events)
+        return self._writer.append(events)
 
     def read(self) -> pd.DataFrame:
         """Every event in the log, in append order (columns :data:`FRAME_DTYPES`; empty when the
@@ -245,25 +227,12 @@ class FeedbackLog:
         A line that is not a valid event anywhere else raises :class:`FeedbackLogError` naming
         the file and the 1-based line number.
         """
-        if not self.path.exists():
-            return events_to_frame([]), 0
-        with open(self.path, "rb") as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH)  # a consistent snapshot: no half-written batch
-            try:
-                data = handle.read()
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-        raw_lines = data.split(b"\n")
-        # Every record ends with "\n": the piece after the last one is empty unless torn.
-        tail = raw_lines.pop()
-        skipped = 1 if tail else 0
+        # a consistent snapshot (no half-written batch); torn lines, sealed or last, left out
+        raw_lines, skipped = jsonl.read_lines(self.path, shared_lock=True)
         events: list[FeedbackEvent] = []
         lines: list[int] = []
-        for index, raw in enumerate(raw_lines):
+        for index, raw in raw_lines:
             text = raw.decode("utf-8", errors="replace")
-            if text.endswith(TORN_LINE_MARK):
-                skipped += 1
-                continue
             try:
                 record = json.loads(text)
                 if not isinstance(record, dict):
@@ -276,23 +245,6 @@ class FeedbackLog:
                 ) from exc
             lines.append(index)
         return events_to_frame(events, lines), skipped
-
-
-def _write_all(fd: int, payload: bytes) -> None:
-    """One os.write for the batch; loops only if the kernel takes fewer bytes (disk nearly full,
-    signals). Still contiguous: every writer holds the exclusive lock."""
-    view = memoryview(payload)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def to_canonical_events(

@@ -17,10 +17,9 @@ Three parts, all pure:
 
 from __future__ import annotations
 
-import fcntl
+import functools
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from recsys_assets.core import jsonl
 
 # Event kinds, in the order one incident goes through them.
 DRIFT_LANDED = "drift_landed"  # ground truth or annotation: the first drifted data landed
@@ -69,55 +70,38 @@ def now_utc() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+_dumps = functools.partial(json.dumps, separators=(",", ":"), default=str, allow_nan=False)
+
+
 class LoopLog:
     """Append-only JSON lines ``{"ts": ..., "kind": ..., ...}``; safe for several writers.
 
     Low rate (a few events a minute), so every append takes an exclusive lock, writes whole
-    lines and fsyncs: a decision that was logged is on disk. Readers skip a torn last line.
+    lines and fsyncs (:class:`~recsys_assets.core.jsonl.JsonlWriter`, durable): a decision that
+    was logged is on disk. A crashed writer's fragment is ended with a bare newline, so it stays
+    a line of its own; readers skip lines that are not JSON.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._writer = jsonl.JsonlWriter(self.path, dumps=_dumps, durable=True, seal="newline")
 
     def append(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Record one event now (``ts`` may be given for events stamped elsewhere)."""
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown loop event kind {kind!r}; known: {list(EVENT_KINDS)}")
         record = {"ts": fields.pop("ts", None) or now_utc(), "kind": kind, **fields}
-        line = json.dumps(record, separators=(",", ":"), default=str, allow_nan=False) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if self._ends_torn(fd):
-                os.write(fd, b"\n")  # a crashed writer's fragment stays a line of its own
-            payload = line.encode()
-            while payload:
-                payload = payload[os.write(fd, payload) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        self._writer.append([record])
         return record
-
-    @staticmethod
-    def _ends_torn(fd: int) -> bool:
-        size = os.fstat(fd).st_size
-        return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
 
     def read(self, kinds: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Every well-formed event in the order written (optionally only some kinds)."""
-        if not self.path.exists():
-            return []
         wanted = set(kinds) if kinds is not None else None
-        events = []
-        for line in self.path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn line left by a crash
-            if isinstance(record, dict) and (wanted is None or record.get("kind") in wanted):
-                events.append(record)
-        return events
+        return [
+            record
+            for record in jsonl.read_records(self.path)  # torn lines skipped
+            if isinstance(record, dict) and (wanted is None or record.get("kind") in wanted)
+        ]
 
     def last(self, kind: str, **match: Any) -> dict[str, Any] | None:
         """The newest event of ``kind`` whose fields equal ``match``."""

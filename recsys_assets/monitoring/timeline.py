@@ -17,7 +17,6 @@ Sources, each a plain list of dictionaries so the function stays pure:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from recsys_assets.core import jsonl
 from recsys_assets.monitoring.loop import seconds_between
 
 ACCESS_TAIL_BYTES = 8 << 20  # the data-plane audit read by the dashboard: its newest ~30k lines
@@ -205,22 +205,9 @@ def timeline(
 
 def read_jsonl(path: str | Path, *, tail_bytes: int | None = None) -> list[dict[str, Any]]:
     """A JSON-lines file's records (with ``tail_bytes``, those in its last bytes only: a data
-    plane audit log grows by a line per request); a missing file is empty and a torn line, at
-    either end, is skipped."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    with path.open("rb") as handle:
-        if tail_bytes is not None and path.stat().st_size > tail_bytes:
-            handle.seek(-tail_bytes, 2)
-        text = handle.read().decode("utf-8", errors="replace")
-    records = []
-    for line in text.splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    plane audit log grows by a line per request, and the line the bound cuts is left out); a
+    missing file is empty and a torn line is skipped."""
+    return jsonl.read_records(path, tail_bytes=tail_bytes)
 
 
 def dagster_runs(instance: Any, limit: int = 200) -> list[dict[str, Any]]:

@@ -23,14 +23,14 @@ process reads and writes every environment's store whatever its own ``BENTOML_HO
 
 from __future__ import annotations
 
-import fcntl
+import functools
 import json
 import math
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from recsys_assets.config.settings import (
     get_settings,
 )
 from recsys_assets.core import constants as c
+from recsys_assets.core import jsonl
 from recsys_assets.monitoring import loop
 from recsys_assets.serving import registry
 
@@ -59,6 +60,9 @@ RELEASE = "release"  # a bundle entered an environment
 ROLLED_BACK = "rolled_back"  # a release was taken back (line and status)
 CURRENT = "current"  # the newest release of its environment not rolled back
 SUPERSEDED = "superseded"  # a newer release of its environment took over
+
+
+_dumps = functools.partial(json.dumps, separators=(",", ":"), default=str)  # a ledger line
 
 
 class ReleaseError(ValueError):
@@ -103,50 +107,27 @@ def environment_audit_path(environment: str) -> Path:
 # --- the ledger: reading, folding, appending -------------------------------------------------
 
 
-def _parse(text: str) -> list[dict[str, Any]]:
-    records = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn line left by a crash
-        if isinstance(record, dict) and record.get("event") in (RELEASE, ROLLED_BACK):
-            records.append(record)
-    return records
+def _ledger_lines(records: Iterable[Any]) -> list[dict[str, Any]]:
+    """The ledger's lines among parsed records (torn lines are already left out)."""
+    return [
+        record
+        for record in records
+        if isinstance(record, dict) and record.get("event") in (RELEASE, ROLLED_BACK)
+    ]
 
 
 def read_ledger(ledger: str | Path | None = None) -> list[dict[str, Any]]:
     """Every well-formed ledger line in the order written ([] when there is no ledger)."""
     path = ledger_path() if ledger is None else Path(ledger)
-    return _parse(path.read_text()) if path.exists() else []
+    return _ledger_lines(jsonl.read_records(path))
 
 
-def _read_fd(fd: int) -> list[dict[str, Any]]:
-    size = os.fstat(fd).st_size
-    return _parse(os.pread(fd, size, 0).decode()) if size else []
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[int]:
-    """The ledger opened for append under an exclusive lock (held until the block ends)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def _append(fd: int, record: Mapping[str, Any]) -> None:
-    """Write one whole line and fsync it (a crashed writer's fragment stays a line apart)."""
-    size = os.fstat(fd).st_size
-    if size and os.pread(fd, 1, size - 1) != b"\n":
-        os.write(fd, b"\n")
-    payload = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
-    while payload:
-        payload = payload[os.write(fd, payload) :]
-    os.fsync(fd)
+def _locked(path: Path) -> AbstractContextManager[jsonl.LockedJsonl[Mapping[str, Any]]]:
+    """The ledger under an exclusive lock until the block ends: read it (``records()``), then
+    append whole lines, each fsynced; a crashed writer's fragment is ended with a bare newline
+    so it stays a line apart (like the loop log)."""
+    writer = jsonl.JsonlWriter[Mapping[str, Any]](path, dumps=_dumps, durable=True, seal="newline")
+    return writer.locked()
 
 
 def fold(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -298,8 +279,8 @@ def record_release(
               "feature_service": feature_service, "data_versions": data_versions,
               "evaluation": evaluation}  # fmt: skip
     path = ledger_path() if ledger is None else Path(ledger)
-    with _locked(path) as fd:
-        current = _current(fold(_read_fd(fd)), environment)
+    with _locked(path) as held:
+        current = _current(fold(_ledger_lines(held.records())), environment)
         if current and (current["model_version"], current["bento_tag"]) == (
             model_version,
             bento_tag,
@@ -309,7 +290,7 @@ def record_release(
             environment=environment, bundle=bundle, bento_tag=bento_tag,
             from_environment=from_environment, released_by=released_by, reason=reason, now=now,
         )  # fmt: skip
-        _append(fd, record)
+        held.append([record])
     return {**record, "status": CURRENT, "rolled_back": None}
 
 
@@ -451,8 +432,8 @@ def promote_release(
         audit_path=audit_path or environment_audit_path(to_env),
         model_version=version, from_environment=from_env,
     )  # fmt: skip
-    with _locked(path) as fd:
-        source = _check_promotion(fold(_read_fd(fd)), version, from_env, to_env)
+    with _locked(path) as held:
+        source = _check_promotion(fold(_ledger_lines(held.records())), version, from_env, to_env)
         tag = _copy_model(entry, source_home, target_home)
         record = _release_record(
             environment=to_env, bundle=bundle_from_registry(entry),
@@ -472,7 +453,7 @@ def promote_release(
             tag, registry.PROMOTED, home=target_home, environment=to_env,
             promoted_from=from_env, release_id=record["release_id"],
         )  # fmt: skip
-        _append(fd, record)
+        held.append([record])
     return {**record, "status": CURRENT, "rolled_back": None}
 
 
@@ -534,8 +515,9 @@ def rollback_release(
         model_version=target["model_version"], release_id=target["release_id"],
     )  # fmt: skip
     at = now or now_utc()
-    with _locked(path) as fd:
-        target, taken_back = _check_rollback(fold(_read_fd(fd)), environment, to_release_id)
+    with _locked(path) as held:
+        folded = fold(_ledger_lines(held.records()))
+        target, taken_back = _check_rollback(folded, environment, to_release_id)
         if entry["stage"] != registry.PROMOTED:  # taken back in the registry alone earlier
             registry.set_stage(entry["tag"], registry.PROMOTED, home=home)
         champion = registry.current_promoted(home=home)
@@ -543,12 +525,12 @@ def rollback_release(
         if champion is not None and champion["version"] != target["model_version"]:
             done = registry.rollback(target["model_version"], reason=reason, home=home)
         for release in reversed(taken_back):
-            _append(fd, {
+            held.append([{
                 "event": ROLLED_BACK, "release_id": release["release_id"],
                 "environment": environment, "model_version": release["model_version"],
                 "to_release_id": target["release_id"], "by": subject_record(subject),
                 "at": at, "reason": reason,
-            })  # fmt: skip
+            }])  # fmt: skip
     return {
         "environment": environment,
         "from": taken_back[-1],

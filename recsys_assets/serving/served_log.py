@@ -7,7 +7,8 @@ list it was about by ``request_id``.
 Unlike the feedback log (:mod:`recsys_assets.ingestion.feedback`) this is telemetry written on the
 request path, so it is never ``fsync``\\ed: a crash of the machine may lose the last lines still
 in the page cache, which costs monitoring a few samples, not an acknowledged event. Each
-:meth:`ServedLog.append` is one ``os.write`` on a descriptor opened once with ``O_APPEND``.
+:meth:`ServedLog.append` is one ``os.write`` on a descriptor opened once with ``O_APPEND``
+(:class:`~recsys_assets.core.jsonl.JsonlWriter`, ``keep_open``, ``lock="large"``).
 Several worker processes append to the same file: on a local filesystem one write of at most
 ``PIPE_BUF`` bytes lands whole and unmixed with other writers' lines, so such batches take no
 lock; a longer batch holds an exclusive ``flock`` (as the feedback log does) so that two long
@@ -15,21 +16,18 @@ batches never interleave.
 
 A process that dies mid-write can leave a torn line. Readers skip and count lines that are not
 JSON (a torn last line, or a fragment that another worker's line was appended to) and lines
-sealed with the feedback log's :data:`~recsys_assets.ingestion.feedback.TORN_LINE_MARK`; a writer
-seals
-a torn end of file with that mark when it opens the log, so a restarted service never merges its
-first record with the fragment. A line that is JSON but not a served record raises
-:class:`ServedLogError`. The file is never rewritten or truncated.
+sealed with :data:`~recsys_assets.core.jsonl.TORN_LINE_MARK` (the feedback log's too); a writer
+seals a torn end of file with that mark when it opens the log, so a restarted service never
+merges its first record with the fragment, and after a write of its own failed. A line that is
+JSON but not a served record raises :class:`ServedLogError`. The file is never rewritten or
+truncated.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
-import select
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,15 +36,13 @@ from typing import Any
 
 import pandas as pd
 
-from recsys_assets.ingestion.feedback import TORN_LINE_MARK
+from recsys_assets.core import jsonl
 
 SERVED_LOG_VAR = "RECSYS_SERVED_LOG"  # overrides where the service writes the served log
 SERVED_LOG_NAME = "served.jsonl"  # default file name, next to the feedback log
 
 # A single write of at most this many bytes is not interleaved with other appends.
-ATOMIC_WRITE_BYTES = select.PIPE_BUF
-
-_TORN_MARK = TORN_LINE_MARK.encode("ascii")
+ATOMIC_WRITE_BYTES = jsonl.ATOMIC_WRITE_BYTES
 
 # Columns of a served frame (what ServedLog.read returns) and their dtypes.
 FRAME_DTYPES: dict[str, str] = {
@@ -175,9 +171,9 @@ class ServedLog:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._fd: int | None = None
-        self._unsealed = False  # our last write may have stopped mid-line
-        self._open_lock = threading.Lock()
+        self._writer = jsonl.JsonlWriter(
+            self.path, dumps=ServedRecord.to_json, lock="large", keep_open=True
+        )
 
     def __repr__(self) -> str:
         return f"ServedLog({str(self.path)!r})"
@@ -191,69 +187,22 @@ class ServedLog:
     def open(self) -> ServedLog:
         """Open the file for appending (creating it and its folder), sealing a torn last line
         left by a crashed writer. Idempotent; raises OSError when the file cannot be opened."""
-        self._descriptor()
+        self._writer.open()
         return self
-
-    def _descriptor(self) -> int:
-        """The open write descriptor, opening the file first if needed."""
-        with self._open_lock:
-            if self._fd is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                fd = os.open(self.path, flags, 0o644)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                    try:
-                        _seal(fd)
-                    finally:
-                        fcntl.flock(fd, fcntl.LOCK_UN)
-                except BaseException:
-                    os.close(fd)
-                    raise
-                self._fd = fd
-            return self._fd
 
     def close(self) -> None:
         """Close the write descriptor (a later append opens it again)."""
-        with self._open_lock:
-            fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+        self._writer.close()
 
     def append(self, records: Iterable[ServedRecord]) -> int:
         """Append the records (not fsync'ed); returns how many were written. A batch of at most
-        PIPE_BUF bytes is one unlocked ``os.write``; a longer one holds an exclusive flock."""
+        PIPE_BUF bytes is one unlocked ``os.write``; a longer one holds an exclusive flock. On a
+        failed write the line may be torn: the next append seals it first."""
         records = list(records)
         for record in records:
             if not isinstance(record, ServedRecord):
                 raise TypeError(f"expected ServedRecord, got {type(record).__name__}")
-        if not records:
-            return 0
-        payload = "".join([record.to_json() + "\n" for record in records]).encode("ascii")
-        fd = self._fd if self._fd is not None else self._descriptor()
-        if len(payload) <= ATOMIC_WRITE_BYTES and not self._unsealed:
-            self._write(fd, payload)
-        else:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                if self._unsealed:
-                    _seal(fd)
-                    self._unsealed = False
-                self._write(fd, payload)
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        return len(records)
-
-    def _write(self, fd: int, payload: bytes) -> None:
-        """One os.write; loops only if the kernel takes fewer bytes. On an error the line may be
-        torn: the next append seals it first."""
-        view = memoryview(payload)
-        try:
-            while view:
-                view = view[os.write(fd, view) :]
-        except OSError:
-            self._unsealed = True
-            raise
+        return self._writer.append(records)
 
     def read(
         self,
@@ -274,23 +223,14 @@ class ServedLog:
         file, whatever the bounds). Raises :class:`ServedLogError` on a line that is JSON but
         not a served record, naming the file and the 1-based line."""
         lower, upper = _utc_bound("since", since), _utc_bound("until", until)
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return empty_frame(), 0
-        raw_lines = data.split(b"\n")
-        # Every record ends with "\n": the piece after the last one is empty unless torn (or
-        # being written right now by another process).
-        skipped = 1 if raw_lines.pop() else 0
+        # Torn: the piece after the last newline (a crash, or a write in progress right now),
+        # sealed lines, and fragments another worker's line was appended to (not JSON).
+        lines, sealed = jsonl.read_lines(self.path)
+        parsed = jsonl.parse_lines(lines)
         columns: dict[str, list[Any]] = {name: [] for name in FRAME_DTYPES}
         appenders = [(name, columns[name].append) for name in _REQUIRED_FIELDS]
         add_latency = columns["latency_ms"].append
-        for index, raw in enumerate(raw_lines):
-            try:
-                record = json.loads(raw)
-            except ValueError:  # torn: a fragment, sealed or merged with a later line
-                skipped += 1
-                continue
+        for index, raw, record in parsed:
             if (
                 not isinstance(record, dict)
                 or not _REQUIRED_FIELDS <= record.keys() <= _FIELDS
@@ -304,6 +244,7 @@ class ServedLog:
             for name, add in appenders:
                 add(record[name])
             add_latency(record.get("latency_ms"))
+        skipped = sealed + parsed.torn
         if not columns["ts"]:
             return empty_frame(), skipped
         frame = pd.DataFrame(columns, columns=list(FRAME_DTYPES))
@@ -324,12 +265,3 @@ class ServedLog:
 def _is_latency(value: Any) -> bool:
     """A line's ``latency_ms``: absent/null or a JSON number (not a bool)."""
     return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
-
-
-def _seal(fd: int) -> None:
-    """Terminate a torn last line with TORN_LINE_MARK (the caller holds the exclusive lock)."""
-    size = os.fstat(fd).st_size
-    if size and os.pread(fd, 1, size - 1) != b"\n":
-        payload = memoryview(_TORN_MARK + b"\n")
-        while payload:
-            payload = payload[os.write(fd, payload) :]
