@@ -43,6 +43,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from recsys_assets.config import variables  # noqa: E402
 from recsys_assets.core import constants as c  # noqa: E402
 from recsys_assets.features.store import (  # noqa: E402
     FEATURE_SERVICE,
@@ -374,7 +375,7 @@ def main() -> None:
         results += rows
 
         if client is not None:
-            os.environ["RECSYS_FEAST_REDIS"] = f"{args.redis_host},db={args.redis_db}"
+            os.environ[variables.FEAST_REDIS.name] = f"{args.redis_host},db={args.redis_db}"
             repo = FeatureRepo(
                 scratch_repo(Path(scratch) / "redis" / "feature_repo"), "environments/redis.yaml"
             )

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from common import CONFIG, peak_rss_mib  # puts the project on the path
 
+from recsys_assets.config import variables
+
 
 def timed(fn, repeats: int) -> tuple[float, object]:
     times, result = [], None
@@ -83,7 +85,7 @@ def main() -> None:
     if not args.skip_dagster:
         with tempfile.TemporaryDirectory() as scratch:
             os.environ["DAGSTER_HOME"] = scratch
-            os.environ["RECSYS_WAREHOUSE"] = str(Path(scratch) / "bench.duckdb")
+            os.environ[variables.WAREHOUSE.name] = str(Path(scratch) / "bench.duckdb")
             from recsys_assets.runs import prepare_dagster_home, run_ingestion
 
             prepare_dagster_home()

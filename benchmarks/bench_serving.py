@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import loadgen
 
-from recsys_assets.config import get_settings
-from recsys_assets.config.settings import BENTOML_HOME_VAR, PROJECT_ROOT
+from recsys_assets.config import get_settings, variables
+from recsys_assets.config.settings import PROJECT_ROOT
 from recsys_assets.core import constants as c
 
 BENTOML = str(Path(sys.executable).parent / "bentoml")
@@ -81,14 +81,14 @@ def main() -> int:
     args.concurrency = [int(x) for x in args.concurrency.split(",")]
 
     settings = get_settings()
-    home = Path(os.environ.get(BENTOML_HOME_VAR, settings.bentoml_home))
+    home = Path(os.environ.get(variables.BENTOML_HOME.name, settings.bentoml_home))
     # A bento runs from its own folder: give it absolute paths to this environment's stores.
     env = {
-        BENTOML_HOME_VAR: str(home.resolve()),
+        variables.BENTOML_HOME.name: str(home.resolve()),
         "BENTOML_DO_NOT_TRACK": "true",
-        "RECSYS_FEATURE_REPO": str(settings.feature_repo),
-        "RECSYS_FEEDBACK_LOG": str(settings.feedback_log),
-        "RECSYS_SERVICE_WORKERS": str(args.workers),
+        variables.FEATURE_REPO.name: str(settings.feature_repo),
+        variables.FEEDBACK_LOG.name: str(settings.feedback_log),
+        variables.SERVICE_WORKERS.name: str(args.workers),
     }
     bento = args.bento or latest_bento(home)
     profile = settings.feature_repo / "data" / "customer_profile.parquet"

@@ -35,10 +35,11 @@ from recsys_assets.access.policy import (
     load_policy,
     subject_for_api_key,
 )
+from recsys_assets.config import variables
 
-CONTROL_KEYS_VAR = "RECSYS_CONTROL_KEYS"
-CONTROL_KEYS_FILE_VAR = "RECSYS_CONTROL_KEYS_FILE"
-OPERATOR_KEY_VAR = "RECSYS_OPERATOR_KEY"
+CONTROL_KEYS_VAR = variables.CONTROL_KEYS.name
+CONTROL_KEYS_FILE_VAR = variables.CONTROL_KEYS_FILE.name
+OPERATOR_KEY_VAR = variables.OPERATOR_KEY.name
 CONTROL_AUDIT_NAME = "control-audit.jsonl"
 
 PIPELINE = Subject.service("dagster-pipeline", "pipeline")

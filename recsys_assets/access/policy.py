@@ -34,11 +34,12 @@ from typing import Any
 
 import yaml
 
+from recsys_assets.config import variables
 from recsys_assets.core import jsonl
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parents[1] / "config" / "policy.yaml"
-API_KEYS_VAR = "RECSYS_API_KEYS"
-API_KEYS_FILE_VAR = "RECSYS_API_KEYS_FILE"
+API_KEYS_VAR = variables.API_KEYS.name
+API_KEYS_FILE_VAR = variables.API_KEYS_FILE.name
 
 ENVIRONMENTS = ("dev", "test", "acceptance", "prod")
 PLANES = ("control", "data")
@@ -686,7 +687,7 @@ def subject_for_api_key(keys: Mapping[str, Subject], presented: str | None) -> S
 # Where the service must have keys: without them it refuses readiness. In dev and test it then
 # serves openly (and says so once at start), so local runs and the test suite need no secret.
 KEYS_REQUIRED_ENVIRONMENTS = ("acceptance", "prod")
-AUDIT_LOG_VAR = "RECSYS_AUDIT_LOG"
+AUDIT_LOG_VAR = variables.AUDIT_LOG.name
 AUDIT_LOG_NAME = "audit.jsonl"
 NOT_CONFIGURED = "access control not configured"
 

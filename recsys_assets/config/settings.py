@@ -2,47 +2,32 @@
 
 ``RECSYS_ENV`` chooses dev (the default), test, acceptance or prod; each has a YAML file under
 ``config/environments/``. Plain settings (paths, thresholds) live in those files; secrets never
-do: a setting written as ``{env: NAME}`` is passed to Dagster resources as ``dg.EnvVar(NAME)``
-and read only when a run needs it.
+do: a setting written as ``{env: NAME}`` is a :class:`~recsys_assets.config.variables.SecretRef`
+(the name, never the value), which the Dagster definitions pass to resources as
+``dg.EnvVar(NAME)``, read only when a run needs it.
 
-``RECSYS_DATA_CONFIG`` overrides the event source (a YAML under ``data/sources/`` or your own),
-``RECSYS_WAREHOUSE`` the local DuckDB file, ``RECSYS_FEATURE_REPO`` the Feast repository folder
-(tests use a scratch copy) and ``RECSYS_FEATURE_STORE`` its config file (e.g.
-``environments/redis.yaml`` to try the Redis online store locally), ``RECSYS_MODELS`` and
-``RECSYS_REPORTS`` where fitted models and evaluation reports go, ``RECSYS_FEEDBACK_LOG`` the
-service's feedback event log, ``RECSYS_LOOP_LOG`` the continuous-deployment loop's event log
-``RECSYS_CANARY_STATE`` the canary state file the service follows (default
-``data/loop/<env>/canary.json``) and ``BENTOML_HOME`` the BentoML store (promoted models,
-bentos; default ``data/bentoml/<env>``, outside the service's build context
-``bentos/recommender``).
+The variables that override these files (the event source, the warehouse, the Feast repository
+and its config file, the folders and logs each environment writes, ``BENTOML_HOME``) are
+declared in :mod:`recsys_assets.config.variables`, with their defaults: docs/configuration.md.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import yaml
 
+from recsys_assets.config import variables
 from recsys_assets.config.canary import CanaryPolicy
+from recsys_assets.config.variables import SecretRef
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENVIRONMENTS_DIR = Path(__file__).resolve().parent / "environments"
-ENV_VAR = "RECSYS_ENV"
-DATA_CONFIG_VAR = "RECSYS_DATA_CONFIG"
-WAREHOUSE_VAR = "RECSYS_WAREHOUSE"
-FEATURE_REPO_VAR = "RECSYS_FEATURE_REPO"
-FEATURE_STORE_VAR = "RECSYS_FEATURE_STORE"
-MODELS_VAR = "RECSYS_MODELS"
-REPORTS_VAR = "RECSYS_REPORTS"
-FEEDBACK_LOG_VAR = "RECSYS_FEEDBACK_LOG"
-LOOP_LOG_VAR = "RECSYS_LOOP_LOG"
-CANARY_STATE_VAR = "RECSYS_CANARY_STATE"
-BENTOML_HOME_VAR = "BENTOML_HOME"  # BentoML's own variable: its model and bento store
+DATA_CONFIG_VAR = variables.DATA_CONFIG.name  # the CLI sets it
+BENTOML_HOME_VAR = variables.BENTOML_HOME.name  # BentoML's own variable: its model and bento store
 
 
 class Environment(StrEnum):
@@ -58,7 +43,7 @@ class Settings:
 
     environment: Environment
     data_config: Path  # the event source config (YAML)
-    warehouse: str | dg.EnvVar  # DuckDB database file holding the event tables
+    warehouse: str | SecretRef  # DuckDB database file holding the event tables
     max_quarantine_share: float  # above this share of quarantined rows a partition warns
     feature_repo: Path  # the Feast repository (feature_repo/)
     feature_store_yaml: str  # its config file for this environment, relative to feature_repo
@@ -75,7 +60,7 @@ class Settings:
     @property
     def warehouse_path(self) -> Path | None:
         """The DuckDB file when it is a plain local path (None when it comes from a secret)."""
-        return None if isinstance(self.warehouse, dg.EnvVar) else Path(self.warehouse)
+        return None if isinstance(self.warehouse, SecretRef) else Path(self.warehouse)
 
 
 @dataclass(frozen=True)
@@ -123,9 +108,9 @@ class MonitoringSettings:
                 raise ValueError(f"monitoring.{name} must be a non-negative number, not {value!r}")
 
 
-def _resolve(value: Any) -> str | dg.EnvVar:
+def _resolve(value: Any) -> str | SecretRef:
     if isinstance(value, dict) and set(value) == {"env"}:
-        return dg.EnvVar(value["env"])
+        return SecretRef(value["env"])
     return str(value)
 
 
@@ -136,41 +121,43 @@ def _project_path(value: str) -> Path:
 
 def get_settings(environment: str | None = None) -> Settings:
     """Settings of the chosen environment (``RECSYS_ENV``, default dev)."""
-    name = environment or os.environ.get(ENV_VAR, Environment.DEV.value)
+    name = environment or variables.ENV.read()
     try:
         env = Environment(name)
     except ValueError:
         valid = [e.value for e in Environment]
-        raise ValueError(f"{ENV_VAR}={name!r} is not an environment; use one of {valid}") from None
+        raise ValueError(
+            f"{variables.ENV.name}={name!r} is not an environment; use one of {valid}"
+        ) from None
     raw = yaml.safe_load((ENVIRONMENTS_DIR / f"{env.value}.yaml").read_text())
-    data_config = os.environ.get(DATA_CONFIG_VAR) or raw["data_config"]
-    warehouse = _resolve(os.environ.get(WAREHOUSE_VAR) or raw["warehouse"])
-    if not isinstance(warehouse, dg.EnvVar):  # EnvVar subclasses str: test it first
+    data_config = variables.DATA_CONFIG.read() or raw["data_config"]
+    warehouse = _resolve(variables.WAREHOUSE.read() or raw["warehouse"])
+    if not isinstance(warehouse, SecretRef):
         warehouse = str(_project_path(warehouse))
     return Settings(
         environment=env,
         data_config=_project_path(data_config),
         warehouse=warehouse,
         max_quarantine_share=float(raw.get("max_quarantine_share", 0.5)),
-        feature_repo=_project_path(os.environ.get(FEATURE_REPO_VAR) or "feature_repo"),
-        feature_store_yaml=os.environ.get(FEATURE_STORE_VAR) or raw["feature_store"],
-        model_dir=_project_path(os.environ.get(MODELS_VAR) or f"data/models/{env.value}"),
+        feature_repo=_project_path(
+            variables.FEATURE_REPO.read() or str(variables.FEATURE_REPO.default)
+        ),
+        feature_store_yaml=variables.FEATURE_STORE.read() or raw["feature_store"],
+        model_dir=_project_path(variables.MODELS.read() or f"data/models/{env.value}"),
         # dev writes the stable reports/evaluation.json; other environments keep their own.
         reports_dir=_project_path(
-            os.environ.get(REPORTS_VAR)
+            variables.REPORTS.read()
             or ("reports" if env is Environment.DEV else f"reports/{env.value}")
         ),
         feedback_log=_project_path(
-            os.environ.get(FEEDBACK_LOG_VAR) or f"data/feedback/{env.value}/feedback.jsonl"
+            variables.FEEDBACK_LOG.read() or f"data/feedback/{env.value}/feedback.jsonl"
         ),
-        bentoml_home=_project_path(os.environ.get(BENTOML_HOME_VAR) or f"data/bentoml/{env.value}"),
+        bentoml_home=_project_path(variables.BENTOML_HOME.read() or f"data/bentoml/{env.value}"),
         serving=ServingSettings(**raw.get("serving", {})),
         monitoring=_monitoring(raw.get("monitoring", {})),
-        loop_log=_project_path(
-            os.environ.get(LOOP_LOG_VAR) or f"data/loop/{env.value}/events.jsonl"
-        ),
+        loop_log=_project_path(variables.LOOP_LOG.read() or f"data/loop/{env.value}/events.jsonl"),
         canary_state=_project_path(
-            os.environ.get(CANARY_STATE_VAR) or f"data/loop/{env.value}/canary.json"
+            variables.CANARY_STATE.read() or f"data/loop/{env.value}/canary.json"
         ),
         canary=_canary(raw.get("canary"), ENVIRONMENTS_DIR / f"{env.value}.yaml"),
     )

@@ -3,10 +3,12 @@
 from collections.abc import Sequence
 
 import pandas as pd
-from dagster import OutputContext
+from dagster import EnvVar, OutputContext
 from dagster._core.definitions.metadata import TableMetadataSet
 from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
+
+from recsys_assets.config.variables import SecretRef
 
 
 class PandasTableHandler(DuckDBPandasTypeHandler):
@@ -39,3 +41,12 @@ class WarehouseIOManager(DuckDBPandasIOManager):
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
         return [PandasTableHandler()]
+
+
+def warehouse_io_manager(database: str | SecretRef, schema: str = "events") -> WarehouseIOManager:
+    """The warehouse of a settings' ``warehouse``: a local DuckDB file as it is; a secret as
+    ``dg.EnvVar``, which Dagster reads only when a run needs it (a run without the variable
+    fails with Dagster's message naming it)."""
+    if isinstance(database, SecretRef):
+        return WarehouseIOManager(database=EnvVar(database.env_var_name), schema=schema)
+    return WarehouseIOManager(database=database, schema=schema)

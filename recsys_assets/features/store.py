@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys_assets.config import variables
 from recsys_assets.core import constants as c
 
 # Views whose values are stored (batch) and must read the same offline and online.
@@ -60,7 +61,7 @@ class FeatureRepo:
         if missing:
             raise FeatureRepoError(
                 f"{self.path / self.config_file} needs the environment variable(s) {missing} "
-                "(for example RECSYS_FEAST_REDIS=127.0.0.1:6379)"
+                f"(for example {variables.FEAST_REDIS.name}=127.0.0.1:6379)"
             )
 
     def store(self):

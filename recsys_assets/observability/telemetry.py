@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from recsys_assets.config import variables
+
 __all__ = [
     "LOG_FIELDS",
     "LOG_FORMAT_VAR",
@@ -40,10 +42,10 @@ __all__ = [
     "tracing_config",
 ]
 
-TRACING_VAR = "RECSYS_TRACING"  # off (default) | console | otlp
-SAMPLE_RATE_VAR = "RECSYS_TRACE_SAMPLE_RATE"  # share of requests traced (default 1.0)
-LOG_FORMAT_VAR = "RECSYS_LOG_FORMAT"  # json | text (default: json in acceptance/prod)
-LOG_LEVEL_VAR = "RECSYS_LOG_LEVEL"  # the service loggers' level (DEBUG: one line per request)
+TRACING_VAR = variables.TRACING.name  # off (default) | console | otlp
+SAMPLE_RATE_VAR = variables.TRACE_SAMPLE_RATE.name  # share of requests traced (default 1.0)
+LOG_FORMAT_VAR = variables.LOG_FORMAT.name  # json | text (default: json in acceptance/prod)
+LOG_LEVEL_VAR = variables.LOG_LEVEL.name  # the service loggers' level (DEBUG: one line a request)
 OTLP_ENDPOINT_VAR = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTLP_PROTOCOL_VAR = "OTEL_EXPORTER_OTLP_PROTOCOL"  # grpc | http/protobuf (default)
 UNTRACED_PATHS = ("/livez", "/readyz", "/metrics")
@@ -147,7 +149,7 @@ def tracing_config(environ: Mapping[str, str] = os.environ) -> dict[str, Any] | 
     mode = environ.get(TRACING_VAR, "").strip().lower()
     if mode in ("", "off", "none", "false", "0"):
         return None
-    raw_rate = environ.get(SAMPLE_RATE_VAR, "1.0")
+    raw_rate = variables.TRACE_SAMPLE_RATE.read(environ)
     try:
         rate = float(raw_rate)
     except ValueError:

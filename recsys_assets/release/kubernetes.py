@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from recsys_assets.config import variables
 from recsys_assets.core.constants import BENTO_NAME
 
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
@@ -34,8 +35,9 @@ KUSTOMIZATION_FILE = "kustomization.yaml"
 # `kustomize edit set image recommender=recommender:<model version>`.
 PLACEHOLDER_TAG = "set-by-release"
 SECRET_NAME = "recommender-secrets"  # the Kubernetes Secret acceptance and prod read
-SECRET_ENV_VARS = ("RECSYS_FEAST_REDIS", "RECSYS_API_KEYS")  # only ever via secretKeyRef
-ENV_VAR = "RECSYS_ENV"
+# only ever via secretKeyRef
+SECRET_ENV_VARS = (variables.FEAST_REDIS.name, variables.API_KEYS.name)
+ENV_VAR = variables.ENV.name
 KUBECTL = "kubectl"
 KUBECTL_TIMEOUT_S = 120
 

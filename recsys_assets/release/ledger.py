@@ -37,21 +37,16 @@ from typing import Any
 
 from recsys_assets.access.control import authorize_control, control_audit_path
 from recsys_assets.access.policy import Subject
-from recsys_assets.config.settings import (
-    BENTOML_HOME_VAR,
-    ENV_VAR,
-    PROJECT_ROOT,
-    Environment,
-    get_settings,
-)
+from recsys_assets.config import variables
+from recsys_assets.config.settings import PROJECT_ROOT, Environment, get_settings
 from recsys_assets.core import constants as c
 from recsys_assets.core import jsonl
 from recsys_assets.monitoring import loop
 from recsys_assets.serving import registry
 
-LEDGER_VAR = "RECSYS_RELEASE_LEDGER"
+LEDGER_VAR = variables.RELEASE_LEDGER.name
 DEFAULT_LEDGER = PROJECT_ROOT / "data" / "releases" / "ledger.jsonl"
-HOME_VAR_PREFIX = "RECSYS_BENTOML_HOME_"  # + DEV, TEST, ACCEPTANCE, PROD: one store each
+HOME_VAR_PREFIX = variables.BENTOML_HOME_PER_ENV.prefix  # + DEV, TEST, ACCEPTANCE, PROD
 ORDER: tuple[str, ...] = tuple(e.value for e in Environment)  # dev -> test -> acceptance -> prod
 PROD = Environment.PROD.value
 
@@ -75,7 +70,7 @@ class ReleaseError(ValueError):
 def ledger_path(environ: Mapping[str, str] | None = None) -> Path:
     """The release ledger: ``$RECSYS_RELEASE_LEDGER`` or ``data/releases/ledger.jsonl``."""
     environ = os.environ if environ is None else environ
-    value = environ.get(LEDGER_VAR)
+    value = variables.RELEASE_LEDGER.read(environ)
     return Path(value) if value else DEFAULT_LEDGER
 
 
@@ -90,12 +85,12 @@ def environment_home(environment: str, environ: Mapping[str, str] | None = None)
     when it is this process's environment, else the settings' default ``data/bentoml/<env>``."""
     environ = os.environ if environ is None else environ
     _check_environment(environment)
-    explicit = environ.get(HOME_VAR_PREFIX + environment.upper())
+    explicit = variables.BENTOML_HOME_PER_ENV.read(environment, environ)
     if explicit:
         return Path(explicit)
-    own = environ.get(ENV_VAR, Environment.DEV.value)
-    if environment == own and environ.get(BENTOML_HOME_VAR):
-        return Path(environ[BENTOML_HOME_VAR])
+    own, home = variables.ENV.read(environ), variables.BENTOML_HOME.read(environ)
+    if environment == own and home:
+        return Path(home)
     return PROJECT_ROOT / "data" / "bentoml" / environment
 
 

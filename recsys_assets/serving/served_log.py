@@ -36,9 +36,10 @@ from typing import Any
 
 import pandas as pd
 
+from recsys_assets.config import variables
 from recsys_assets.core import jsonl
 
-SERVED_LOG_VAR = "RECSYS_SERVED_LOG"  # overrides where the service writes the served log
+SERVED_LOG_VAR = variables.SERVED_LOG.name  # overrides where the service writes the served log
 SERVED_LOG_NAME = "served.jsonl"  # default file name, next to the feedback log
 
 # A single write of at most this many bytes is not interleaved with other appends.

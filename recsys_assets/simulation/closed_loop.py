@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from recsys_assets.config import variables
 from recsys_assets.config.settings import PROJECT_ROOT
 from recsys_assets.core import constants as c
 from recsys_assets.core.processes import ServerProcess
@@ -135,17 +136,17 @@ class Workspace:
     def environment(self) -> dict[str, str]:
         return {
             "DAGSTER_HOME": str(self.root / "dagster_home"),
-            "RECSYS_DATA_CONFIG": str(self.source_config),
-            "RECSYS_WAREHOUSE": str(self.root / "warehouse.duckdb"),
-            "RECSYS_FEATURE_REPO": str(self.root / "feature_repo"),
-            "RECSYS_MODELS": str(self.root / "models"),
-            "RECSYS_REPORTS": str(self.reports),
-            "RECSYS_FEEDBACK_LOG": str(self.root / "logs" / "feedback.jsonl"),
-            "RECSYS_SERVED_LOG": str(self.root / "logs" / "served.jsonl"),
-            "RECSYS_LOOP_LOG": str(self.root / "logs" / "loop.jsonl"),
-            "RECSYS_CANARY_STATE": str(self.root / "logs" / "canary.json"),
-            "RECSYS_RELEASE_LEDGER": str(self.root / "releases" / "ledger.jsonl"),
-            "BENTOML_HOME": str(self.root / "bentoml"),
+            variables.DATA_CONFIG.name: str(self.source_config),
+            variables.WAREHOUSE.name: str(self.root / "warehouse.duckdb"),
+            variables.FEATURE_REPO.name: str(self.root / "feature_repo"),
+            variables.MODELS.name: str(self.root / "models"),
+            variables.REPORTS.name: str(self.reports),
+            variables.FEEDBACK_LOG.name: str(self.root / "logs" / "feedback.jsonl"),
+            variables.SERVED_LOG.name: str(self.root / "logs" / "served.jsonl"),
+            variables.LOOP_LOG.name: str(self.root / "logs" / "loop.jsonl"),
+            variables.CANARY_STATE.name: str(self.root / "logs" / "canary.json"),
+            variables.RELEASE_LEDGER.name: str(self.root / "releases" / "ledger.jsonl"),
+            variables.BENTOML_HOME.name: str(self.root / "bentoml"),
             "BENTOML_DO_NOT_TRACK": "true",
         }
 
@@ -387,8 +388,8 @@ class Simulation:
         # the bento's own default environment is prod: serve in the simulation's
         env = {
             **os.environ,
-            "RECSYS_ENV": get_settings().environment.value,
-            "RECSYS_SERVICE_WORKERS": "1",
+            variables.ENV.name: get_settings().environment.value,
+            variables.SERVICE_WORKERS.name: "1",
         }
         new = Service(bento_tag, port, env, self.workspace.root / "logs" / f"service-{port}.log")
         try:

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from recsys_assets.config import variables
 from recsys_assets.config.settings import PROJECT_ROOT
 from recsys_assets.core import constants as c
 from recsys_assets.runs import SERVICE, run_job
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 
 DEFAULT_WORKDIR = PROJECT_ROOT / "data" / "drill"
 QUIET_S = 3.0  # no challenger answer for this long after the rollback: resolved
-DELAY_VAR = "RECSYS_CHALLENGER_DELAY_MS"  # the service's drill knob for the slow fault
 # How a shopper reacts to a list (bad-model drill): a shown item they like is clicked with this
 # probability, a clicked one bought with this one.
 CLICK_PROBABILITY = 0.5
@@ -399,14 +399,14 @@ class Drill:
     def environment(self) -> dict[str, str]:
         logs = self.root / "logs"
         return {
-            "BENTOML_HOME": str(self.root / "bentoml"),
+            variables.BENTOML_HOME.name: str(self.root / "bentoml"),
             "DAGSTER_HOME": str(self.root / "dagster_home"),
-            "RECSYS_FEEDBACK_LOG": str(logs / "feedback.jsonl"),
-            "RECSYS_SERVED_LOG": str(logs / "served.jsonl"),
-            "RECSYS_LOOP_LOG": str(logs / "loop.jsonl"),
-            "RECSYS_CANARY_STATE": str(self.root / "canary.json"),
-            "RECSYS_REPORTS": str(self.root / "reports"),
-            "RECSYS_SERVICE_URL": f"http://127.0.0.1:{self.plan.port}",
+            variables.FEEDBACK_LOG.name: str(logs / "feedback.jsonl"),
+            variables.SERVED_LOG.name: str(logs / "served.jsonl"),
+            variables.LOOP_LOG.name: str(logs / "loop.jsonl"),
+            variables.CANARY_STATE.name: str(self.root / "canary.json"),
+            variables.REPORTS.name: str(self.root / "reports"),
+            variables.SERVICE_URL.name: f"http://127.0.0.1:{self.plan.port}",
             "BENTOML_DO_NOT_TRACK": "true",
         }
 
@@ -483,12 +483,13 @@ class Drill:
         champion, challenger = self.prepare()
         settings = get_settings()
         # the slow fault's knob; the bad model answers at the champion's speed
-        knobs = {DELAY_VAR: f"{self.plan.delay_ms:g}"} if self.plan.fault == SLOW else {}
+        delay = variables.CHALLENGER_DELAY_MS.name
+        knobs = {delay: f"{self.plan.delay_ms:g}"} if self.plan.fault == SLOW else {}
         env = {
-            **{name: value for name, value in os.environ.items() if name != DELAY_VAR},
-            "RECSYS_MODEL_TAG": champion,
-            "RECSYS_TRACING": "console",
-            "RECSYS_SERVICE_WORKERS": "1",
+            **{name: value for name, value in os.environ.items() if name != delay},
+            variables.MODEL_TAG.name: champion,
+            variables.TRACING.name: "console",
+            variables.SERVICE_WORKERS.name: "1",
             **knobs,
         }
         log = self.root / "logs" / "service.log"

@@ -2,11 +2,9 @@
 
 import dagster as dg
 
-from recsys_assets.config import get_settings
+from recsys_assets.config import Settings
 from recsys_assets.defs.features.assets import feature_registry, feature_tables, online_features
 from recsys_assets.defs.features.resources import FeatureStoreResource
-
-settings = get_settings()
 
 features_job = dg.define_asset_job(
     "features_job",
@@ -28,9 +26,14 @@ defs = dg.Definitions(
     assets=[feature_tables, feature_registry, online_features],
     jobs=[features_job],
     sensors=[features_automation],
-    resources={
+)
+
+
+def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The domain's resources in the environment of ``settings`` (read once, when
+    :mod:`recsys_assets.definitions` loads): the Feast repository and its config file."""
+    return {
         "feature_store": FeatureStoreResource(
             repo_path=str(settings.feature_repo), config_file=settings.feature_store_yaml
         )
-    },
-)
+    }

@@ -39,9 +39,9 @@ from recsys_assets.ingestion.validation import (
 # parameter beta, which it has been since 1.5 without change.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*data_version.*")
 
-SETTINGS = get_settings()
-SOURCE_SPEC = load_source_spec(SETTINGS.data_config)
-event_partitions = build_event_partitions(SOURCE_SPEC)
+# Dagster needs the partitions when the assets are defined, so the source config is read at
+# import, in the environment the definitions load in (as recsys_assets.definitions does).
+event_partitions = build_event_partitions(load_source_spec(get_settings().data_config))
 
 RAW_CODE_VERSION = "1"
 TABLE_METADATA = {"partition_expr": c.EVENT_TS}  # the DuckDB IO manager replaces one window
@@ -232,7 +232,7 @@ def validate_events(
             metadata={"failure_cases": len(violations)},
             description=None if violations.empty else violations.head(10).to_string(),
         )
-    limit = SETTINGS.max_quarantine_share
+    limit = get_settings().max_quarantine_share
     yield dg.AssetCheckResult(
         asset_key="quarantined_events",
         check_name="quarantine_share",

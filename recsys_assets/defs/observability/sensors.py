@@ -36,7 +36,7 @@ def _trace_sensor(name: str, status: dg.DagsterRunStatus) -> dg.SensorDefinition
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Exports the trace of every run that ends in {status.value} (a root span "
-        "for the run, one span per step, trace id = run id) when RECSYS_TRACING is console or "
+        f"for the run, one span per step, trace id = run id) when {TRACING_VAR} is console or "
         "otlp; skips when it is off.",
     )(export_trace)
 

@@ -17,12 +17,11 @@ from typing import Any
 
 import dagster as dg
 
-from recsys_assets.config import get_settings
-from recsys_assets.config.settings import BENTOML_HOME_VAR
+from recsys_assets.config import get_settings, variables
 from recsys_assets.defs.monitoring.assets import monitoring_asset, reports_dir
 from recsys_assets.ingestion.feedback import FeedbackLog
 from recsys_assets.monitoring import loop
-from recsys_assets.release.canary.actions import SERVICE_URL_VAR, apply_decision, scrape_errors
+from recsys_assets.release.canary.actions import apply_decision, scrape_errors
 from recsys_assets.release.canary.analysis import (
     ROLLBACK,
     WAIT,
@@ -62,10 +61,11 @@ def _service_errors() -> tuple[dict[str, int] | None, str | None]:
     or the replicas' URLs separated by commas, summed), or None with the reason they are not
     judged: no URL, or a scrape that failed (never raises). One replica that cannot be read
     leaves the errors unjudged: the others' sum would understate them."""
-    urls = [u.strip().rstrip("/") for u in (os.environ.get(SERVICE_URL_VAR) or "").split(",")]
+    urls = [u.strip().rstrip("/") for u in (variables.SERVICE_URL.read() or "").split(",")]
     urls = [url for url in urls if url]
     if not urls:
-        return None, f"{SERVICE_URL_VAR} is not set: the service's error counts are not read"
+        unset = variables.SERVICE_URL.name
+        return None, f"{unset} is not set: the service's error counts are not read"
     total: dict[str, int] = {}
     for url in urls:
         try:
@@ -163,7 +163,7 @@ def canary_report() -> dg.MaterializeResult:
         "policy": policy.as_dict(),
         **decision.as_event(),
     }
-    os.environ.setdefault(BENTOML_HOME_VAR, str(settings.bentoml_home))  # the registry to mark
+    os.environ.setdefault(variables.BENTOML_HOME.name, str(settings.bentoml_home))  # the registry
     applied = apply_decision(
         decision,
         challenger_tag=config.challenger_tag,

@@ -25,7 +25,7 @@ from recsys_assets.access.control import (
     authorize_control,
     control_audit_path,
 )
-from recsys_assets.config import get_settings
+from recsys_assets.config import get_settings, variables
 from recsys_assets.config.settings import PROJECT_ROOT
 from recsys_assets.core import constants as c
 from recsys_assets.core.versioning import data_version
@@ -309,7 +309,7 @@ def source_hash(root: Path = PROJECT_ROOT) -> str:
 def build_bento(model_tag: str, version: str, *, timeout_s: float = 600) -> str:
     """``bentoml build`` of bentos/recommender with ``model_tag`` bundled; returns the bento tag.
     Runs in a subprocess so the service module is imported fresh with this tag."""
-    env = {**os.environ, "RECSYS_MODEL_TAG": model_tag, "BENTOML_DO_NOT_TRACK": "true"}
+    env = {**os.environ, variables.MODEL_TAG.name: model_tag, "BENTOML_DO_NOT_TRACK": "true"}
     command = [
         str(Path(sys.executable).parent / "bentoml"),
         "build", "-f", BENTOFILE, "--version", version, "--output", "tag", str(PROJECT_ROOT),

@@ -49,8 +49,6 @@ from recsys_assets.release.canary.analysis import (
 )
 from recsys_assets.release.canary.routing import CanaryState, current_config, write_canary_state
 
-SERVICE_URL_VAR = "RECSYS_SERVICE_URL"  # where canary_report scrapes the service's /metrics
-
 # Outcomes of apply_decision.
 APPLIED = "applied"
 REFUSED = "refused"  # the control-plane policy denied it (audited)

@@ -35,14 +35,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from recsys_assets.config import variables
+
 VARIANT_CHAMPION = "champion"
 VARIANT_CHALLENGER = "challenger"
 VARIANTS: tuple[str, ...] = (VARIANT_CHAMPION, VARIANT_CHALLENGER)
 
-CHALLENGER_TAG_VAR = "RECSYS_CHALLENGER_TAG"
-CANARY_SHARE_VAR = "RECSYS_CANARY_SHARE"
-CANARY_SALT_VAR = "RECSYS_CANARY_SALT"
-DEFAULT_SHARE = 0.1
+CHALLENGER_TAG_VAR = variables.CHALLENGER_TAG.name
+CANARY_SHARE_VAR = variables.CANARY_SHARE.name
+CANARY_SALT_VAR = variables.CANARY_SALT.name
+DEFAULT_SHARE = 0.1  # variables.CANARY_SHARE.default (tested)
 
 _SCALE = float(1 << 64)  # the hash's first 8 bytes as an unsigned integer, divided by 2**64
 

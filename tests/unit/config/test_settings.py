@@ -5,6 +5,8 @@ import pytest
 
 from recsys_assets.config import Environment, get_settings
 from recsys_assets.config.settings import PROJECT_ROOT
+from recsys_assets.config.variables import SecretRef
+from recsys_assets.defs.warehouse import warehouse_io_manager
 
 
 @pytest.mark.parametrize("name", ["dev", "test"])
@@ -27,9 +29,25 @@ def test_local_environments_use_local_files(name, monkeypatch):
 def test_deployed_environments_take_the_warehouse_from_a_secret(name, monkeypatch):
     monkeypatch.delenv("RECSYS_WAREHOUSE", raising=False)
     settings = get_settings(name)
-    assert isinstance(settings.warehouse, dg.EnvVar)
+    assert isinstance(settings.warehouse, SecretRef)  # the name only: config imports no Dagster
     assert settings.warehouse.env_var_name == f"RECSYS_{name.upper()}_WAREHOUSE"
     assert settings.warehouse_path is None
+    # ... and the Dagster resource gets it as an EnvVar, read only when a run needs it
+    database = warehouse_io_manager(settings.warehouse).database
+    assert isinstance(database, dg.EnvVar)
+    assert database.env_var_name == f"RECSYS_{name.upper()}_WAREHOUSE"
+
+
+def test_a_run_without_the_secret_fails_with_dagsters_message(monkeypatch):
+    monkeypatch.delenv("RECSYS_WAREHOUSE", raising=False)
+    monkeypatch.delenv("RECSYS_ACCEPTANCE_WAREHOUSE", raising=False)
+    manager = warehouse_io_manager(get_settings("acceptance").warehouse)
+    unset = 'fetch the environment variable "RECSYS_ACCEPTANCE_WAREHOUSE" which is not set'
+    with (
+        pytest.raises(dg.DagsterInvalidConfigError, match=unset),
+        dg.build_resources({"warehouse": manager}),
+    ):
+        pass
 
 
 def test_environment_variable_picks_and_overrides(monkeypatch, tmp_path):
