@@ -289,7 +289,8 @@ def test_acceptance_without_keys_is_never_ready(example_shop_demo, tmp_path):
 
 
 def test_every_api_route_is_guarded_by_an_action():
-    from bentos.recommender.service import ROUTE_ACTIONS, Recommender
+    from bentos.recommender.access import ROUTE_ACTIONS
+    from bentos.recommender.service import Recommender
 
     assert {api.route for api in Recommender.apis.values()} == set(ROUTE_ACTIONS)
     gate = DataPlaneGate("prod", {}, None, None)

@@ -484,7 +484,7 @@ def test_feedback_payload_matches_the_service_model(shoppers):
         FeedbackEvent.from_record(record)
 
     pytest.importorskip("bentoml")
-    from bentos.recommender.service import FeedbackRequest
+    from bentos.recommender.schemas import FeedbackRequest
 
     body = FeedbackRequest.model_validate({"events": payload})
     assert len(body.events) == len(payload)
