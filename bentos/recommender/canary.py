@@ -19,6 +19,8 @@ import time
 
 import bentoml
 
+from recsys_assets.config import variables
+
 logger = logging.getLogger("bentoml.recommender")  # the service's logger, in every module
 
 STATE_CHECK_S = 1.0  # how often (at most) a request looks at the canary state file
@@ -33,7 +35,7 @@ def load_challenger(tag: str):
         stored = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound as error:
         raise RuntimeError(
-            f"challenger model {tag} (RECSYS_CHALLENGER_TAG) is not in the BentoML model "
+            f"challenger model {tag} ({variables.CHALLENGER_TAG.name}) is not in the BentoML model "
             f"store: {error}"
         ) from error
     try:

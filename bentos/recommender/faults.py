@@ -12,13 +12,18 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from recsys_assets.config import variables
+
 logger = logging.getLogger("bentoml.recommender")  # the service's logger, in every module
 
 # Extra milliseconds on each request the challenger serves.
-CHALLENGER_DELAY_VAR = "RECSYS_CHALLENGER_DELAY_MS"
+CHALLENGER_DELAY_VAR = variables.CHALLENGER_DELAY_MS.name
 # ... and the share of the challenger's requests that fail with a 500 (drawn per request id).
-CHALLENGER_ERROR_RATE_VAR = "RECSYS_CHALLENGER_ERROR_RATE"
-REFUSED_IN = ("acceptance", "prod")
+CHALLENGER_ERROR_RATE_VAR = variables.CHALLENGER_ERROR_RATE.name
+# The environments that may not set them (their declaration says which may).
+REFUSED_IN = tuple(
+    env for env in variables.ENVIRONMENTS if not variables.CHALLENGER_DELAY_MS.allowed_in(env)
+)
 INJECTED_FAILURE = f"{CHALLENGER_ERROR_RATE_VAR}: injected failure (drill)"
 
 

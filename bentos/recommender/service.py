@@ -49,11 +49,12 @@ from bentos.recommender.schemas import (
 )
 from bentos.recommender.telemetry import install as install_telemetry
 from bentos.recommender.telemetry import service_tracing, tag_request_span
+from recsys_assets.config import variables
 from recsys_assets.core import constants as c
 
 logger = logging.getLogger("bentoml.recommender")
 
-MODEL_TAG = os.environ.get("RECSYS_MODEL_TAG", f"{c.SERVING_MODEL_NAME}:latest")
+MODEL_TAG = variables.MODEL_TAG.read()
 
 
 def _model_ref() -> bentoml.models.BentoModel | None:
@@ -71,7 +72,7 @@ def _model_ref() -> bentoml.models.BentoModel | None:
     traffic={"timeout": 10},
     # Worker processes: 1 by default (in Kubernetes, scale out with pods); the benchmark runs 2
     # on its 2-core machine.
-    workers=int(os.environ.get("RECSYS_SERVICE_WORKERS", "1")),
+    workers=int(variables.SERVICE_WORKERS.read()),
     # Per-request access lines cost CPU on the hot path; /metrics counts requests instead.
     logging={"access": {"enabled": False}},
     # RECSYS_TRACING: off (default), console or otlp (docs/observability.md)

@@ -17,7 +17,7 @@ import sys
 
 from recsys_assets.access.control import AccessDenied, authorize_control, operator_subject
 from recsys_assets.access.policy import CredentialError
-from recsys_assets.config import get_settings
+from recsys_assets.config import get_settings, variables
 from recsys_assets.config.settings import BENTOML_HOME_VAR
 from recsys_assets.release.canary.routing import current_config
 
@@ -30,7 +30,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     models_parser.set_defaults(handler=models)
     rollback_parser = commands.add_parser(
-        "rollback", help="take the current release back (RECSYS_OPERATOR_KEY)"
+        "rollback", help=f"take the current release back ({variables.OPERATOR_KEY.name})"
     )
     rollback_parser.add_argument(
         "--to", help="the release id or model version to return to (default: the previous)"
@@ -38,7 +38,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     rollback_parser.add_argument("--reason", required=True, help="why, for the record")
     rollback_parser.set_defaults(handler=rollback)
     promote_parser = commands.add_parser(
-        "promote", help="move a release to the next environment (RECSYS_OPERATOR_KEY)"
+        "promote", help=f"move a release to the next environment ({variables.OPERATOR_KEY.name})"
     )
     promote_parser.add_argument("version", help="the model version (current release of --from)")
     promote_parser.add_argument("--from", dest="from_env", required=True, choices=ENVIRONMENTS)
@@ -83,7 +83,7 @@ def models(args: argparse.Namespace) -> int:
         for env in ORDER
     }
     champion = next((v["version"] for v in versions if v["stage"] == PROMOTED), None)
-    print(f"registry: {os.environ['BENTOML_HOME']} ({len(versions)} versions)")
+    print(f"registry: {os.environ[variables.BENTOML_HOME.name]} ({len(versions)} versions)")
     envs = "".join(f"{env:<12}" for env in ORDER)
     print(f"  {'version':<20}{'stage':<13}{'created':<22}{'ndcg@10':>9}  {envs}note")
     for v in versions:
@@ -147,7 +147,7 @@ def rollback(args: argparse.Namespace) -> int:
               f"release is {bundle['to']['release_id']} again")  # fmt: skip
         print(f"serve its bento: {bundle['bento_tag'] or '(none recorded)'}")
     print(f"rolled back {', '.join(done['rolled_back'])}; champion is {done['tag']} again")
-    print(f"serve it: RECSYS_MODEL_TAG={done['tag']} make serve  (or its bento)")
+    print(f"serve it: {variables.MODEL_TAG.name}={done['tag']} make serve  (or its bento)")
     return 0
 
 

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from recsys_assets.config import get_settings
+from recsys_assets.config import get_settings, variables
 from recsys_assets.config.settings import BENTOML_HOME_VAR, PROJECT_ROOT
 from recsys_assets.runs import SERVICE
 
@@ -25,13 +25,13 @@ def serve(args: argparse.Namespace) -> int:
     environment's BentoML store (the latest promoted model unless RECSYS_MODEL_TAG says)."""
     os.environ.setdefault(BENTOML_HOME_VAR, str(get_settings().bentoml_home))
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
-    if "RECSYS_MODEL_TAG" not in os.environ:  # the champion, not BentoML's newest ("latest")
+    if variables.MODEL_TAG.name not in os.environ:  # the champion, not BentoML's newest
         # BentoML reads its home when first imported: only now
         from recsys_assets.serving.registry import current_promoted
 
         champion = current_promoted()
         if champion is not None:
-            os.environ["RECSYS_MODEL_TAG"] = champion["tag"]
+            os.environ[variables.MODEL_TAG.name] = champion["tag"]
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     bentoml = str(Path(sys.executable).parent / "bentoml")
     command = [bentoml, "serve", SERVICE, "--host", args.host, "--port", str(args.port)]

@@ -13,7 +13,8 @@ Four pure checks tell the cases apart:
   did a recommended item sell? :func:`performance_drop` compares that with the offline figure.
 
 Evidently (0.7 API: ``Report``, ``Dataset``, ``DataDefinition``, presets) is imported lazily, in
-the functions that need it, so importing this module stays cheap. No Dagster here (a pure domain package).
+the functions that need it, so importing this module stays cheap. No Dagster here (a pure domain
+package).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ import dagster as dg
 import pytest
 
 from recsys_assets.defs.monitoring.assets import mlops_kpis
-from recsys_assets.defs.release.canary import canary_report
 from recsys_assets.defs.monitoring.dashboard import REPORT_NAME, ops_dashboard
+from recsys_assets.defs.release.canary import canary_report
 from recsys_assets.monitoring import loop
 from recsys_assets.serving import registry as model_registry
 from recsys_assets.serving.served_log import ServedLog, ServedRecord

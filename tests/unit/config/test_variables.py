@@ -28,8 +28,6 @@ from recsys_assets.config.variables import (
 NAME = re.compile(r"RECSYS_[A-Z0-9_]*|(?<![A-Z0-9_])BENTOML_HOME(?![A-Z0-9_])")
 DECLARATION = PROJECT_ROOT / "recsys_assets" / "config" / "variables.py"
 SOURCE_TREES = ("recsys_assets", "bentos", "benchmarks")
-# Being split right now; they still spell names in code (listed as xfail with what is left).
-PENDING = ("recsys_assets/cli/", "recsys_assets/runs.py", "bentos/")
 # Files that name variables in prose or configuration: every name there must be declared.
 NAMING_FILES = (
     "README.md",
@@ -262,8 +260,6 @@ def test_no_module_spells_a_variable_name(path):
     """Code reads and sets variables through their declaration (``variables.X.name``,
     ``.read(environ)``), never by a string of its own; docstrings and comments may name them."""
     spelled = spelled_in_code(path.read_text())
-    if spelled and _relative(path).startswith(PENDING):
-        pytest.xfail(f"still to move to config.variables: {spelled}")
     assert spelled == [], f"{_relative(path)} spells variable names; use config.variables"
 
 

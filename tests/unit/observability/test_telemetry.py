@@ -26,8 +26,8 @@ from recsys_assets.serving.model import (
     TableReader,
     recommend,
 )
-from tests.unit.training.test_ranker import SPLIT
 from tests.unit.serving.test_model import BrokenReader, fitted  # noqa: F401 - the fixture
+from tests.unit.training.test_ranker import SPLIT
 
 STEPS = ["candidate_lookup", "feature_read", "ranking", "business_filters"]
 
