@@ -11,13 +11,15 @@ from a :class:`FeatureReader` (in the service: Feast's online store; customer an
 customer-item rows per request, item rows held in memory) -> the same derived features and
 column order as training (:func:`recsys_assets.training.ranker.derive_features`) -> the booster ->
 business filters (only catalogue products; the request's exclusions; optionally items the
-customer bought in the last N days) -> top k. Unknown customers, and any failure to read
-features, get the popularity list, flagged as a fallback with its reason.
+customer bought in the last N days) -> top k. Unknown customers, and a feature store that is
+down or broken (:data:`FEATURE_STORE_ERRORS`), get the popularity list, flagged as a fallback
+with its reason; any other error in the read is a bug and propagates.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +27,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import redis.exceptions
+from google.protobuf.message import DecodeError
 
 from recsys_assets.core import constants as c
 from recsys_assets.evaluation.protocol import Split, evaluate, per_user_ndcg
@@ -46,6 +50,7 @@ from recsys_assets.training.ranker import (
 )
 
 __all__ = [
+    "FEATURE_STORE_ERRORS",
     "CandidateIndex",
     "FeastOnlineReader",
     "FeatureReader",
@@ -64,6 +69,21 @@ FALLBACK_UNKNOWN_CUSTOMER = "unknown_customer"
 FALLBACK_FEATURES_UNAVAILABLE = "feature_store_unavailable"
 FALLBACK_NO_CANDIDATES = "no_candidates_left"
 _DAY_S = 86_400.0
+
+# What a feature read raises when the online store is down or broken, as Feast 0.67's online
+# stores raise it (``online_read`` of feast/infra/online_stores/sqlite.py and redis.py): SQLite's
+# errors (no such table, database locked, not a database), Redis' (connection refused, timeout,
+# a server error reply), OSError (sockets, files; the builtin ConnectionError is one) and
+# protobuf's DecodeError (a stored value that does not parse). These serve the fallback
+# (FALLBACK_FEATURES_UNAVAILABLE). Anything else, a TypeError or a KeyError, is a bug: it
+# propagates. Feast's own errors (a view missing from the registry, a missing extra) come up
+# when a reader is built, when the service loads, not per read.
+FEATURE_STORE_ERRORS: tuple[type[Exception], ...] = (
+    sqlite3.Error,
+    redis.exceptions.RedisError,
+    OSError,
+    DecodeError,
+)
 
 
 # --- Candidates of every known customer --------------------------------------------------------
@@ -444,7 +464,7 @@ def recommend(
             try:
                 bought = model.candidates.bought_mask(customer_id)
                 stored = reader.read(customer_id, items, stamp, bought)
-            except Exception as error:  # the online store is down or broken: serve, flag, count
+            except FEATURE_STORE_ERRORS as error:  # the store is down or broken: serve, flag
                 logger.warning(
                     "feature read failed for a request; serving the fallback", exc_info=True
                 )

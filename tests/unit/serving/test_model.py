@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
+import sqlite3
+
 import pandas as pd
 import pytest
+import redis.exceptions
+from google.protobuf.message import DecodeError
 
 from recsys_assets.core import constants as c
 from recsys_assets.evaluation.protocol import evaluate, temporal_split
 from recsys_assets.serving.model import (
     FALLBACK_FEATURES_UNAVAILABLE,
     FALLBACK_UNKNOWN_CUSTOMER,
+    FEATURE_STORE_ERRORS,
     CandidateIndex,
+    FeastOnlineReader,
+    FeatureReader,
     TableReader,
     build_serving_model,
     evaluate_on_split,
@@ -31,8 +39,20 @@ def fitted():
 
 
 class BrokenReader:
-    def read(self, customer_id, items, as_of):
-        raise ConnectionError("online store down")
+    """A reader whose online store is down: ``error`` is what the store raised."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error if error is not None else ConnectionError("online store down")
+
+    def read(self, customer_id, items, as_of, bought=None):
+        raise self.error
+
+
+class BuggyReader:
+    """A reader with a bug of its own (not the store's): the error must not be hidden."""
+
+    def read(self, customer_id, items, as_of, bought=None):
+        raise TypeError("read() got an unexpected keyword argument")
 
 
 def test_candidate_index_slices_each_customer():
@@ -75,12 +95,49 @@ def test_unknown_customer_gets_the_popular_list_flagged(fitted):
     assert got.model_version == "v-test"
 
 
-def test_feature_store_failure_serves_the_fallback(fitted):
+@pytest.mark.parametrize(
+    "error",
+    [
+        sqlite3.OperationalError("no such table: recsys_customer_profile"),
+        sqlite3.DatabaseError("file is not a database"),
+        redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379"),
+        redis.exceptions.TimeoutError("Timeout reading from socket"),
+        ConnectionRefusedError(111, "Connection refused"),
+        DecodeError("Error parsing message"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_feature_store_failure_serves_the_fallback(fitted, error):
     _, model, train = fitted
     customer = train[c.USER_ID].iloc[0]
-    got = recommend(model, BrokenReader(), customer, k=4)
+    assert isinstance(error, FEATURE_STORE_ERRORS)
+    got = recommend(model, BrokenReader(error), customer, k=4)
     assert got.fallback and got.fallback_reason == FALLBACK_FEATURES_UNAVAILABLE
     assert len(got.items) == 4
+
+
+def test_a_bug_in_the_feature_read_raises_instead_of_serving_the_fallback(fitted):
+    _, model, train = fitted
+    customer = train[c.USER_ID].iloc[0]
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        recommend(model, BuggyReader(), customer, k=4)
+
+
+class OldSignatureReader:
+    def read(self, customer_id, items, as_of):  # the serving path passes `bought` too
+        return {}
+
+
+def test_a_reader_with_the_wrong_signature_fails_loudly(fitted):
+    _, model, train = fitted
+    with pytest.raises(TypeError, match="positional argument"):
+        recommend(model, OldSignatureReader(), train[c.USER_ID].iloc[0], k=4)
+
+
+@pytest.mark.parametrize("reader", [BrokenReader, BuggyReader, TableReader, FeastOnlineReader])
+def test_readers_take_the_arguments_the_serving_path_passes(reader):
+    expected = list(inspect.signature(FeatureReader.read).parameters)
+    assert list(inspect.signature(reader.read).parameters) == expected
 
 
 def test_exclusions_and_recent_purchases_are_filtered(fitted):
