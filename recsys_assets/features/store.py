@@ -219,12 +219,25 @@ def quiet_feast():
 
 @dataclass(frozen=True)
 class ConsistencyReport:
-    """Online vs offline values for sampled entities at one moment."""
+    """Online vs offline values for sampled entities at one moment: online as Feast's SDK
+    reads it (``get_online_features``) and, when a reader was given, as the service reads it."""
 
     compared: int  # entities compared
-    values: int  # feature values compared
+    values: int  # feature values compared (online through get_online_features)
     mismatches: int
     examples: str  # markdown table of the first mismatches, empty when none
+    served_values: int | None = None  # values compared through the service's reader (None: none)
+    served_mismatches: int = 0
+
+    @property
+    def passed(self) -> bool:
+        """Values were compared on every read path asked for, and none differed: a sample
+        that compared nothing (empty tables, keys that never join) proves nothing, so fails."""
+        if self.values == 0 or self.mismatches:
+            return False
+        return self.served_values is None or (
+            self.served_values > 0 and self.served_mismatches == 0
+        )
 
 
 def _equal(a: pd.Series, b: pd.Series) -> pd.Series:
@@ -242,15 +255,20 @@ def consistency_report(
     at: datetime,
     sample_size: int = 50,
     seed: int = c.SEED,
+    reader=None,
 ) -> ConsistencyReport:
     """Compare online values with point-in-time offline values at ``at`` for sampled entities.
 
     ``tables`` maps a stored view name to the table it was materialised from (for sampling keys
     and knowing the feature columns). Offline and online results are joined on the entity keys,
-    never matched by position.
+    never matched by position. With ``reader``, the online side is also read the way the
+    service reads it: through its feature reader (``read(customer_id, items, as_of, bought)``,
+    each feature an array aligned with ``items``: the caller passes
+    :class:`recsys_assets.serving.model.FeastOnlineReader`, as features come before serving),
+    on the features the reader returns.
     """
-    compared = values = mismatches = 0
-    examples = []
+    compared = values = mismatches = served_values = served_mismatches = 0
+    examples: list[str] = []
     for view, table in tables.items():
         keys = entity_keys(table)
         names = [n for n in table.columns if n not in (*keys, c.FEATURE_TS, c.CREATED_TS)]
@@ -265,23 +283,68 @@ def consistency_report(
         ).to_df()
         joined = offline.merge(online, on=keys, suffixes=("_offline", "_online"))
         compared += len(joined)
-        for name in names:
-            same = _equal(joined[f"{name}_offline"], joined[f"{name}_online"])
-            values += len(same)
-            mismatches += int((~same).sum())
-            for _, row in joined.loc[~same].head(3).iterrows():
-                key = ", ".join(str(row[k]) for k in keys)
-                examples.append(
-                    f"| {view} | {key} | {name} | {row[f'{name}_offline']} | "
-                    f"{row[f'{name}_online']} |"
-                )
-    header = "| view | entity | feature | offline | online |\n|---|---|---|---|---|\n"
+        n, bad = _compare(joined, view, keys, names, "get_online_features", examples)
+        values, mismatches = values + n, mismatches + bad
+        if reader is not None:
+            served = _read_served(reader, sample, keys, pd.Timestamp(at))
+            read = [name for name in names if name in served.columns]
+            joined = offline.merge(
+                served[[*keys, *read]], on=keys, suffixes=("_offline", "_online")
+            )
+            n, bad = _compare(joined, view, keys, read, "service reader", examples)
+            served_values, served_mismatches = served_values + n, served_mismatches + bad
+    header = "| view | entity | feature | offline | online | read by |\n|---|---|---|---|---|---|\n"
     return ConsistencyReport(
         compared=compared,
         values=values,
         mismatches=mismatches,
         examples=header + "\n".join(examples[:10]) if examples else "",
+        served_values=served_values if reader is not None else None,
+        served_mismatches=served_mismatches,
     )
+
+
+def _compare(
+    joined: pd.DataFrame,
+    view: str,
+    keys: list[str],
+    names: list[str],
+    path: str,
+    examples: list[str],
+) -> tuple[int, int]:
+    """(values compared, mismatches) of ``<name>_offline`` against ``<name>_online`` in
+    ``joined``; the first three mismatches of each feature are added to ``examples``."""
+    values = mismatches = 0
+    for name in names:
+        same = _equal(joined[f"{name}_offline"], joined[f"{name}_online"])
+        values += len(same)
+        mismatches += int((~same).sum())
+        for _, row in joined.loc[~same].head(3).iterrows():
+            key = ", ".join(str(row[k]) for k in keys)
+            examples.append(
+                f"| {view} | {key} | {name} | {row[f'{name}_offline']} | "
+                f"{row[f'{name}_online']} | {path} |"
+            )
+    return values, mismatches
+
+
+# The id a read gets for the key a view lacks (item rows are read for this customer, customer
+# rows with this item): only the view's own features are compared, so what it finds is unused.
+_NO_ENTITY = ""
+
+
+def _read_served(reader, sample: pd.DataFrame, keys: list[str], at: pd.Timestamp) -> pd.DataFrame:
+    """The sampled entities' features as the service's reader returns them: one read per
+    customer with the sample's items, every customer-item pair looked up (``bought=None``)."""
+    fill = pd.Series(_NO_ENTITY, index=sample.index, dtype=object)
+    users = sample[c.USER_ID].astype(str) if c.USER_ID in keys else fill
+    items = sample[c.ITEM_ID].astype(str) if c.ITEM_ID in keys else fill
+    parts = []
+    for user, rows in sample.groupby(users, sort=False):
+        got = reader.read(str(user), items.loc[rows.index].to_numpy(dtype=object), at, None)
+        part = rows[keys].reset_index(drop=True)
+        parts.append(part.assign(**{name: np.asarray(value) for name, value in got.items()}))
+    return pd.concat(parts, ignore_index=True) if parts else sample[keys].iloc[:0]
 
 
 def entity_keys(table: pd.DataFrame) -> list[str]:

@@ -61,6 +61,9 @@ def test_assets_materialise_and_online_matches_offline(built):
     assert check.check_name == "training_serving_consistency" and check.passed
     assert check.metadata["values_compared"].value > 500
     assert check.metadata["mismatches"].value == 0
+    # the online side also as the service reads it (FeastOnlineReader), on the ranker's features
+    assert check.metadata["served_values_compared"].value > 500
+    assert check.metadata["served_mismatches"].value == 0
 
 
 def test_registry_lists_every_view_and_a_versioned_service(built):
@@ -116,6 +119,58 @@ def test_point_in_time_join_never_sees_the_future(built):
     assert values[1] == first[c.ORDERS_TOTAL]  # a leaky join would show the second day here
     assert values[2] == second[c.ORDERS_TOTAL]
     assert second[c.ORDERS_TOTAL] > first[c.ORDERS_TOTAL]
+
+
+def _catalogue(built) -> list[str]:
+    items = pd.read_parquet(built["repo"].table_path("item_popularity"))[c.ITEM_ID]
+    return items.astype(str).unique().tolist()
+
+
+def test_the_check_compares_what_the_services_reader_serves(built):
+    """A reader that serves something else than the offline store (here: a catalogue without the
+    items, so their features come back missing) fails the report on the served path alone."""
+    from recsys_assets.features.store import STORED_VIEWS, consistency_report
+    from recsys_assets.serving.model import FeastOnlineReader
+
+    store = built["repo"].store()
+    tables = {name: pd.read_parquet(built["repo"].table_path(name)) for name in STORED_VIEWS}
+    end = max(t[c.FEATURE_TS].max() for t in tables.values()).to_pydatetime()
+    served = FeastOnlineReader(store, _catalogue(built))
+    right = consistency_report(store, tables, end, reader=served)
+    assert right.passed and right.served_values > 500 and right.served_mismatches == 0
+    wrong = consistency_report(store, tables, end, reader=FeastOnlineReader(store, []))
+    assert wrong.mismatches == 0 and wrong.served_mismatches > 0 and not wrong.passed
+    assert "| item_popularity |" in wrong.examples and "| service reader |" in wrong.examples
+
+
+@pytest.mark.parametrize("outage", ["sqlite_tables_missing", "sqlite_not_a_database", "redis_down"])
+def test_a_store_that_is_down_raises_what_serving_falls_back_on(
+    built, tmp_path, monkeypatch, outage
+):
+    """The service's reader over a real Feast store whose online store is gone raises one of
+    FEATURE_STORE_ERRORS (the fallback), not an error that would be taken for a bug."""
+    import numpy as np
+
+    from recsys_assets.serving.model import FEATURE_STORE_ERRORS, FeastOnlineReader
+    from tests.integration.support import free_port
+
+    repo = built["repo"]
+    if outage == "redis_down":
+        monkeypatch.setenv("RECSYS_FEAST_REDIS", f"127.0.0.1:{free_port()}")  # nothing listens
+        config = str(repo.path / "environments" / "redis.yaml")
+    else:
+        online = tmp_path / "online_store.db"  # missing: SQLite creates it, without tables
+        if outage == "sqlite_not_a_database":
+            online.write_bytes(b"not a database\n" * 1000)
+        text = (repo.path / "feature_store.yaml").read_text()
+        assert "path: data/online_store.db" in text
+        config = tmp_path / "feature_store.yaml"
+        config.write_text(text.replace("path: data/online_store.db", f"path: {online}"))
+    store = FeatureRepo(repo.path, str(config)).store()  # the registry is intact
+    reader = FeastOnlineReader(store, _catalogue(built))
+    customer = str(built["customer_profile"][c.USER_ID].iloc[0])
+    with pytest.raises(FEATURE_STORE_ERRORS):
+        reader.read(customer, np.array(_catalogue(built)[:3], dtype=object), pd.Timestamp.now())
 
 
 def test_pushed_context_is_served(built):
@@ -174,6 +229,7 @@ def redis_db(monkeypatch):
 def test_redis_online_store_serves_the_same_values(built, tmp_path, redis_db):
     """The production-like profile: same declarations, Redis online store, one setting apart."""
     from recsys_assets.features.store import STORED_VIEWS, consistency_report, materialize
+    from recsys_assets.serving.model import FeastOnlineReader
 
     repo = FeatureRepo(copy_feature_repo(tmp_path / "repo"), "environments/redis.yaml")
     shutil.copytree(built["repo"].tables_dir, repo.tables_dir, ignore=lambda *_: ["registry.db",
@@ -186,8 +242,10 @@ def test_redis_online_store_serves_the_same_values(built, tmp_path, redis_db):
     start = min(t[c.FEATURE_TS].min() for t in tables.values()).to_pydatetime()
     materialize(store, start - pd.Timedelta(seconds=1), end + pd.Timedelta(seconds=1), STORED_VIEWS)
     assert redis_db.dbsize() > 0
-    report = consistency_report(store, tables, end)
+    catalogue = tables["item_popularity"][c.ITEM_ID].astype(str).unique().tolist()
+    report = consistency_report(store, tables, end, reader=FeastOnlineReader(store, catalogue))
     assert report.values > 500 and report.mismatches == 0, report.examples
+    assert report.served_values > 500 and report.passed, report.examples  # the service's reads
     frame = read(store, [{c.USER_ID: "nobody", c.ITEM_ID: "nothing",
                           c.REQUEST_TS: pd.Timestamp("2011-02-10", tz="UTC")}])  # fmt: skip
     assert not bool(frame.loc[0, "customer_profile_known"])
