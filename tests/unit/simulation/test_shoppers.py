@@ -483,8 +483,7 @@ def test_feedback_payload_matches_the_service_model(shoppers):
         del record["type"], record["timestamp"]
         FeedbackEvent.from_record(record)
 
-    pytest.importorskip("bentoml")
-    from bentos.recommender.schemas import FeedbackRequest
+    from bentos.recommender.schemas import FeedbackRequest  # the service's request schema
 
     body = FeedbackRequest.model_validate({"events": payload})
     assert len(body.events) == len(payload)
