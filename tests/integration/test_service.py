@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -11,14 +13,19 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from recsys_assets.core import constants as c
+from recsys_assets.features.store import STORED_VIEWS, FeatureRepo
 from recsys_assets.ingestion.feedback import FeedbackLog, to_canonical_events
 from recsys_assets.release.kubernetes import check, render
+from recsys_assets.serving.model import FeastOnlineReader, ServingModel
+from recsys_assets.serving.registry import load_promoted, model_versions
 from recsys_assets.serving.served_log import SERVED_LOG_VAR, ServedLog
+from recsys_assets.training.ranker import RAW_FEATURES, Ranker
 from tests.conftest import PROJECT_ROOT
 from tests.integration.support import cli_env, free_port, served
 
@@ -99,6 +106,104 @@ def test_customer_features_are_the_online_profile_row(service):
     assert status == 200 and body == {"customer_id": "never-seen", "found": False, "features": {}}
     status, body = _call(port, "/customer_features", {"customer_id": "  "})
     assert status == 400 and "customer_id" in str(body)
+
+
+@dataclasses.dataclass
+class _OverServedCandidates(Ranker):
+    """The offline ranker (:meth:`Ranker.score`: features from Feast's offline store by the
+    point-in-time join, ``derive_features``, the booster on a DMatrix) with the served model's
+    booster, over the served model's precomputed candidates."""
+
+    served: ServingModel | None = None
+
+    def candidates(self, users):
+        frames = []
+        for user in users:
+            items, scores = self.served.candidates.lookup(user)
+            frame = pd.DataFrame(scores, columns=self.served.candidates.columns)
+            frames.append(frame.assign(**{c.USER_ID: user, c.ITEM_ID: items}))
+        return pd.concat(frames, ignore_index=True)
+
+
+def _same(a, b) -> bool:
+    """Two feature values equal: both missing (None, NaN), equal strings or close numbers."""
+
+    def missing(value) -> bool:
+        return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+
+    if missing(a) or missing(b):
+        return missing(a) and missing(b)
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_served_features_and_scores_are_feasts_and_the_offline_rankers(service):
+    """What the service reads and scores, not only its shape: for sampled customers, the
+    profile /customer_features returns and what the service's reader reads equal Feast's online
+    and offline (point-in-time) values at the end of the materialised range, and /recommend's
+    scores at that moment equal the offline ranker's."""
+    port, workdir, bento_tag = service
+    version = bento_tag.split(":")[1].split("-")[0]
+    [stored] = [v for v in model_versions(home=workdir / "bentoml") if v["version"] == version]
+    model = load_promoted(stored["path"], stored["metadata"])  # the model the service loaded
+    repo = FeatureRepo(workdir / "feature_repo")
+    store = repo.store()  # the store the service reads (the test environment's, SQLite)
+    end = max(pd.read_parquet(repo.table_path(v))[c.FEATURE_TS].max() for v in STORED_VIEWS)
+    end = pd.Timestamp(end).tz_convert("UTC")  # online_features materialised up to here
+    known = sorted(model.candidates.offsets)
+    customers = [str(u) for u in np.random.default_rng(c.SEED).choice(known, 6, replace=False)]
+
+    profile_refs = [f"customer_profile:{name}" for name in c.CUSTOMER_FEATURES]
+    online = store.get_online_features(
+        features=profile_refs, entity_rows=[{c.USER_ID: u} for u in customers]
+    ).to_df()
+    offline = store.get_historical_features(
+        entity_df=pd.DataFrame({c.USER_ID: customers, c.FEATURE_TS: end}), features=profile_refs
+    ).to_df()
+    for customer in customers:
+        status, body = _call(port, "/customer_features", {"customer_id": customer})
+        assert status == 200 and body["found"], body
+        served = body["features"]
+        assert set(served) == set(c.CUSTOMER_FEATURES) and served[c.ORDERS_TOTAL] >= 1, served
+        sdk = online.loc[online[c.USER_ID] == customer].iloc[0]
+        pit = offline.loc[offline[c.USER_ID] == customer].iloc[0]
+        for name in c.CUSTOMER_FEATURES:
+            assert _same(served[name], sdk[name]), (customer, name, served[name], sdk[name])
+            assert _same(served[name], pit[name]), (customer, name, served[name], pit[name])
+
+    offline_ranker = _OverServedCandidates(
+        config=model.ranker_config,
+        generators={},
+        tables={},
+        booster=model.booster,
+        features=list(model.features),
+        split_ts=end,
+        served=model,
+    )
+    scored = offline_ranker.score(customers, as_of=end, store=store)
+    reader = FeastOnlineReader(store, list(model.catalogue))  # the service's reader
+    for customer in customers:
+        expected = scored.loc[scored[c.USER_ID] == customer].set_index(c.ITEM_ID)
+        items, _ = model.candidates.lookup(customer)
+        read = reader.read(customer, items, end, model.candidates.bought_mask(customer))
+        for name in RAW_FEATURES:  # the reader's values are the offline store's, per candidate
+            for item, value in zip(items, read[name], strict=True):
+                assert _same(value, expected.at[item, name]), (customer, item, name, value)
+
+        status, body = _call(
+            port,
+            "/recommend",
+            {"customer_id": customer, "k": c.MAX_K, "context": {"timestamp": end.isoformat()}},
+        )
+        assert status == 200 and not body["fallback"], body
+        assert pd.Timestamp(body["as_of"]) == end
+        got = {item["item_id"]: item["score"] for item in body["items"]}
+        assert len(got) == min(c.MAX_K, len(expected))
+        for item, score in got.items():
+            assert score == pytest.approx(expected.at[item, c.SCORE], abs=1e-6), (customer, item)
+        left_out = expected.loc[~expected.index.isin(list(got)), c.SCORE]
+        assert left_out.empty or left_out.max() <= min(got.values()) + 1e-6  # the top k
 
 
 def test_served_log_holds_one_record_per_successful_request(service, served_log_file):
