@@ -101,6 +101,10 @@ def test_full_online_retail_demo(tmp_path):
     assert figures["item_knn"]["ndcg"] == pytest.approx(0.311, abs=0.005)
     assert figures["als"]["ndcg"] == pytest.approx(0.286, abs=0.005)
     assert figures["repeat_then_popular"]["n_users"] == 1540
-    # The production model: the XGBoost ranker clears the project's bar of NDCG@10 >= 0.375.
-    assert figures["ranker"]["ndcg"] == pytest.approx(0.377, abs=0.01)
+    # The production model: the XGBoost ranker clears the project's bar of NDCG@10 >= 0.375
+    # (it measured 0.377). The upper bound is a sanity check, not a target: the best variant
+    # benchmarked reached 0.382 and the bootstrap p95 is 0.387 (benchmarks/results/ranker.md), so
+    # a figure above 0.40 more likely means the features see the test window (a leak) than a
+    # better model; find out why before raising it.
+    assert 0.375 <= figures["ranker"]["ndcg"] <= 0.40, figures["ranker"]["ndcg"]
     assert report["best_model"] == "ranker"
