@@ -85,6 +85,9 @@ MONITORS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 NO_VARIANT = "none"  # served without an A/B variant
 
+# A monitor's outcome (its metadata "outcome") -> the status the page shows.
+OUTCOME_STATUS = {loop.PASSED: "ok", loop.FAILED: "over threshold", loop.NOT_JUDGED: "not judged"}
+
 
 def dashboard_figures(
     loop_events: Sequence[Mapping[str, Any]],
@@ -185,7 +188,8 @@ def releases(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def drift_history(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Every retraining decision: its drift signals and thresholds, fired or not, oldest first."""
+    """Every retraining decision: its drift signals and thresholds, fired or not, and the
+    signals it could not judge (``not_judged``: signal -> reason), oldest first."""
     rows = []
     for event in events:
         if event.get("kind") != loop.DECISION:
@@ -197,6 +201,7 @@ def drift_history(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "fire": bool(event.get("fire")),
             "triggers": list(event.get("triggers") or []),
             "reason": event.get("reason"),
+            "not_judged": dict(event.get("not_judged") or {}),
             "latest_data_ts": values.get("latest_data_ts"),
             "model_version": values.get("model_version"),
         }
@@ -266,7 +271,11 @@ def _days(served: pd.DataFrame) -> pd.Series:
 
 def monitor_results(monitors: Mapping[str, Mapping[str, Any] | None]) -> list[dict[str, Any]]:
     """One row per monitoring asset (the known ones first, in page order): whether it ran, its
-    status and its headline figures (every plain figure for an asset not known here)."""
+    status and its headline figures (every plain figure for an asset not known here).
+
+    A monitor that records its ``outcome`` (``loop.OUTCOMES``) shows it as the status: "ok",
+    "over threshold" or "not judged" (then ``reason`` says why: nothing to compare is unknown,
+    not ok); other assets show their own ``status`` metadata ("measured" without one)."""
     names = list(MONITORS) + sorted(set(monitors) - set(MONITORS))
     rows = []
     for name in names:
@@ -286,13 +295,20 @@ def monitor_results(monitors: Mapping[str, Mapping[str, Any] | None]) -> list[di
             continue
         metadata = dict(metadata)
         if not keys:
-            keys = tuple(k for k, v in metadata.items() if _scalar(v) and k != "materialized_at")
+            keys = tuple(
+                k
+                for k, v in metadata.items()
+                if _scalar(v) and k not in ("materialized_at", "outcome", "reason")
+            )
+        outcome = metadata.get("outcome") if isinstance(metadata.get("outcome"), str) else None
         rows.append(
             {
                 "asset": name,
                 "question": question,
                 "ran": True,
-                "status": str(metadata.get("status") or "measured"),
+                "status": OUTCOME_STATUS.get(outcome) or str(metadata.get("status") or "measured"),
+                "outcome": outcome,
+                "reason": metadata.get("reason") if outcome == loop.NOT_JUDGED else None,
                 "materialized_at": metadata.get("materialized_at"),
                 "figures": {k: metadata[k] for k in keys if k in metadata and k != "status"},
             }
@@ -637,17 +653,27 @@ def _monitor_section(monitors: list[Mapping[str, Any]]) -> str:
     rows = []
     for m in monitors:
         figures = "; ".join(f"{k}: {_figure(k, v)}" for k, v in (m.get("figures") or {}).items())
+        status = m["status"]
+        if m.get("outcome") == loop.NOT_JUDGED and m.get("reason"):
+            status = f"{status}: {m['reason']}"
         rows.append(
             (
                 m["asset"],
                 m.get("question") or "",
-                m["status"],
+                status,
                 _when(m.get("materialized_at")) if m.get("ran") else "",
                 figures,
             )
         )
     if not any(m.get("ran") for m in monitors):
         head += _empty("No monitor has run yet (monitoring_job runs when new data lands).")
+    unjudged = [m["asset"] for m in monitors if m.get("outcome") == loop.NOT_JUDGED]
+    if unjudged:
+        head += (
+            f"<p class='alert'>Not judged: {escape(', '.join(unjudged))}. These monitors had "
+            "nothing to compare (or too little) and could not say whether all is well; their "
+            "checks show as warnings, not as passed, and they trigger no retraining.</p>"
+        )
     return head + table(["monitor", "question it answers", "status", "last run", "figures"], rows)
 
 

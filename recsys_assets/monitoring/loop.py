@@ -9,7 +9,8 @@ Three parts, all pure:
 - :func:`retraining_decision`: the triggers (data drift, item mix, prediction drift, live
   performance, model age) against the thresholds of ``monitoring`` in the environment's settings,
   with the guards that keep the loop from flapping (a retraining already running, the cooldown,
-  a broken feed).
+  a broken feed). A trigger whose signal was not judged (its monitor had nothing to compare)
+  is neither fired nor healthy: the decision records it as not judged, with the reason.
 - :func:`incidents` and :func:`kpis`: from the log, per drift incident the time to detect (first
   drifted data landed -> the decision that fired), the time to recover (detection -> the retrained
   model serving) and the deployment time (training finished -> serving), with their history.
@@ -113,10 +114,19 @@ class LoopLog:
 
 # --- The retraining decision ---------------------------------------------------------------
 
+# A monitor's outcome, in its materialisation and check metadata (key "outcome"): judged and
+# within its thresholds, judged and over one, or not judged (nothing to compare, too few lists,
+# a figure that cannot be computed; key "reason" says why). Not judged is unknown, not healthy.
+PASSED = "passed"
+FAILED = "failed"
+NOT_JUDGED = "not_judged"
+OUTCOMES = (PASSED, FAILED, NOT_JUDGED)
+
 
 @dataclass(frozen=True)
 class Signals:
-    """What the monitors saw in the latest window (None: not measured, e.g. no served lists)."""
+    """What the monitors saw in the latest window (None or NaN: not measured, e.g. no served
+    lists). ``not_judged``: trigger (or ``data_quality``) -> why its monitor could not judge."""
 
     latest_data_ts: str | None = None  # newest landed event
     model_version: str | None = None  # the serving (newest promoted) model
@@ -129,6 +139,7 @@ class Signals:
     performance_drop: float | None = None  # relative drop of the live hit rate
     scored_lists: int = 0  # served lists whose delayed ground truth is in
     monitored_at: str | None = None  # when the monitors ran
+    not_judged: dict[str, str] = field(default_factory=dict)  # signal -> why not judged
 
     @property
     def new_data_days(self) -> float | None:
@@ -141,16 +152,18 @@ class Signals:
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether to retrain now, which triggers fired, and why it did or did not fire."""
+    """Whether to retrain now, which triggers fired, which could not be judged, and why it did
+    or did not fire."""
 
     fire: bool
     triggers: tuple[str, ...]  # triggers over their threshold
     reason: str  # one sentence for the log and the UI
     values: dict[str, Any] = field(default_factory=dict)  # every signal and threshold used
+    not_judged: dict[str, str] = field(default_factory=dict)  # signal -> why it was not judged
 
     def as_event(self) -> dict[str, Any]:
         return {"fire": self.fire, "triggers": list(self.triggers), "reason": self.reason,
-                "values": self.values}  # fmt: skip
+                "values": self.values, "not_judged": dict(self.not_judged)}  # fmt: skip
 
 
 def _ts(value: str | pd.Timestamp) -> pd.Timestamp:
@@ -160,6 +173,10 @@ def _ts(value: str | pd.Timestamp) -> pd.Timestamp:
 
 def _over(value: float | None, threshold: float) -> bool:
     return value is not None and not math.isnan(value) and value >= threshold
+
+
+def _unknown(*values: float | None) -> bool:
+    return any(value is None or math.isnan(value) for value in values)
 
 
 def retraining_decision(
@@ -180,6 +197,12 @@ def retraining_decision(
     Guards, in order: no model serving yet; a retraining run in progress; quality problems (a
     broken feed must be fixed, not learnt); the cooldown (less than ``cooldown_days`` of data
     since the data end of the last retraining request).
+
+    Not judged: a trigger not over its threshold whose monitor could not judge
+    (``signals.not_judged``), whose signal is unknown (None or NaN) or, for ``performance``,
+    with fewer than ``min_lists`` scored lists. It never fires and is not counted as healthy:
+    ``Decision.not_judged`` (and the decision event) lists it with the reason, and the reason
+    sentence says so.
     """
     t = thresholds
     limits = asdict(t) if hasattr(t, "__dataclass_fields__") else dict(t)
@@ -194,9 +217,31 @@ def retraining_decision(
         "model_age": _over(signals.new_data_days, t.max_model_age_days),
     }
     triggers = tuple(name for name, over in checks.items() if over)
+    unknown = {
+        "data_drift": _unknown(signals.data_drift_share),
+        "item_mix": _unknown(signals.item_mix_distance),
+        "prediction_drift": _unknown(signals.score_ks, signals.served_item_distance),
+        "performance": _unknown(signals.performance_drop),
+        "model_age": signals.new_data_days is None,
+    }
+    not_judged: dict[str, str] = {}
+    for name, over in checks.items():
+        if over:
+            continue  # a signal over its threshold was judged
+        if name in signals.not_judged:
+            not_judged[name] = str(signals.not_judged[name])
+        elif unknown[name]:
+            not_judged[name] = "not measured"
+        elif name == "performance" and signals.scored_lists < t.min_lists:
+            not_judged[name] = f"{signals.scored_lists} scored lists, at least {t.min_lists} needed"
+    for name, why in signals.not_judged.items():  # e.g. data_quality: a guard, not a trigger
+        if name not in checks:
+            not_judged[name] = str(why)
+    unjudged = "; ".join(f"{name} ({why})" for name, why in not_judged.items())
+    suffix = f"; not judged: {unjudged}" if not_judged else ""
 
     def hold(reason: str) -> Decision:
-        return Decision(False, triggers, reason, values)
+        return Decision(False, triggers, reason, values, not_judged)
 
     if signals.model_version is None:
         return hold("no promoted model yet: the first one comes from the full pipeline")
@@ -207,7 +252,9 @@ def retraining_decision(
             "data quality problems, fix the feed first: " + "; ".join(signals.quality_problems)
         )
     if not triggers:
-        return hold("no trigger over its threshold")
+        if all(name in not_judged for name in checks):
+            return hold(f"no trigger judged, nothing fires on unknown: {unjudged}")
+        return hold("no trigger over its threshold" + suffix)
     if last_retraining_data_ts is not None and signals.latest_data_ts is not None:
         since = (_ts(signals.latest_data_ts) - _ts(last_retraining_data_ts)).total_seconds()
         if since < t.cooldown_days * 86_400:
@@ -215,7 +262,8 @@ def retraining_decision(
                 f"cooldown: {since / 86_400:.2f} of {t.cooldown_days:g} days of data since the "
                 f"last retraining; triggers {list(triggers)} wait"
             )
-    return Decision(True, triggers, f"retrain: {', '.join(triggers)} over threshold", values)
+    reason = f"retrain: {', '.join(triggers)} over threshold{suffix}"
+    return Decision(True, triggers, reason, values, not_judged)
 
 
 # --- KPIs -------------------------------------------------------------------------------------

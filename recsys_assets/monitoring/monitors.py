@@ -12,6 +12,10 @@ Four pure checks tell the cases apart:
 - :func:`delayed_performance`: once the purchases after each served list are known, how often
   did a recommended item sell? :func:`performance_drop` compares that with the offline figure.
 
+Unknown is not healthy: a result that cannot be computed (no rows on a side, no list counted, a
+distance that is NaN, a reference figure of 0) says so with ``judged`` False and a ``reason``,
+and keeps its figures NaN, never a 0 that would read as "no change".
+
 Evidently (0.7 API: ``Report``, ``Dataset``, ``DataDefinition``, presets) is imported lazily, in
 the functions that need it, so importing this module stays cheap. No Dagster here (a pure domain
 package).
@@ -47,11 +51,14 @@ __all__ = [
     "MODEL_FEATURES",
     "NUMERIC_FEATURES",
     "DriftResult",
+    "ItemMixShift",
+    "PerformanceDrop",
     "PredictionDriftResult",
     "QualityResult",
     "data_drift",
     "data_quality",
     "delayed_performance",
+    "item_mix_shift",
     "performance_drop",
     "prediction_drift",
     "window_features",
@@ -237,7 +244,8 @@ class DriftResult:
     ``columns`` maps each compared column to its ``score`` (a p-value for the statistical tests
     Evidently picks on small samples, a distance otherwise), ``method``, ``threshold`` and
     ``drifted``. ``n_reference`` / ``n_current`` are the rows used after sampling. The evaluated
-    snapshot is kept (out of equality and repr) for :meth:`save_html`.
+    snapshot is kept (out of equality and repr) for :meth:`save_html`. ``judged`` is False when
+    no drifted share came out (NaN): the verdict is then unknown, not "no drift".
     """
 
     drifted_share: float
@@ -254,9 +262,15 @@ class DriftResult:
         """The columns Evidently found drifted, in column order."""
         return [name for name, result in self.columns.items() if result["drifted"]]
 
+    @property
+    def judged(self) -> bool:
+        """Whether a drifted share was computed (False: nothing to compare, not "no drift")."""
+        return bool(np.isfinite(self.drifted_share))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able figures (for asset metadata or a JSON report)."""
         return {
+            "judged": self.judged,
             "drifted_share": self.drifted_share,
             "dataset_drift": self.dataset_drift,
             "drift_share": self.drift_share,
@@ -548,6 +562,11 @@ class PredictionDriftResult:
     the reference scores' standard deviation. Items of the top k: Jensen-Shannon distance (base
     2: 0 same distribution, 1 disjoint) between their frequency distributions. Fallback rates:
     share of requests answered by a fallback. ``n_reference`` / ``n_current``: served lists.
+
+    ``judged``: whether the verdict is known. A figure that cannot be computed (a window without
+    requests, items or finite scores) stays NaN; ``drifted`` is then True if a computed figure is
+    over its threshold (a drift seen on half the evidence is a drift), else the result is not
+    judged (``judged`` False, ``reason`` says why) rather than "no drift".
     """
 
     ks_statistic: float
@@ -562,6 +581,8 @@ class PredictionDriftResult:
     score_threshold: float
     item_threshold: float
     drifted: bool
+    judged: bool = True
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able figures."""
@@ -605,25 +626,28 @@ def prediction_drift(
     Every served list counts, fallbacks included: they are what customers saw (their scores
     are popularity counts on another scale, so a jump in the fallback rate also moves the
     score distribution; the rates are reported to tell the two apart). ``drifted`` when the KS
-    statistic > ``score_threshold`` or the JS distance > ``item_threshold``. Raises ValueError
-    when a window has no requests or no recommended items.
+    statistic > ``score_threshold`` or the JS distance > ``item_threshold``. A window without
+    requests, recommended items or finite scores leaves its figures NaN and the result not
+    judged unless the other figure drifted (:class:`PredictionDriftResult`). Raises ValueError
+    when a window lacks the ``items`` or ``scores`` column.
     """
-    from scipy.spatial.distance import jensenshannon
     from scipy.stats import ks_2samp, wasserstein_distance
 
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    unknown: list[str] = []  # why a figure could not be computed
     for side, frame in (("reference", reference), ("current", current)):
-        if len(frame) == 0:
-            raise ValueError(f"prediction drift: the {side} window has no served requests")
         absent = [x for x in (SERVED_ITEMS, SERVED_SCORES) if x not in frame.columns]
         if absent:
             raise ValueError(f"prediction drift: the {side} window lacks columns {absent}")
+        if len(frame) == 0:
+            unknown.append(f"the {side} window has no served requests")
     ref_items = _top_k(reference[SERVED_ITEMS].reset_index(drop=True), k).astype(str)
     cur_items = _top_k(current[SERVED_ITEMS].reset_index(drop=True), k).astype(str)
-    for side, items in (("reference", ref_items), ("current", cur_items)):
-        if len(items) == 0:
-            raise ValueError(f"prediction drift: the {side} window served no items")
+    sides = (("reference", reference, ref_items), ("current", current, cur_items))
+    for side, frame, items in sides:
+        if len(frame) and len(items) == 0:
+            unknown.append(f"the {side} window served no items")
 
     ref_scores, cur_scores = _scores(reference, k), _scores(current, k)
     if len(ref_scores) and len(cur_scores):
@@ -633,16 +657,19 @@ def prediction_drift(
         wasserstein = float(wasserstein_distance(ref_scores, cur_scores)) / spread
     else:
         ks_stat = ks_p = wasserstein = float("nan")
+        if len(reference) and len(current):
+            unknown.append("a window has no finite served score")
 
     ref_counts = ref_items.value_counts()
     cur_counts = cur_items.value_counts()
     universe = ref_counts.index.union(cur_counts.index)
     p = ref_counts.reindex(universe, fill_value=0).to_numpy(dtype=np.float64)
     q = cur_counts.reindex(universe, fill_value=0).to_numpy(dtype=np.float64)
-    js = float(jensenshannon(p / p.sum(), q / q.sum(), base=2))
-    js = min(max(js, 0.0), 1.0) if np.isfinite(js) else 0.0
+    # NaN when a side has no item: unknown, not "the same items"
+    js = float(_js_from_counts(p[None, :], q[None, :])[0]) if len(universe) else float("nan")
 
     drifted = bool((ks_stat > score_threshold) or (js > item_threshold))  # NaN compares False
+    judged = drifted or bool(np.isfinite(ks_stat) and np.isfinite(js))
     return PredictionDriftResult(
         ks_statistic=ks_stat,
         ks_pvalue=ks_p,
@@ -656,6 +683,8 @@ def prediction_drift(
         score_threshold=score_threshold,
         item_threshold=item_threshold,
         drifted=drifted,
+        judged=judged,
+        reason=None if judged else "; ".join(unknown) or "a distance is NaN",
     )
 
 
@@ -676,7 +705,7 @@ def delayed_performance(
     *,
     k: int = c.DEFAULT_K,
     horizon_days: float = 7,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Live quality of served lists once their ground truth (later purchases) has arrived.
 
     For each served list (top ``k`` of ``items``), the purchases (``user_id``, ``item_id``,
@@ -687,29 +716,37 @@ def delayed_performance(
     with a recommended item bought), ``hit_rate_with_purchase`` (the same over lists whose
     customer bought anything: comparable with the offline HitRate@k, which evaluates buyers
     only), ``precision`` (recommended items bought / (lists * k)) and ``recall`` (mean over lists
-    with a purchase of recommended items bought / distinct items bought). Rates are NaN when
-    nothing counts.
+    with a purchase of recommended items bought / distinct items bought), ``judged`` and
+    ``reason``. When nothing counts the rates are NaN, ``judged`` is False and ``reason`` says
+    why (no served list, no purchase, no list whose horizon has elapsed).
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     horizon = pd.Timedelta(days=horizon_days)
     nan = float("nan")
-    empty = {
-        "lists": 0,
-        "lists_with_purchase": 0,
-        "hit_rate": nan,
-        "hit_rate_with_purchase": nan,
-        "precision": nan,
-        "recall": nan,
-    }
-    if len(served) == 0 or len(purchases) == 0:
-        return empty
+
+    def empty(reason: str) -> dict[str, Any]:
+        return {
+            "lists": 0,
+            "lists_with_purchase": 0,
+            "hit_rate": nan,
+            "hit_rate_with_purchase": nan,
+            "precision": nan,
+            "recall": nan,
+            "judged": False,
+            "reason": reason,
+        }
+
+    if len(served) == 0:
+        return empty("no served list")
+    if len(purchases) == 0:
+        return empty("no purchase to score the served lists on")
     bought_ts = _utc_ts(purchases[c.EVENT_TS])
     latest = bought_ts.max()
     served_ts = _utc_ts(served[SERVED_TS]).reset_index(drop=True)
     ready = (served_ts + horizon <= latest).to_numpy()
     if not ready.any():
-        return empty
+        return empty(f"no served list's {horizon_days:g}-day horizon has elapsed yet")
     rows = np.flatnonzero(ready)
     lists = pd.DataFrame(
         {
@@ -752,15 +789,41 @@ def delayed_performance(
         "recall": (
             float((hits.loc[with_purchase] / n_bought).mean()) if len(with_purchase) else nan
         ),
+        "judged": True,
+        "reason": None,
     }
 
 
-def performance_drop(observed: float, expected: float) -> float:
-    """Relative drop of a live figure against the offline one: ``(expected - observed) /
-    expected`` (0.25 = a quarter worse; negative = better); 0 when ``expected`` is 0."""
-    if expected == 0:
-        return 0.0
-    return (expected - observed) / expected
+@dataclass(frozen=True)
+class PerformanceDrop:
+    """A live figure's relative drop against its reference (:func:`performance_drop`).
+
+    ``drop`` = ``(expected - observed) / expected`` (0.25 = a quarter worse; negative = better).
+    ``judged`` False, ``drop`` NaN and ``reason`` set when it cannot be computed: either figure
+    unknown (NaN), or a reference of 0 (a drop from nothing is undefined, not 0).
+    """
+
+    drop: float
+    observed: float
+    expected: float
+    judged: bool = True
+    reason: str | None = None
+
+
+def performance_drop(observed: float, expected: float) -> PerformanceDrop:
+    """Relative drop of a live figure against the reference one: ``(expected - observed) /
+    expected``; not judged when either is NaN or ``expected`` is 0 (:class:`PerformanceDrop`)."""
+    observed, expected = float(observed), float(expected)
+    reason = None
+    if not np.isfinite(observed):
+        reason = "the live figure is unknown"
+    elif not np.isfinite(expected):
+        reason = "the reference figure is unknown"
+    elif expected == 0:
+        reason = "the reference figure is 0: a relative drop from it is undefined"
+    if reason is not None:
+        return PerformanceDrop(float("nan"), observed, expected, judged=False, reason=reason)
+    return PerformanceDrop((expected - observed) / expected, observed, expected)
 
 
 # --- Item mix ----------------------------------------------------------------------------------
@@ -776,6 +839,8 @@ class ItemMixShift:
     the same sizes (no change at all). ``excess`` = ``distance - expected`` (the trigger's
     figure: a few hundred lines over hundreds of items are far apart by chance alone).
     ``pvalue``: share of the splits at least as far apart as the observed windows (add-one).
+    ``judged`` False (with the ``reason``) when a window has no rows or the distance is NaN: the
+    figures are then NaN, never a 0 that reads as "the same mix".
     """
 
     distance: float
@@ -784,27 +849,38 @@ class ItemMixShift:
     pvalue: float
     n_reference: int
     n_current: int
+    judged: bool = True
+    reason: str | None = None
 
 
 def _js_from_counts(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Row-wise Jensen-Shannon distance (base 2) of count vectors (rows: repetitions)."""
-    p = p / p.sum(axis=-1, keepdims=True)
-    q = q / q.sum(axis=-1, keepdims=True)
-    m = (p + q) / 2
+    """Row-wise Jensen-Shannon distance (base 2) of count vectors (rows: repetitions); NaN for
+    a row where either side has no count (no distribution to compare)."""
+    p_total = p.sum(axis=-1, keepdims=True)
+    q_total = q.sum(axis=-1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
+        p = p / p_total
+        q = q / q_total
+        m = (p + q) / 2
         kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum(axis=-1)
         kl_q = np.where(q > 0, q * np.log2(q / m), 0.0).sum(axis=-1)
-    return np.sqrt(np.clip((kl_p + kl_q) / 2, 0.0, 1.0))
+    distance = np.sqrt(np.clip((kl_p + kl_q) / 2, 0.0, 1.0))
+    return np.where((p_total[..., 0] > 0) & (q_total[..., 0] > 0), distance, np.nan)
 
 
 def item_mix_shift(
     reference: pd.Series, current: pd.Series, *, permutations: int = 200, seed: int = c.SEED
 ) -> ItemMixShift:
     """The item-mix shift of ``current`` against ``reference`` (one item id per row, e.g. the
-    purchase lines of each window), with a permutation baseline; raises ValueError when a
-    window is empty."""
+    purchase lines of each window), with a permutation baseline; not judged (NaN figures,
+    ``judged`` False) when a window is empty or the distance is NaN."""
+    nan = float("nan")
+
+    def not_judged(reason: str) -> ItemMixShift:
+        return ItemMixShift(nan, nan, nan, nan, len(reference), len(current), False, reason)
+
     if len(reference) == 0 or len(current) == 0:
-        raise ValueError(
+        return not_judged(
             f"item mix needs rows in both windows (reference {len(reference)}, "
             f"current {len(current)})"
         )
@@ -814,6 +890,8 @@ def item_mix_shift(
         np.bincount(codes[:n_ref], minlength=n_items)[None, :].astype(float),
         np.bincount(codes[n_ref:], minlength=n_items)[None, :].astype(float),
     )[0]
+    if not np.isfinite(observed):
+        return not_judged("the item-mix distance is NaN")
     rng = np.random.default_rng(seed)
     shuffled = np.stack([rng.permutation(codes) for _ in range(permutations)])
     ref_counts = np.zeros((permutations, n_items))

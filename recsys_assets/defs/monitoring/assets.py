@@ -13,6 +13,10 @@ thresholds from ``monitoring`` in the environment's settings (docs/monitoring.md
 - ``live_performance``: hit rate of served lists on the purchases that followed them (delayed
   ground truth) in the latest days against the same model's first days.
 
+Each monitor's outcome is ``passed``, ``failed`` or ``not_judged`` (nothing to compare, too
+few lists, a figure that cannot be computed): in its metadata (``outcome``, ``not_judged``:
+signal -> reason) and its check's (:func:`check_result`). Not judged never passes.
+
 ``mlops_kpis`` turns the loop's event log into MTTD, MTTR and deployment velocity.
 """
 
@@ -76,11 +80,80 @@ def serving_model() -> dict[str, Any] | None:
     }
 
 
+# Monitor asset -> its check and its signals as the retraining decision names them (triggers;
+# data quality is a guard): a monitor that cannot judge marks its signals not judged.
+MONITOR_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "data_drift_report": ("data_drift", ("data_drift", "item_mix")),
+    "data_quality_report": ("data_quality", ("data_quality",)),
+    "prediction_drift_report": ("prediction_drift", ("prediction_drift",)),
+    "live_performance": ("performance", ("performance",)),
+}
+MONITOR_SIGNALS = {name: signals for name, (_, signals) in MONITOR_CHECKS.items()}
+NOT_JUDGED_STATUS = "not judged"  # a monitor's metadata "status" when it could not judge
+
+
+def check_result(
+    check: str,
+    outcome: str,
+    description: str,
+    *,
+    reason: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> dg.AssetCheckResult:
+    """A monitor's check result (always WARN severity) for ``outcome`` (``loop.OUTCOMES``).
+
+    Not judged is reported as ``passed=False`` at WARN severity, with metadata ``outcome:
+    not_judged`` and the ``reason``. Dagster's check result is only passed or failed, and passed
+    shows green: it says the data was checked and found within bounds, which a monitor with
+    nothing to compare cannot say. WARN shows amber, not red, and never blocks (these checks
+    are not blocking, nothing downstream waits on them), so an empty window stops nothing; the
+    ``outcome`` metadata tells a not-judged check from a real failure for the dashboard, the
+    pipeline metrics and whoever reads the check.
+    """
+    if outcome not in loop.OUTCOMES:
+        raise ValueError(f"unknown monitor outcome {outcome!r}; known: {list(loop.OUTCOMES)}")
+    extra = {"outcome": outcome, **({"reason": reason} if reason else {}), **(metadata or {})}
+    return dg.AssetCheckResult(
+        check_name=check,
+        passed=outcome == loop.PASSED,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata=extra,
+    )
+
+
+def outcome_of(failed: bool, not_judged: dict[str, str]) -> str:
+    """Failed when a judged figure is over its threshold, else not judged when any figure could
+    not be judged, else passed."""
+    if failed:
+        return loop.FAILED
+    return loop.NOT_JUDGED if not_judged else loop.PASSED
+
+
+def outcome_metadata(outcome: str, not_judged: dict[str, str]) -> dict[str, Any]:
+    """The monitor's outcome for its materialisation: ``outcome``, ``not_judged`` (signal ->
+    reason, read by the retraining sensor) and, when not judged, ``reason``."""
+    metadata: dict[str, Any] = {
+        "outcome": outcome,
+        "not_judged": dg.MetadataValue.json(dict(not_judged)),
+    }
+    if not_judged:
+        metadata["reason"] = "; ".join(dict.fromkeys(not_judged.values()))
+    return metadata
+
+
 def skipped(check: str, why: str, **metadata: Any) -> dg.MaterializeResult:
-    """A monitor with nothing to compare yet: says why; its check passes without a verdict."""
+    """A monitor with nothing to compare: says why, and its check is not judged (passed=False,
+    WARN, ``outcome: not_judged``; :func:`check_result`), never a pass."""
+    signals = next(signals for name, signals in MONITOR_CHECKS.values() if name == check)
+    not_judged = dict.fromkeys(signals, why)
     return dg.MaterializeResult(
-        metadata={"status": why, **metadata},
-        check_results=[dg.AssetCheckResult(check_name=check, passed=True, description=why)],
+        metadata={
+            "status": NOT_JUDGED_STATUS,
+            **outcome_metadata(loop.NOT_JUDGED, not_judged),
+            **metadata,
+        },
+        check_results=[check_result(check, loop.NOT_JUDGED, f"not judged: {why}", reason=why)],
     )
 
 
@@ -169,12 +242,30 @@ def data_drift_report(
     html = reports_dir() / "data_drift.html"
     drift.save_html(html)
     drifted = [name for name, col in drift.columns.items() if col["drifted"]]
-    passed = (
-        drift.drifted_share < settings.drift_share and not mix.excess >= settings.item_mix_distance
+    not_judged: dict[str, str] = {}
+    if not drift.judged:
+        not_judged["data_drift"] = "no drifted share came out of the comparison"
+    if not mix.judged:
+        not_judged["item_mix"] = str(mix.reason)
+    outcome = outcome_of(
+        (drift.judged and drift.drifted_share >= settings.drift_share)
+        or (mix.judged and mix.excess >= settings.item_mix_distance),
+        not_judged,
+    )
+    share_text = (
+        f"{drift.drifted_share:.0%} of features drifted (threshold {settings.drift_share:.0%})"
+        if drift.judged
+        else f"feature drift not judged: {not_judged['data_drift']}"
+    )
+    mix_text = (
+        f"item mix distance {mix.excess:.3f} (threshold {settings.item_mix_distance})"
+        if mix.judged
+        else f"item mix not judged: {mix.reason}"
     )
     return dg.MaterializeResult(
         metadata={
-            "status": "measured",
+            "status": NOT_JUDGED_STATUS if outcome == loop.NOT_JUDGED else "measured",
+            **outcome_metadata(outcome, not_judged),
             "model_version": model["version"],
             "drifted_share": float(drift.drifted_share),
             "item_mix_distance": mix.excess,
@@ -192,13 +283,11 @@ def data_drift_report(
             **windows.as_metadata(),
         },
         check_results=[
-            dg.AssetCheckResult(
-                check_name="data_drift",
-                passed=bool(passed),
-                severity=dg.AssetCheckSeverity.WARN,
-                description=f"{drift.drifted_share:.0%} of features drifted "
-                f"(threshold {settings.drift_share:.0%}), item mix distance {mix.excess:.3f} "
-                f"(threshold {settings.item_mix_distance})",
+            check_result(
+                "data_drift",
+                outcome,
+                f"{share_text}, {mix_text}",
+                reason="; ".join(not_judged.values()) or None,
                 metadata={"drifted_features": dg.MetadataValue.json(drifted)},
             )
         ],
@@ -234,9 +323,11 @@ def data_quality_report(
     quality.save_html(html)
     quarantined = restore_event_dtypes(quarantined_events)
     quarantined = _between(quarantined, windows.current_start, windows.current_end)
+    outcome = loop.PASSED if quality.ok else loop.FAILED
     return dg.MaterializeResult(
         metadata={
             "status": "measured",
+            **outcome_metadata(outcome, {}),
             "problems": dg.MetadataValue.json(list(quality.problems)),
             "rows": len(current),
             "quarantined_rows": len(quarantined),
@@ -244,12 +335,7 @@ def data_quality_report(
             **windows.as_metadata(),
         },
         check_results=[
-            dg.AssetCheckResult(
-                check_name="data_quality",
-                passed=bool(quality.ok),
-                severity=dg.AssetCheckSeverity.WARN,
-                description="; ".join(quality.problems) or "no problems",
-            )
+            check_result("data_quality", outcome, "; ".join(quality.problems) or "no problems")
         ],
     )
 
@@ -311,24 +397,25 @@ def prediction_drift_report() -> dg.MaterializeResult:
         "reference_fallback_rate": float(drift.fallback_rate_reference),
         "current_fallback_rate": float(drift.fallback_rate_current),
     }
+    not_judged = {} if drift.judged else {"prediction_drift": str(drift.reason)}
+    outcome = outcome_of(drift.drifted, not_judged)
+    description = (
+        f"served scores KS {figures['score_ks']:.3f} (threshold {settings.score_ks}), "
+        f"recommended items JS {figures['served_item_distance']:.3f} "
+        f"(threshold {settings.served_item_distance})"
+    )
+    if outcome == loop.NOT_JUDGED:
+        description = f"not judged: {drift.reason} ({description})"
     return dg.MaterializeResult(
         metadata={
-            "status": "measured",
+            "status": NOT_JUDGED_STATUS if outcome == loop.NOT_JUDGED else "measured",
+            **outcome_metadata(outcome, not_judged),
             "model_version": model["version"],
             **figures,
             "reference_lists": drift.n_reference,
             "current_lists": drift.n_current,
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="prediction_drift",
-                passed=not drift.drifted,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=f"served scores KS {figures['score_ks']:.3f} (threshold "
-                f"{settings.score_ks}), recommended items JS {figures['served_item_distance']:.3f}"
-                f" (threshold {settings.served_item_distance})",
-            )
-        ],
+        check_results=[check_result("prediction_drift", outcome, description, reason=drift.reason)],
     )
 
 
@@ -365,33 +452,41 @@ def live_performance(validated_events: pd.DataFrame) -> dg.MaterializeResult:
     drop = monitoring.performance_drop(
         now["hit_rate_with_purchase"], before["hit_rate_with_purchase"]
     )
-    enough = now["lists_with_purchase"] >= settings.min_lists
-    passed = not enough or drop < settings.performance_drop
+    scored = int(now["lists_with_purchase"])
+    why = None
+    if not before["judged"]:
+        why = f"the model's first days: {before['reason']}"
+    elif not now["judged"]:
+        why = f"the latest days: {now['reason']}"
+    elif not drop.judged:
+        why = f"hit rate drop: {drop.reason}"
+    elif scored < settings.min_lists:  # too few to tell a drop from chance
+        why = f"{scored} lists with a purchase, at least {settings.min_lists} needed"
+    not_judged = {} if why is None else {"performance": why}
+    outcome = outcome_of(why is None and drop.drop >= settings.performance_drop, not_judged)
+    description = (
+        f"hit rate {now['hit_rate_with_purchase']:.3f} vs "
+        f"{before['hit_rate_with_purchase']:.3f} in the model's first days: {drop.drop:+.0%} "
+        f"drop (threshold {settings.performance_drop:.0%}, {scored} lists with a purchase, at "
+        f"least {settings.min_lists} needed)"
+    )
+    if why is not None:
+        description = f"not judged: {why} ({description})"
     return dg.MaterializeResult(
         metadata={
-            "status": "measured",
+            "status": NOT_JUDGED_STATUS if outcome == loop.NOT_JUDGED else "measured",
+            **outcome_metadata(outcome, not_judged),
             "model_version": model["version"],
             "hit_rate": float(now["hit_rate_with_purchase"]),
             "reference_hit_rate": float(before["hit_rate_with_purchase"]),
             "offline_hit_rate": float(model["metrics"].get("hit_rate", np.nan)),
             "hit_rate_all_lists": float(now["hit_rate"]),
-            "performance_drop": float(drop),
-            "scored_lists": int(now["lists_with_purchase"]),
+            "performance_drop": float(drop.drop),
+            "scored_lists": scored,
             "reference_lists": int(before["lists_with_purchase"]),
             "precision": float(now["precision"]),
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="performance",
-                passed=bool(passed),
-                severity=dg.AssetCheckSeverity.WARN,
-                description=f"hit rate {now['hit_rate_with_purchase']:.3f} vs "
-                f"{before['hit_rate_with_purchase']:.3f} in the model's first days: {drop:+.0%} "
-                f"drop (threshold {settings.performance_drop:.0%}, "
-                f"{int(now['lists_with_purchase'])} lists with a purchase, at least "
-                f"{settings.min_lists} needed)",
-            )
-        ],
+        check_results=[check_result("performance", outcome, description, reason=why)],
     )
 
 

@@ -5,7 +5,8 @@ loop's event log, the registry's promoted versions, the served log and the lates
 every monitoring asset, and writes reports/monitoring/ops_dashboard.html
 (:mod:`recsys_assets.monitoring.dashboard`): the model in service, releases and rollbacks, drift
 signals against their thresholds, MTTD / MTTR / deployment time, traffic and fallback rate per
-day, and the latest monitor results (docs/monitoring.md, "The operations dashboard").
+day, and the latest monitor results, a monitor that could not judge shown as "not judged"
+with its reason, never as ok (docs/monitoring.md, "The operations dashboard").
 """
 
 from datetime import UTC, datetime
@@ -125,5 +126,9 @@ def ops_dashboard(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             "requests": int(figures["traffic"]["requests"]),
             "loop_events": len(events),
             "monitors_run": sum(1 for m in figures["monitors"] if m["ran"]),
+            # ran, but had nothing (or too little) to compare: unknown, not ok
+            "monitors_not_judged": sum(
+                1 for m in figures["monitors"] if m.get("outcome") == loop.NOT_JUDGED
+            ),
         }
     )

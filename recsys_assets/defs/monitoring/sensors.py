@@ -6,7 +6,9 @@ Each tick does one of three things:
    monitors measure; the sensor only reads);
 2. the monitors measured something not yet decided on -> evaluate the triggers
    (:func:`recsys_assets.monitoring.loop.retraining_decision`), log the decision with its values to
-   the loop's event log and, when it fires, request ``retraining_job``;
+   the loop's event log and, when it fires, request ``retraining_job``. A monitor that could not
+   judge (its outcome ``not_judged``, or never run) fires nothing and counts as healthy for
+   nothing: the decision event lists its signals under ``not_judged`` with the reason;
 3. nothing new -> skip (and log nothing: a quiet loop writes no noise).
 
 Retraining is asynchronous: the run goes to the run queue, the service keeps serving the
@@ -15,6 +17,7 @@ landed data and which monitor run were handled, so a tick never decides twice on
 """
 
 import json
+import math
 
 import dagster as dg
 
@@ -44,17 +47,33 @@ def _metadata(record) -> dict:
 
 
 def _number(metadata: dict, key: str) -> float | None:
+    """A figure, or None when it is missing or not finite (NaN: not measured)."""
     value = metadata.get(key)
-    return float(value) if isinstance(value, int | float) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _not_judged(name: str, metadata: dict, signals: tuple[str, ...]) -> dict[str, str]:
+    """The signals a monitor could not judge, with why: all of them when it never ran."""
+    if not metadata:
+        return dict.fromkeys(signals, f"{name} has not run yet")
+    found = metadata.get("not_judged")
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
 def signals_from(instance: dg.DagsterInstance) -> loop.Signals:
     """The latest monitor materialisations as the decision's input."""
-    drift = _metadata(_latest(instance, "data_drift_report"))
-    quality = _metadata(_latest(instance, "data_quality_report"))
-    prediction = _metadata(_latest(instance, "prediction_drift_report"))
-    performance = _metadata(_latest(instance, "live_performance"))
-    from recsys_assets.defs.monitoring.assets import serving_model
+    from recsys_assets.defs.monitoring.assets import MONITOR_SIGNALS, serving_model
+
+    latest = {name: _metadata(_latest(instance, name)) for name in MONITOR_SIGNALS}
+    drift = latest["data_drift_report"]
+    quality = latest["data_quality_report"]
+    prediction = latest["prediction_drift_report"]
+    performance = latest["live_performance"]
+    not_judged: dict[str, str] = {}
+    for name, signals in MONITOR_SIGNALS.items():
+        not_judged.update(_not_judged(name, latest[name], signals))
 
     model = serving_model() or {}
     return loop.Signals(
@@ -69,6 +88,7 @@ def signals_from(instance: dg.DagsterInstance) -> loop.Signals:
         performance_drop=_number(performance, "performance_drop"),
         scored_lists=int(performance.get("scored_lists") or 0),
         monitored_at=loop.now_utc(),
+        not_judged=not_judged,
     )
 
 

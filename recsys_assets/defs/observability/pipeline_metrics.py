@@ -3,7 +3,8 @@
 
 :class:`PipelineCollector` turns the instance's run storage and event log into gauges: runs by
 job and status, each job's latest run, each asset's latest materialization (step duration, rows,
-age), the monitors' drift figures and the latest result of every asset check. The work per
+age), the monitors' drift figures and the latest result of every asset check (passed, failed,
+or not judged: a monitor with nothing to compare is neither). The work per
 scrape is bounded: the latest ``run_limit`` runs, one latest materialization per asset (at most
 ``asset_limit`` assets), the step stats and check evaluations of the runs that produced them,
 and one query for the checks' latest results. Labels are job, asset, check, status and figure
@@ -26,6 +27,8 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from recsys_assets.monitoring.loop import NOT_JUDGED
 
 __all__ = [
     "MONITOR_FIGURES",
@@ -91,6 +94,13 @@ def _number(value: Any) -> float | None:
     if isinstance(value, list | tuple):
         return float(len(value))
     return None
+
+
+def _outcome(evaluation: Any) -> str | None:
+    """A check evaluation's ``outcome`` metadata (the monitors': passed, failed, not_judged)."""
+    value = (getattr(evaluation, "metadata", None) or {}).get("outcome")
+    value = getattr(value, "value", value)
+    return value if isinstance(value, str) else None
 
 
 def _rows(metadata: Mapping[str, Any]) -> float | None:
@@ -234,18 +244,26 @@ class PipelineCollector(Collector):
                 if value is not None and not math.isnan(value):
                     figures.add_metric([asset, name], value)
         yield from (step, rows, when, figures)
-        yield self._checks(check_keys)
+        yield from self._checks(check_keys)
 
-    def _checks(self, check_keys: set[dg.AssetCheckKey]) -> GaugeMetricFamily:
+    def _checks(self, check_keys: set[dg.AssetCheckKey]) -> Iterator[GaugeMetricFamily]:
         passed = GaugeMetricFamily(
             f"{PREFIX}_asset_check_passed",
-            "Latest result of each asset check: 1 passed, 0 failed.",
-            # no severity label: a monitor that skips reports its check with the default
-            # severity, so the label would flip and split the series
+            "Latest result of each asset check that judged: 1 passed, 0 failed (a check "
+            "that could not judge has no sample here, see asset_check_not_judged).",
+            # no severity label: a check's severity may change with its result, which would
+            # split the series
+            labels=["asset", "check"],
+        )
+        not_judged = GaugeMetricFamily(
+            f"{PREFIX}_asset_check_not_judged",
+            "1 when the latest result of each asset check could not judge (metadata outcome "
+            f"{NOT_JUDGED}: a monitor with nothing to compare), 0 when it judged.",
             labels=["asset", "check"],
         )
         if not check_keys:
-            return passed
+            yield from (passed, not_judged)
+            return
         latest = self.instance.event_log_storage.get_latest_asset_check_execution_by_key(
             sorted(check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name))
         )
@@ -254,8 +272,12 @@ class PipelineCollector(Collector):
         ):
             if record.status not in CHECK_DONE or record.event is None:
                 continue  # planned: still running (or its step failed before evaluating)
-            passed.add_metric([key.asset_key.to_user_string(), key.name], CHECK_DONE[record.status])
-        return passed
+            labels = [key.asset_key.to_user_string(), key.name]
+            unknown = _outcome(record.evaluation) == NOT_JUDGED
+            not_judged.add_metric(labels, float(unknown))
+            if not unknown:
+                passed.add_metric(labels, CHECK_DONE[record.status])
+        yield from (passed, not_judged)
 
 
 def registry(instance: dg.DagsterInstance, **options: Any) -> CollectorRegistry:

@@ -185,6 +185,38 @@ def test_latest_monitors(figures):
     assert rows["custom_monitor"]["figures"] == {"widgets": 3}  # unknown asset: plain figures
 
 
+def test_a_monitor_that_could_not_judge_shows_not_judged_not_ok(tmp_path):
+    why = "no purchases in one of the windows"
+    monitors = {
+        "data_drift_report": {"status": "not judged", "outcome": loop.NOT_JUDGED, "reason": why,
+                              "not_judged": {"data_drift": why, "item_mix": why}},
+        "prediction_drift_report": {"status": "measured", "outcome": loop.FAILED,
+                                    "score_ks": 0.5},
+        "live_performance": {"status": "measured", "outcome": loop.PASSED, "hit_rate": 0.3},
+    }  # fmt: skip
+    unjudged = decision(
+        "2024-03-02T10:00:00+00:00",
+        fire=False,
+        drift=0.1,
+        mix=0.1,
+        not_judged={"performance": "12 scored lists, at least 100 needed"},
+    )
+    figures = dashboard.dashboard_figures([unjudged], [], None, monitors)
+    rows = {m["asset"]: m for m in figures["monitors"]}
+    drift = rows["data_drift_report"]
+    assert drift["status"] == "not judged" and drift["outcome"] == loop.NOT_JUDGED
+    assert drift["reason"] == why
+    assert rows["live_performance"]["status"] == "ok"
+    assert rows["prediction_drift_report"]["status"] == "over threshold"
+    assert rows["live_performance"]["reason"] is None
+    assert figures["drift"][0]["not_judged"] == {
+        "performance": "12 scored lists, at least 100 needed"
+    }
+    page = dashboard.write_dashboard(figures, tmp_path / "ops.html", title="Ops").read_text()
+    assert f"<td>not judged: {why}</td>" in page
+    assert "Not judged: data_drift_report." in page
+
+
 def test_figures_are_json(figures):
     json.dumps(figures, allow_nan=False)
 

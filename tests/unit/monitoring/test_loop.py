@@ -68,6 +68,65 @@ def test_missing_measurements_never_fire():
     assert decide(unknown).triggers == ()
 
 
+def test_calm_signals_leave_nothing_unjudged():
+    assert decide().not_judged == {}
+    assert decide().as_event()["not_judged"] == {}
+
+
+def test_unknown_signals_are_not_judged_not_healthy():
+    unknown = dataclasses.replace(
+        CALM, data_drift_share=None, item_mix_distance=float("nan"), score_ks=None,
+        served_item_distance=None, performance_drop=None, latest_data_ts=None,
+    )  # fmt: skip
+    decision = decide(unknown)
+    assert not decision.fire and decision.triggers == ()
+    assert decision.not_judged == dict.fromkeys(
+        ("data_drift", "item_mix", "prediction_drift", "performance", "model_age"), "not measured"
+    )
+    assert decision.reason.startswith("no trigger judged, nothing fires on unknown: ")
+    assert decision.reason != "no trigger over its threshold"
+    assert decision.as_event()["not_judged"] == decision.not_judged
+
+
+def test_a_monitor_that_could_not_judge_is_recorded_with_its_reason():
+    why = "no purchases in one of the windows"
+    signals = dataclasses.replace(
+        CALM, data_drift_share=None, item_mix_distance=None,
+        not_judged={"data_drift": why, "item_mix": why, "data_quality": "no purchases"},
+    )  # fmt: skip
+    decision = decide(signals)
+    assert not decision.fire
+    assert decision.not_judged == {
+        "data_drift": why,
+        "item_mix": why,
+        "data_quality": "no purchases",
+    }
+    assert decision.reason == (
+        "no trigger over its threshold; not judged: "
+        f"data_drift ({why}); item_mix ({why}); data_quality (no purchases)"
+    )
+    event = decision.as_event()
+    assert event["not_judged"]["data_drift"] == why
+    assert event["values"]["not_judged"]["data_drift"] == why  # the signals as they came
+
+
+def test_too_few_scored_lists_is_not_judged():
+    few = dataclasses.replace(CALM, performance_drop=0.01, scored_lists=99)
+    decision = decide(few)
+    assert not decision.fire
+    assert decision.not_judged == {"performance": "99 scored lists, at least 100 needed"}
+
+
+def test_a_judged_trigger_fires_beside_unjudged_ones():
+    signals = dataclasses.replace(
+        CALM, data_drift_share=0.8, item_mix_distance=None, not_judged={"item_mix": "empty"}
+    )
+    decision = decide(signals)
+    assert decision.fire and decision.triggers == ("data_drift",)
+    assert decision.not_judged == {"item_mix": "empty"}
+    assert decision.reason == "retrain: data_drift over threshold; not judged: item_mix (empty)"
+
+
 DRIFTED = dataclasses.replace(CALM, data_drift_share=0.8)
 
 

@@ -312,12 +312,33 @@ def test_prediction_drift_by_hand_top_k_and_fallbacks():
     assert result.fallback_rate_current == pytest.approx(0.25)
 
 
-def test_prediction_drift_empty_window():
+def test_prediction_drift_same_windows_are_judged():
+    served = _served([["a", "b"], ["a", "c"]], [[4.0, 3.0], [2.0, 1.0]])
+    result = prediction_drift(served, served.copy(), k=2)
+    assert result.judged and result.reason is None
+
+
+def test_prediction_drift_empty_window_is_not_judged_not_calm():
     served = _served([["a"]], [[1.0]])
-    with pytest.raises(ValueError, match="current window has no served requests"):
-        prediction_drift(served, served.iloc[:0])
-    with pytest.raises(ValueError, match="reference window served no items"):
-        prediction_drift(_served([[]], [[]]), served)
+    result = prediction_drift(served, served.iloc[:0])
+    assert not result.judged and not result.drifted
+    assert result.reason == "the current window has no served requests"
+    assert math.isnan(result.js_distance) and math.isnan(result.ks_statistic)  # not 0.0
+    result = prediction_drift(_served([[]], [[]]), served)
+    assert not result.judged
+    assert "the reference window served no items" in result.reason
+    assert math.isnan(result.js_distance)
+    with pytest.raises(ValueError, match="lacks columns"):
+        prediction_drift(served.drop(columns=["scores"]), served)
+
+
+def test_prediction_drift_without_scores_is_not_judged_unless_the_items_drifted():
+    ref = _served([["a", "b"]], [[float("nan"), float("nan")]])
+    same = prediction_drift(ref, ref.copy(), k=2)
+    assert not same.judged and math.isnan(same.ks_statistic)
+    assert same.reason == "a window has no finite served score"
+    other = prediction_drift(ref, _served([["x", "y"]], [[float("nan")] * 2]), k=2)
+    assert other.drifted and other.judged  # the items alone show the drift
 
 
 # --- delayed_performance ------------------------------------------------------------------------
@@ -367,12 +388,33 @@ def test_delayed_performance_nothing_elapsed():
     got = delayed_performance(_lists(), _bought().iloc[:2], k=2)
     assert got["lists"] == 0
     assert math.isnan(got["hit_rate"])
+    assert got["judged"] is False
+    assert got["reason"] == "no served list's 7-day horizon has elapsed yet"
+    assert delayed_performance(_lists(), _bought(), k=2)["judged"] is True
+    assert delayed_performance(_lists(), _bought().iloc[:0], k=2)["reason"] == (
+        "no purchase to score the served lists on"
+    )
 
 
 def test_performance_drop():
-    assert performance_drop(0.3, 0.4) == pytest.approx(0.25)
-    assert performance_drop(0.5, 0.4) == pytest.approx(-0.25)
-    assert performance_drop(0.1, 0.0) == 0.0
+    assert performance_drop(0.3, 0.4).drop == pytest.approx(0.25)
+    assert performance_drop(0.5, 0.4).drop == pytest.approx(-0.25)
+    assert performance_drop(0.3, 0.4).judged
+
+
+@pytest.mark.parametrize(
+    ("observed", "expected", "why"),
+    [
+        (0.1, 0.0, "the reference figure is 0"),  # used to read as a 0 drop
+        (float("nan"), 0.4, "the live figure is unknown"),
+        (0.3, float("nan"), "the reference figure is unknown"),
+    ],
+)
+def test_performance_drop_that_cannot_be_computed_is_not_judged(observed, expected, why):
+    drop = performance_drop(observed, expected)
+    assert not drop.judged
+    assert math.isnan(drop.drop)
+    assert drop.reason.startswith(why)
 
 
 # --- item mix ------------------------------------------------------------------------------------
@@ -405,5 +447,18 @@ def test_item_mix_a_turn_to_a_few_items_stands_out():
 
 
 def test_item_mix_needs_both_windows():
-    with pytest.raises(ValueError, match="current 0"):
-        item_mix_shift(pd.Series(["a"]), pd.Series([], dtype=str))
+    shift = item_mix_shift(pd.Series(["a"]), pd.Series([], dtype=str))
+    assert not shift.judged
+    assert "current 0" in shift.reason
+    assert all(math.isnan(x) for x in (shift.distance, shift.expected, shift.excess, shift.pvalue))
+    assert item_mix_shift(pd.Series(["a", "a"]), pd.Series(["b", "b"])).judged
+
+
+def test_js_distance_of_empty_windows_is_nan_not_zero():
+    from recsys_assets.monitoring.monitors import _js_from_counts
+
+    counts = np.array([[0.0, 0.0], [1.0, 1.0]])
+    got = _js_from_counts(counts, np.array([[0.0, 0.0], [1.0, 1.0]]))
+    assert math.isnan(got[0])  # no item on either side: unknown, not "the same mix"
+    assert got[1] == pytest.approx(0.0)
+    assert math.isnan(_js_from_counts(counts[:1], counts[1:])[0])

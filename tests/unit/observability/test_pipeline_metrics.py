@@ -17,7 +17,7 @@ from recsys_assets import cli, runs
 from recsys_assets.defs.observability import pipeline_metrics
 
 # --- a tiny pipeline: rows, drift figures, a WARN check that passes, an ERROR check that fails,
-# and a job whose only asset raises
+# a WARN check that could not judge, and a job whose only asset raises
 
 
 @dg.asset
@@ -27,7 +27,10 @@ def validated_events() -> dg.MaterializeResult:
 
 @dg.asset(
     deps=[validated_events],
-    check_specs=[dg.AssetCheckSpec("data_drift", asset="data_drift_report")],
+    check_specs=[
+        dg.AssetCheckSpec("data_drift", asset="data_drift_report"),
+        dg.AssetCheckSpec("item_mix_window", asset="data_drift_report"),
+    ],
 )
 def data_drift_report() -> dg.MaterializeResult:
     return dg.MaterializeResult(
@@ -35,7 +38,15 @@ def data_drift_report() -> dg.MaterializeResult:
         check_results=[
             dg.AssetCheckResult(
                 check_name="data_drift", passed=True, severity=dg.AssetCheckSeverity.WARN
-            )
+            ),
+            # as a monitor reports a check with nothing to compare (defs/monitoring/assets.py)
+            dg.AssetCheckResult(
+                check_name="item_mix_window",
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                description="not judged: no purchases in one of the windows",
+                metadata={"outcome": "not_judged", "reason": "no purchases in one of the windows"},
+            ),
         ],
     )
 
@@ -136,6 +147,11 @@ def test_exposition_has_runs_assets_monitors_and_checks(pipeline_runs):
     assert metrics["recsys_pipeline_asset_check_passed"] == {
         (("asset", "data_drift_report"), ("check", "data_drift")): 1.0,  # WARN, passed
         (("asset", "data_drift_report"), ("check", "drift_budget")): 0.0,  # ERROR, failed
+    }  # item_mix_window could not judge: neither passed nor failed, no sample
+    assert metrics["recsys_pipeline_asset_check_not_judged"] == {
+        (("asset", "data_drift_report"), ("check", "data_drift")): 0.0,
+        (("asset", "data_drift_report"), ("check", "drift_budget")): 0.0,
+        (("asset", "data_drift_report"), ("check", "item_mix_window")): 1.0,
     }
     assert 0 <= metrics["recsys_pipeline_scrape_duration_seconds"][()] < 5
 
