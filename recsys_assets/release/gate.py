@@ -4,11 +4,14 @@ A challenger passes when all of these hold:
 
 - it was evaluated: its NDCG@K on the evaluation protocol is a finite number above 0;
 - it is not worse than the champion by more than ``max_ndcg_drop`` (relative). When both
-  carry per-customer NDCG on the same split (``per_user_ndcg``), the comparison is paired and
-  accounts for sampling noise: the challenger is refused when the upper end of the 95% paired
-  bootstrap interval of its relative difference is below ``-max_ndcg_drop`` (it is worse
-  beyond doubt). Without them, the point rule ``ndcg >= champion_ndcg * (1 - max_ndcg_drop)``.
-  No champion yet: this rule passes. Why paired: on a shop of a few hundred evaluated customers
+  carry per-customer NDCG (``per_user_ndcg``) on exactly the same customers, the comparison is
+  paired and accounts for sampling noise: the challenger is refused when the upper end of the
+  95% paired bootstrap interval of its relative difference is below ``-max_ndcg_drop`` (it is
+  worse beyond doubt). Otherwise (either has none, the customers differ, or the paired figures
+  are not numbers) the point rule ``ndcg >= champion_ndcg * (1 - max_ndcg_drop)``; the figures
+  say which rule decided and why (``ndcg_rule``, ``ndcg_rule_why``). A champion whose NDCG is
+  not a number refuses every challenger: there is nothing to hold it against. No champion yet:
+  this rule passes. Why paired: on a shop of a few hundred evaluated customers
   two equally good models differ by several percent by chance, and a point rule refused about
   half of the retrained models in the closed-loop simulation, the ones that fixed the drift;
 - it is fast enough: its in-process p99 latency is within ``latency_budget_p99_ms``. Where
@@ -21,6 +24,7 @@ A challenger passes when all of these hold:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,8 +62,11 @@ def quality_gate_decision(
     latency_budget_p99_ms: float,
     latency_blocks: bool = True,
 ) -> GateDecision:
-    """Decide on a challenger from its figures (``ndcg``, ``latency.p99_ms``) and the
-    champion's (``ndcg``, ``version``; None before the first promotion). With
+    """Decide on a challenger from its figures (``ndcg``, ``latency.p99_ms``, ``per_user_ndcg``)
+    and the champion's (``ndcg``, ``version``, ``per_user_ndcg``, ``basis``; None before the
+    first promotion). The figures record which NDCG rule decided (``ndcg_rule``: ``paired``,
+    ``point`` or ``none``), why (``ndcg_rule_why``) and the paired difference (``paired``:
+    relative, low, high, n_users, n_resamples) wherever it was computed. With
     ``latency_blocks=False`` a latency over the budget is a warning, not a reason to refuse."""
     reasons, warnings = [], []
     ndcg = _number(challenger.get("ndcg"))
@@ -67,31 +74,73 @@ def quality_gate_decision(
     figures: dict[str, Any] = {"ndcg": ndcg, "latency_p99_ms": p99}
     if not (math.isfinite(ndcg) and ndcg > 0):
         reasons.append(f"no usable evaluation: ndcg={challenger.get('ndcg')!r}")
-    paired = None
-    if champion is not None and challenger.get("per_user_ndcg") and champion.get("per_user_ndcg"):
-        paired = paired_ndcg_difference(challenger["per_user_ndcg"], champion["per_user_ndcg"])
     if champion is not None:
         champion_ndcg = _number(champion.get("ndcg"))
         floor = champion_ndcg * (1.0 - max_ndcg_drop)
         figures |= {"champion": champion.get("version"), "champion_ndcg": champion_ndcg}
         figures["ndcg_floor"] = floor
-        if paired is not None and paired["n_users"] > 0:
+        paired, why = _paired(challenger, champion)
+        if paired is not None:
             figures["paired"] = {k: round(v, 4) if isinstance(v, float) else v
                                  for k, v in paired.items()}  # fmt: skip
+        rule = "paired" if paired is not None and why is None else "point"
+        if not math.isfinite(champion_ndcg):
+            rule, why = "none", "the champion's ndcg is not a number: no rule can compare with it"
+            reasons.append(
+                f"the champion's ndcg is {champion.get('ndcg')!r}, not a number: nothing to hold "
+                "the challenger against"
+            )
+        figures["ndcg_rule"] = rule
+        figures["ndcg_rule_why"] = why or (
+            f"both carry per-customer NDCG on the same {paired['n_users']} customers"
+        )
+        if rule == "paired":
             if paired["high"] < -max_ndcg_drop:
                 reasons.append(
                     f"ndcg is {paired['relative']:+.1%} against the champion on the same "
                     f"{paired['n_users']} customers (95% interval {paired['low']:+.1%} to "
                     f"{paired['high']:+.1%}): worse than -{max_ndcg_drop:.0%} beyond doubt"
                 )
-        elif math.isfinite(floor) and not ndcg >= floor:
+        elif rule == "point" and not ndcg >= floor:
             reasons.append(
                 f"ndcg {ndcg:.4f} is below the champion's {champion_ndcg:.4f} minus "
                 f"{max_ndcg_drop:.0%} ({floor:.4f})"
             )
+    else:
+        figures |= {"ndcg_rule": "none", "ndcg_rule_why": "no champion yet"}
     if not (math.isfinite(p99) and p99 <= latency_budget_p99_ms):
         breach = f"p99 latency {p99:.2f} ms is over the budget {latency_budget_p99_ms} ms"
         (reasons if latency_blocks else warnings).append(breach)
     figures["latency_budget_p99_ms"] = latency_budget_p99_ms
     figures["latency_blocks"] = latency_blocks
     return GateDecision(passed=not reasons, reasons=reasons, figures=figures, warnings=warnings)
+
+
+def _paired(
+    challenger: dict[str, Any], champion: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The paired difference of the two models' per-customer NDCG and None, when both carry it
+    on exactly the same customers and its figures are numbers; else why the point rule decides
+    instead (with the paired figures where they were computed but are not numbers)."""
+    ours = challenger.get("per_user_ndcg") or {}
+    theirs = champion.get("per_user_ndcg") or {}
+    if not ours:
+        return None, "the challenger has no per-customer NDCG"
+    if not theirs:
+        basis = champion.get("basis")
+        return None, "the champion has no per-customer NDCG" + (f" ({basis})" if basis else "")
+    if set(ours) != set(theirs):
+        common = len(set(ours) & set(theirs))
+        return None, (
+            f"per-customer NDCG on different customers (challenger {len(ours)}, "
+            f"champion {len(theirs)}, {common} in common)"
+        )
+    with warnings.catch_warnings():  # all-NaN resamples: said below, not as a RuntimeWarning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        paired = paired_ndcg_difference(ours, theirs)
+    if not all(math.isfinite(paired[k]) for k in ("relative", "low", "high")):
+        return paired, (
+            f"the paired difference on {paired['n_users']} customers is not a number "
+            f"(relative {paired['relative']}: the champion scores 0 there, or a figure is NaN)"
+        )
+    return paired, None

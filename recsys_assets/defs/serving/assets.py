@@ -76,6 +76,11 @@ def serving_version(ranker_version: str, purchases: pd.DataFrame) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
+def numeric(figures: dict) -> dict:
+    """The figures that are plain numbers (a model's summary metrics, without its tables)."""
+    return {k: v for k, v in figures.items() if isinstance(v, int | float)}
+
+
 @serving_asset(
     io_manager_key="model_store",
     ins={"ranker_model": dg.AssetIn(), "validated_events": dg.AssetIn()},
@@ -102,7 +107,7 @@ def challenger_model(
         generators=generators,
         product_pattern=spec.product_item_pattern,
         metrics={
-            **{k: v for k, v in ranker_model.metrics.items() if isinstance(v, int | float)},
+            **numeric(ranker_model.metrics),
             "per_user_ndcg": ranker_model.metrics.get("per_user_ndcg", {}),  # the gate's pairs
         },
         lineage={
@@ -151,16 +156,20 @@ def challenger_model(
 def champion_figures(split: Split, returns: pd.DataFrame | None) -> dict | None:
     """The champion's figures on the challenger's evaluation split: as recorded when it was
     evaluated on the same training data, else its booster re-evaluated on this split
-    (:func:`~recsys_assets.serving.model.evaluate_on_split`). None before the first promotion."""
+    (:func:`~recsys_assets.serving.model.evaluate_on_split`). None before the first promotion.
+    Its per-customer NDCG (``per_user_ndcg``, the gate's pairs) comes along on this split only:
+    the re-evaluated one, or the recorded one of the same split; recorded on another split, it
+    has none and the gate falls back to its point rule (the ``basis`` says why)."""
     import bentoml
 
     champion = current_promoted()
     if champion is None:
         return None
     metadata = champion["metadata"]
-    recorded = metadata.get("metrics", {})
+    recorded = numeric(metadata.get("metrics", {}))
     if metadata.get("lineage", {}).get("train_data_version") == data_version(split.train):
-        return {"version": champion["version"], "basis": "recorded, same split", **recorded}
+        return {"version": champion["version"], "basis": "recorded, same split", **recorded,
+                "per_user_ndcg": metadata.get("per_user_ndcg") or {}}  # fmt: skip
     stored = bentoml.models.get(champion["tag"])
     model = load_promoted(stored.path, dict(stored.info.metadata))
     try:
@@ -172,7 +181,8 @@ def champion_figures(split: Split, returns: pd.DataFrame | None) -> dict | None:
         "version": champion["version"],
         "basis": "re-evaluated on this split",
         "recorded_ndcg": recorded.get("ndcg"),
-        **{k: v for k, v in figures.items() if isinstance(v, int | float)},
+        **numeric(figures),
+        "per_user_ndcg": figures["per_user_ndcg"],
     }
 
 
@@ -190,10 +200,11 @@ def quality_gate(
 ) -> dg.AssetCheckResult:
     """Promote only a model not worse than the champion on the evaluation protocol (NDCG@K
     within ``serving.max_ndcg_drop``, relative, on the same split: the champion is re-evaluated
-    when the data changed) and inside the latency budget (in-process p99,
-    ``serving.latency_budget_p99_ms``). Where ``serving.latency_gate`` is ``warn`` (dev and
-    test, measured on shared machines) a latency breach fails the check as a warning, which
-    does not block the promotion."""
+    when the data changed; paired on per-customer NDCG where both have it for the same
+    customers, else the point rule, as the metadata says) and inside the latency budget
+    (in-process p99, ``serving.latency_budget_p99_ms``). Where ``serving.latency_gate`` is
+    ``warn`` (dev and test, measured on shared machines) a latency breach fails the check as a
+    warning, which does not block the promotion."""
     settings = get_settings()
     returns = returns_from_quarantine(restore_event_dtypes(quarantined_events))
     champion = champion_figures(evaluation_split, returns)
@@ -223,6 +234,9 @@ def quality_gate(
             "figures": dg.MetadataValue.json(decision.figures),
             "challenger": challenger_model.version,
             "champion_basis": (champion or {}).get("basis", "no champion yet"),
+            "ndcg_rule": decision.figures["ndcg_rule"],
+            "ndcg_rule_why": decision.figures["ndcg_rule_why"],
+            "paired": dg.MetadataValue.json(decision.figures.get("paired") or {}),
         },
     )
 
@@ -254,7 +268,9 @@ def promoted_model(
         stage=stage,
         labels={"environment": environment},
         metadata={
-            "metrics": {k: v for k, v in model.metrics.items() if isinstance(v, int | float)},
+            "metrics": numeric(model.metrics),
+            # each evaluated customer's NDCG: the pairs the gate holds the next challenger to
+            "per_user_ndcg": model.metrics.get("per_user_ndcg", {}),
             "latency": model.metrics.get("latency", {}),
             "lineage": model.lineage,
             "data_end": str(model.data_end),

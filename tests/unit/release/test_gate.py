@@ -97,3 +97,85 @@ def test_paired_gate_refuses_a_model_worse_beyond_doubt():
     decision = quality_gate_decision(ch, champion, **BUDGET)
     assert not decision.passed
     assert "-20.0% against the champion on the same 300 customers" in decision.reasons[0]
+
+
+def test_paired_gate_records_the_rule_and_its_figures():
+    # Hand-checked: the challenger scores 0.4 where the champion scored 0.5 on both customers.
+    champion = {"version": "v1", "ndcg": 0.5, "per_user_ndcg": per_user([0.5, 0.5])}
+    ch = challenger(ndcg=0.4) | {"per_user_ndcg": per_user([0.4, 0.4])}
+    decision = quality_gate_decision(ch, champion, **BUDGET)
+    assert decision.figures["ndcg_rule"] == "paired"
+    why = decision.figures["ndcg_rule_why"]
+    assert why == "both carry per-customer NDCG on the same 2 customers"
+    paired = decision.figures["paired"]
+    assert paired["n_users"] == 2
+    # every resample has the same ratio: 0.8 / 1.0 - 1
+    assert (paired["relative"], paired["low"], paired["high"]) == pytest.approx((-0.2,) * 3)
+    assert decision.reasons == [
+        "ndcg is -20.0% against the champion on the same 2 customers "
+        "(95% interval -20.0% to -20.0%): worse than -2% beyond doubt"
+    ]
+
+
+def test_per_customer_figures_on_other_customers_leave_the_point_rule_to_decide():
+    # One customer in common of two each: not the same customers, so no pairs (a paired
+    # figure on C000 alone would say -5%); the point rule holds 0.38 against 0.4 * 0.98 = 0.392.
+    champion = {"version": "v1", "ndcg": 0.4, "per_user_ndcg": {"C000": 0.4, "C002": 0.4}}
+    ch = challenger(ndcg=0.38) | {"per_user_ndcg": {"C000": 0.38, "C001": 0.38}}
+    decision = quality_gate_decision(ch, champion, **BUDGET)
+    assert decision.figures["ndcg_rule"] == "point"
+    assert decision.figures["ndcg_rule_why"] == (
+        "per-customer NDCG on different customers (challenger 2, champion 2, 1 in common)"
+    )
+    assert "paired" not in decision.figures
+    assert decision.reasons == ["ndcg 0.3800 is below the champion's 0.4000 minus 2% (0.3920)"]
+
+
+def test_a_champion_without_per_customer_figures_says_why_the_point_rule_decided():
+    champion = {"version": "v1", "ndcg": 0.4, "basis": "recorded, other split"}
+    ch = challenger(ndcg=0.395) | {"per_user_ndcg": per_user([0.395])}
+    decision = quality_gate_decision(ch, champion, **BUDGET)
+    assert decision.passed  # 0.395 >= 0.392
+    assert decision.figures["ndcg_rule"] == "point"
+    assert decision.figures["ndcg_rule_why"] == (
+        "the champion has no per-customer NDCG (recorded, other split)"
+    )
+
+
+def test_a_paired_difference_that_is_not_a_number_falls_back_to_the_point_rule():
+    # The champion scored 0 on every common customer: no relative difference exists.
+    champion = {"version": "v1", "ndcg": 0.4, "per_user_ndcg": per_user([0.0, 0.0])}
+    ch = challenger(ndcg=0.3) | {"per_user_ndcg": per_user([0.3, 0.3])}
+    decision = quality_gate_decision(ch, champion, **BUDGET)
+    assert decision.figures["ndcg_rule"] == "point"
+    assert decision.figures["ndcg_rule_why"].startswith(
+        "the paired difference on 2 customers is not a number"
+    )
+    assert decision.reasons == ["ndcg 0.3000 is below the champion's 0.4000 minus 2% (0.3920)"]
+
+
+@pytest.mark.parametrize("champion_ndcg", [math.nan, None, "n/a"])
+def test_a_champion_whose_ndcg_is_not_a_number_refuses_the_challenger(champion_ndcg):
+    champion = {"version": "v1", "ndcg": champion_ndcg}
+    decision = quality_gate_decision(challenger(ndcg=0.38), champion, **BUDGET)
+    assert not decision.passed
+    assert decision.reasons == [
+        f"the champion's ndcg is {champion_ndcg!r}, not a number: nothing to hold the "
+        "challenger against"
+    ]
+    assert decision.figures["ndcg_rule"] == "none"
+    # Per-customer figures do not rescue it either: the champion's record is broken.
+    paired = quality_gate_decision(
+        challenger(ndcg=0.38) | {"per_user_ndcg": per_user([0.38])},
+        champion | {"per_user_ndcg": per_user([0.1])},
+        **BUDGET,
+    )
+    assert not paired.passed and "not a number" in paired.reasons[0]
+
+
+def test_the_rule_without_a_champion_is_none():
+    decision = quality_gate_decision(challenger(), None, **BUDGET)
+    assert (decision.figures["ndcg_rule"], decision.figures["ndcg_rule_why"]) == (
+        "none",
+        "no champion yet",
+    )
