@@ -1,5 +1,6 @@
 """Where feature values come from: parquet tables written by the Dagster `features` assets, and
-a push source the recommendation service writes request context to as it serves."""
+a push source for request context at serving time. Nothing pushes to it yet: the service does
+not write request context to the feature store, so `session_context` is not filled online."""
 
 from pathlib import Path
 
@@ -38,5 +39,6 @@ session_context_batch = _table(
 session_context_push = PushSource(
     name="session_context_push",
     batch_source=session_context_batch,
-    description="The serving path pushes each request's device and country here.",
+    description="For each request's device and country at serving time. Nothing pushes here "
+    "yet, so the session_context view holds no online values.",
 )

@@ -101,8 +101,10 @@ session_context = FeatureView(
     schema=fields({c.DEVICE: String, c.COUNTRY: String}),
     source=session_context_push,
     online=True,
-    description="The device and country of the customer's latest event; the service pushes "
-    "it at request time, training reads it from the event history.",
+    description="The device and country of the customer's latest event, from the event history "
+    "(offline). Its source is the push source session_context_push, which nothing pushes to "
+    "yet, and it is not materialised: online it holds no values and reads get the defaults. "
+    "No model reads it.",
     owner=OWNER,
     tags=TAGS,
 )
