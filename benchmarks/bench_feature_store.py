@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from recsys_assets.config import variables  # noqa: E402
 from recsys_assets.core import constants as c  # noqa: E402
 from recsys_assets.features.store import (  # noqa: E402
-    FEATURE_SERVICE,
+    FEATURE_SERVICE_V1,
     STORED_VIEWS,
     FeatureRepo,
     materialize,
@@ -198,7 +198,7 @@ def timed(fn: Callable[[object], object], inputs: Sequence[object], calls: int) 
 
 def sdk_reads(store, work: Workload, calls: int) -> list[tuple[str, dict]]:
     """The SDK cases a, b, b2, c, d, after a check that the reads return stored values."""
-    service = store.get_feature_service(FEATURE_SERVICE)
+    service = store.get_feature_service(FEATURE_SERVICE_V1)  # case c: with the ODFV
     on_demand = {view.name for view in store.list_on_demand_feature_views()}
     stored_refs = [  # the service's stored views only: c minus the on-demand transformation
         f"{projection.name}:{feature.name}"

@@ -162,7 +162,8 @@ def lineage(args: argparse.Namespace) -> int:
 
 def audit(args: argparse.Namespace) -> int:
     """Print everything a model came from: partitions and their versions, quarantine counts,
-    feature service, code version, parameters, evaluation figures, promotion."""
+    feature service, code version, parameters, evaluation figures, promotion, and the features
+    the model reads with the Feast features they come from."""
     import dagster as dg
 
     prepare_dagster_home()
@@ -192,6 +193,7 @@ def audit(args: argparse.Namespace) -> int:
     figures = {k: v for k, v in metadata.items() if "@" in k}
     print("evaluation:       " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()))
     print(f"promoted:         {_promotion(metadata.get('model_version'))}")
+    _print_features(lineage)
     print(f"\n{'partition':<12}{'validated':>10}{'quarant.':>10}  {'validated version':<18}"
           f"{'source sha256':<18}rules")  # fmt: skip
     for row in lineage.get("partitions", []):
@@ -202,6 +204,29 @@ def audit(args: argparse.Namespace) -> int:
         rules = row.get("validated_events.rules_version") or "-"
         print(f"{row['partition']:<12}{cells}  {version:<18}{source:<18}{rules}")
     return 0
+
+
+def _print_features(lineage: dict) -> None:
+    """The model's inputs as its lineage records them: name, then the Feast features each is
+    read from (stored) or computed from (derived); candidate columns come from the generators."""
+    features = lineage.get("features")
+    if "features" not in lineage:  # recorded before lineage named the features
+        print("features:         not recorded in this lineage")
+        return
+    if not features:
+        print("features:         none (the model reads no features)")
+        return
+    kinds = [f.get("kind") for f in features]
+    counts = ", ".join(f"{kinds.count(k)} {k}" for k in dict.fromkeys(kinds))
+    print(f"features:         {len(features)} model inputs ({counts})")
+    width = max(len(str(f["name"])) for f in features) + 2
+    for feature in features:
+        refs = ", ".join(feature.get("feast_refs") or [])
+        source = {
+            "stored": refs,
+            "derived": f"derived from {refs}",
+        }.get(feature.get("kind"), "candidate generators")
+        print(f"  {feature['name']:<{width}}{source}")
 
 
 def _model_materialization(instance, model: str, version: str | None, limit: int = 200):

@@ -56,9 +56,13 @@ def model_lineage(
     code_version: str | None,
     params: dict[str, object],
     feature_service: str | None = None,
+    features: list[dict[str, object]] | None = None,
 ) -> dict[str, object]:
     """Everything a model came from: the event partitions (rows, data versions, source and
-    rules), the feature service and the registry version, the code version, the parameters."""
+    rules), the feature service it was registered under and the registry version, the
+    features it actually reads (``features``: each model input's name, kind and the Feast
+    references it comes from, see ``training.ranker.feature_lineage``; ``None`` for a model
+    without features), the code version, the parameters."""
     registry = instance.get_latest_materialization_event(dg.AssetKey("feature_registry"))
     registry_version = (
         registry.asset_materialization.tags.get("dagster/data_version")
@@ -73,17 +77,22 @@ def model_lineage(
         ),
         "feature_service": feature_service,
         "feature_registry_version": registry_version if feature_service else None,
+        "features": features,
         "code_version": code_version,
         "params": params,
     }
 
 
 def model_version(train_data_version: str, lineage: dict[str, object]) -> str:
-    """A model's version: a hash of its training data version, code version and parameters."""
+    """A model's version: a hash of its training data version, code version, parameters, feature
+    service and (for a model with features) the names of its inputs."""
     basis = {
         "train": train_data_version,
         "code": lineage.get("code_version"),
         "params": lineage.get("params"),
         "features": lineage.get("feature_service"),
     }
+    inputs = lineage.get("features")
+    if inputs:  # only then: the versions of models without features stay as they were
+        basis["inputs"] = [str(f["name"]) for f in inputs]  # type: ignore[index]
     return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -29,7 +29,12 @@ STORED_VIEWS = ("customer_profile", "item_popularity", "customer_item")
 FEATURE_TABLES = (*STORED_VIEWS, "session_context")
 # Views an entity can be unknown to; each gets a `<view>_known` flag on online reads.
 FLAGGED_VIEWS = FEATURE_TABLES
-FEATURE_SERVICE = "ranker_v1"
+# The feature service the ranker is registered under (feature_repo/feature_services.py): exactly
+# the stored features it joins (training.ranker.feature_refs). ranker_v1, the first service, also
+# lists session context and request-time features that no model reads; it stays registered for
+# the models whose lineage names it.
+FEATURE_SERVICE = "ranker_v2"
+FEATURE_SERVICE_V1 = "ranker_v1"
 KNOWN_FLAG = "{}_known"  # e.g. customer_profile_known: False when defaults were filled in
 
 
@@ -145,7 +150,9 @@ def online_features(
 
     Feast returns None for an entity it has never seen; a ranker must not see None, and the
     caller must know it happened, so each stored view adds ``<view>_known`` (False: defaults).
-    Values are matched by name, never by position.
+    Values are matched by name, never by position. The default service (the ranker's) needs
+    ``user_id`` and ``item_id`` per row; ``ranker_v1`` adds session context and the on-demand
+    request features, whose rows need ``request_ts`` too.
     """
     refs = features if features is not None else store.get_feature_service(service)
     raw = store.get_online_features(features=refs, entity_rows=list(entity_rows)).to_df()

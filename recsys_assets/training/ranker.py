@@ -57,9 +57,13 @@ from recsys_assets.training.candidates import (
 )
 
 __all__ = [
+    "CANDIDATE",
+    "DERIVED",
+    "DERIVED_INPUTS",
     "GENERATOR_NAMES",
     "LABEL",
     "QID",
+    "STORED",
     "VIEW_KEYS",
     "VIEW_TTL",
     "Ranker",
@@ -68,6 +72,7 @@ __all__ = [
     "derive_arrays",
     "derive_features",
     "feature_columns",
+    "feature_lineage",
     "feature_refs",
     "feature_tables",
     "fit_ranker",
@@ -136,6 +141,48 @@ def feature_columns(generators: Sequence[str]) -> list[str]:
 def feature_refs() -> list[str]:
     """Feast feature references (``view:feature``) of the stored features the ranker joins."""
     return [f"{view}:{name}" for view, names in VIEW_FEATURES.items() for name in names]
+
+
+# The stored features each derived input is computed from (with the moment it is scored at);
+# test_ranker checks it against derive_arrays.
+DERIVED_INPUTS: dict[str, tuple[str, ...]] = {
+    c.DAYS_SINCE_LAST_ORDER: (c.LAST_ORDER_TS,),
+    c.CUSTOMER_TENURE_DAYS: (c.FIRST_ORDER_TS,),
+    c.DAYS_SINCE_LAST_BOUGHT: (c.LAST_BOUGHT_TS,),
+    "customer_cadence_days": (c.FIRST_ORDER_TS, c.ORDERS_TOTAL),
+    "order_recency_ratio": (c.LAST_ORDER_TS, c.FIRST_ORDER_TS, c.ORDERS_TOTAL),
+    "item_share_of_orders": (c.TIMES_BOUGHT, c.ORDERS_TOTAL),
+    "item_cadence_days": (c.FIRST_ORDER_TS, c.TIMES_BOUGHT),
+    "item_recency_ratio": (c.LAST_BOUGHT_TS, c.FIRST_ORDER_TS, c.TIMES_BOUGHT),
+    "sales_30_90": (c.SALES_30D, c.SALES_90D),
+    "price_band_code": (c.PRICE_BAND,),
+    "is_home_market": (c.HOME_COUNTRY,),
+}
+CANDIDATE = "candidate"  # a generator's score or rank, or how many generators proposed the item
+STORED = "stored"  # a Feast feature as it is read
+DERIVED = "derived"  # computed from stored features and the moment of scoring
+
+
+def feature_lineage(features: Sequence[str]) -> list[dict[str, Any]]:
+    """What each model input in ``features`` (a ranker's ``features``, in order) is and which
+    Feast features it comes from: ``name``, ``kind`` (:data:`CANDIDATE`, :data:`STORED` or
+    :data:`DERIVED`) and ``feast_refs``, the references (``view:feature``, e.g.
+    ``customer_profile:orders_total``) it is read or derived from; none for candidate columns,
+    which the generators compute. What a model's lineage records as its features."""
+    view_of = {name: view for view, names in VIEW_FEATURES.items() for name in names}
+    out = []
+    for name in features:
+        if name in DERIVED_INPUTS:
+            kind, sources = DERIVED, DERIVED_INPUTS[name]
+        elif name in view_of:
+            kind, sources = STORED, (name,)
+        elif name == N_SOURCES or name.endswith(("_score", "_rank")):
+            kind, sources = CANDIDATE, ()
+        else:
+            raise ValueError(f"model input {name!r} is neither a candidate nor a feature")
+        refs = [f"{view_of[source]}:{source}" for source in sources]
+        out.append({"name": name, "kind": kind, "feast_refs": refs})
+    return out
 
 
 # --- Configuration ----------------------------------------------------------------------------

@@ -63,7 +63,10 @@ def test_bring_your_own_data_example(example_shop_demo):
 
     audit = _cli(tmp_path, "audit", "ranker_model")
     assert audit.returncode == 0, audit.stderr
-    assert "feature service:  ranker_v1 (registry " in audit.stdout
+    assert "feature service:  ranker_v2 (registry " in audit.stdout
+    # the features the model reads, with the Feast features they come from; no session context
+    assert "  orders_total" in audit.stdout and "customer_profile:orders_total" in audit.stdout
+    assert "session_context" not in audit.stdout and "hour_of_day" not in audit.stdout
     version = audit.stdout.split("version ", 1)[1].split()[0]
     assert "promoted:         yes, as recsys-ranker:" in audit.stdout  # the release step ran
     assert "2024-03-01" in audit.stdout and "6,676" in audit.stdout  # its input partitions

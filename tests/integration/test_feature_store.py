@@ -14,8 +14,14 @@ import pytest
 
 from recsys_assets.core import constants as c
 from recsys_assets.defs.features.assets import feature_registry, feature_tables, online_features
-from recsys_assets.features.store import FeatureRepo, FeatureRepoError
+from recsys_assets.features.store import (
+    FEATURE_SERVICE,
+    FEATURE_SERVICE_V1,
+    FeatureRepo,
+    FeatureRepoError,
+)
 from recsys_assets.features.store import online_features as read
+from recsys_assets.training.ranker import feature_refs
 from tests.conftest import copy_feature_repo
 from tests.integration.support import INGESTION_ASSETS, ingest_partition, scratch_resources
 
@@ -70,8 +76,15 @@ def test_registry_lists_every_view_and_a_versioned_service(built):
     store = built["repo"].store()
     views = {v.name for v in store.list_feature_views()}
     assert {"customer_profile", "item_popularity", "customer_item", "session_context"} <= views
-    service = store.get_feature_service("ranker_v1")
+    service = store.get_feature_service(FEATURE_SERVICE_V1)  # kept for lineage that names it
     assert service.tags["version"] == "1"
+    ranker = store.get_feature_service(FEATURE_SERVICE)  # what the ranker reads, and only that
+    assert ranker.tags["version"] == FEATURE_SERVICE.removeprefix("ranker_v")
+    refs = [f"{p.name}:{f.name}" for p in ranker.feature_view_projections for f in p.features]
+    assert refs == feature_refs()
+    views = store.list_feature_views()
+    registered = {f"{view.name}:{field.name}" for view in views for field in view.features}
+    assert set(refs) <= registered
     for view in store.list_feature_views():
         assert view.description and view.owner
         assert all(field.description for field in view.features), view.name
@@ -93,8 +106,10 @@ def test_unknown_entities_get_defaults_and_a_flag(built):
     assert frame.loc["nobody", c.PRICE_BAND] == c.DEFAULT_FEATURE_VALUES[c.PRICE_BAND]
     assert frame.loc[known, c.ORDERS_TOTAL] >= 1
     assert frame[c.ORDERS_TOTAL].dtype == "int64"  # counts stay integers after filling
-    assert frame.loc["nobody", c.DEVICE] == "unknown"  # no session context: a default, flagged
-    assert not bool(frame.loc["nobody", "session_context_known"])
+    assert c.DEVICE not in frame.columns  # the ranker's service has no session context
+    first = read(store, rows, service=FEATURE_SERVICE_V1).set_index(c.USER_ID)
+    assert first.loc["nobody", c.DEVICE] == "unknown"  # no session context: a default, flagged
+    assert not bool(first.loc["nobody", "session_context_known"])
 
 
 def test_point_in_time_join_never_sees_the_future(built):

@@ -27,7 +27,7 @@ from recsys_assets.features.store import FEATURE_SERVICE
 from recsys_assets.features.tables import returns_from_quarantine
 from recsys_assets.ingestion.validation import restore_event_dtypes
 from recsys_assets.training import candidates
-from recsys_assets.training.ranker import Ranker, RankerConfig, fit_ranker
+from recsys_assets.training.ranker import Ranker, RankerConfig, feature_lineage, fit_ranker
 from recsys_assets.training.reduction import fit_reduced_ranker
 
 TAGS = {"domain": "training"}
@@ -113,6 +113,7 @@ def _model_output(
     context: dg.AssetExecutionContext,
     trained: TrainedModel,
     feature_service: str | None = None,
+    features: list[dict[str, Any]] | None = None,
     **extra: Any,
 ) -> dg.Output[TrainedModel]:
     """Attach lineage and a version to the model, and its figures to the materialisation."""
@@ -123,6 +124,7 @@ def _model_output(
         code_version=context.assets_def.code_versions_by_key.get(context.asset_key),
         params=metrics["params"],
         feature_service=feature_service,
+        features=features,
     )
     trained.version = model_version(trained.train_data_version, trained.lineage)
     return dg.Output(
@@ -289,7 +291,9 @@ def ranker_model(
     return _model_output(
         context,
         trained,
-        feature_service=FEATURE_SERVICE,  # its features are ranker_v1's, joined point in time
+        # the service its stored features are registered under, and what it actually reads
+        feature_service=FEATURE_SERVICE,
+        features=feature_lineage(ranker.features),
         feature_importance=dg.MetadataValue.json({k: round(v, 4) for k, v in top.items()}),
         training_rows=int(ranker.train_stats.get("rows", 0)),
         training_mode=mode,
