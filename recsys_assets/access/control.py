@@ -4,8 +4,9 @@ through the policy (``config/policy.yaml``) and are audited, whoever asks.
 Three kinds of subject ask:
 
 - the pipeline (:data:`PIPELINE`): the Dagster assets that promote and deploy a model;
-- the canary analyser (:data:`CANARY_ANALYSER`): the analysis that widens, promotes or rolls
-  back a challenger on its own;
+- the canary analyser (:data:`CANARY_ANALYSER`): the analysis that widens or rolls back a
+  challenger on its own, and promotes it where the policy lets it (not in prod: there a
+  release manager does);
 - people, from the command line: the operator presents a key (``RECSYS_OPERATOR_KEY``) that
   the environment's control-plane key secret (``RECSYS_CONTROL_KEYS`` or the file named by
   ``RECSYS_CONTROL_KEYS_FILE``, entries ``<key>:<subject_id>:<role>[:<expires ISO>]``) maps to

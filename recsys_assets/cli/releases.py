@@ -1,6 +1,7 @@
 """Releases by hand, as an operator: ``models`` lists the registry, ``promote`` moves a release
-to the next environment, ``rollback`` takes one back, ``canary`` shapes the canary and
-``releases`` prints the release ledger. Every change goes through the access policy
+to the next environment, ``rollback`` takes one back, ``canary`` shapes the canary and promotes
+its challenger (what a release manager does where the canary analyser may not promote: prod),
+and ``releases`` prints the release ledger. Every change goes through the access policy
 (``RECSYS_OPERATOR_KEY``) and is audited.
 
 The registry and the ledger import BentoML and pandas: they load inside the commands, after
@@ -52,9 +53,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     releases_parser.add_argument("--json", action="store_true", help="print JSON")
     releases_parser.set_defaults(handler=release_ledger)
     canary_parser = commands.add_parser(
-        "canary", help="show, start, reshape or stop the canary (through the policy)"
+        "canary", help="show, start, reshape, stop or promote the canary (through the policy)"
     )
-    canary_parser.add_argument("action", choices=["status", "start", "share", "stop"])
+    canary_parser.add_argument("action", choices=["status", "start", "share", "stop", "promote"])
     canary_parser.add_argument("challenger", nargs="?", help="start: the challenger's model tag")
     canary_parser.add_argument("--share", type=float, default=0.1, help="challenger's share")
     canary_parser.add_argument("--reason", default="by hand", help="why (audited)")
@@ -230,13 +231,15 @@ def release_ledger(args: argparse.Namespace) -> int:
 
 
 def canary(args: argparse.Namespace) -> int:
-    """Show, start, reshape or stop the canary of this environment by hand, as the operator
-    behind ``RECSYS_OPERATOR_KEY`` (policy action ``set_canary_share``, or ``rollback`` for
-    stop; audited). The service follows the state file within a second. Exit 2 on bad input,
-    3 when the policy denies."""
+    """Show, start, reshape, stop or promote the canary of this environment by hand, as the
+    operator behind ``RECSYS_OPERATOR_KEY`` (policy action ``set_canary_share``, ``rollback``
+    for stop, ``promote`` for promote; audited). The service follows the state file within a
+    second. Exit 2 on bad input, 3 when the policy denies."""
     from recsys_assets.release.canary.actions import set_canary
 
     settings = get_settings()
+    if args.action == "promote":
+        return _promote_canary(args, settings)
     if args.action == "status":
         config, state = current_config(settings.canary_state, os.environ)
         source = f"state file {settings.canary_state}" if state else "environment variables"
@@ -271,4 +274,38 @@ def canary(args: argparse.Namespace) -> int:
         return 2
     print(f"canary: challenger {state.challenger_tag or 'none'}, share {state.share:g} "
           f"(generation {state.generation}, by {state.updated_by})")  # fmt: skip
+    return 0
+
+
+def _promote_canary(args: argparse.Namespace, settings) -> int:
+    """``canary promote``: the challenger in force gets every customer, is marked ``promoted``
+    in this environment's registry and recorded as its release, by the operator (policy action
+    ``promote``, audited): how a release manager approves a canary that awaits approval."""
+    _registry()
+    from recsys_assets.release.canary.actions import APPLIED, NOTHING, promote_challenger
+
+    try:
+        challenger = current_config(settings.canary_state, os.environ)[0].challenger_tag
+        if challenger is None:
+            print("error: no canary is running: nothing to promote", file=sys.stderr)
+            return 2
+        applied = promote_challenger(
+            challenger, subject=operator_subject(), reason=args.reason,
+            state_path=settings.canary_state, environment=settings.environment.value,
+            loop_log=settings.loop_log,
+        )  # fmt: skip
+    except AccessDenied as error:
+        print(f"denied: {error}", file=sys.stderr)
+        return 3
+    except (CredentialError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if applied.outcome == NOTHING:  # promoted before: nothing to do again
+        print(f"canary: {applied.detail}")
+        return 0
+    if applied.outcome != APPLIED:
+        print(f"error: {applied.detail}", file=sys.stderr)
+        return 2
+    print(f"canary: {applied.detail}")
+    print(f"  registry: {applied.registry}; {applied.release}")
     return 0

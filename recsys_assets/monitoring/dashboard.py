@@ -2,8 +2,9 @@
 
 Pure (no Dagster): :func:`dashboard_figures` gathers, from what the ``ops_dashboard`` asset
 reads, the model in service (newest promoted version, its NDCG and p99 latency), the releases,
-refusals and rollbacks over time (the loop log), the drift signals of every retraining decision
-against their thresholds, MTTD / MTTR / deployment time
+refusals and rollbacks over time (the loop log), the models awaiting a release manager (a prod
+candidate, a clean canary the analyser may not promote), the drift signals of every retraining
+decision against their thresholds, MTTD / MTTR / deployment time
 (:func:`recsys_assets.monitoring.loop.kpis`),
 the traffic per day by model version and variant with its fallback rate (the served log) and the
 latest result of every monitor. :func:`write_dashboard` writes them as a self-contained page
@@ -39,8 +40,13 @@ RELEASE_KINDS = {
     loop.SERVING: "serving (the service answers with it)",
     loop.GATE_REFUSED: "refused by the quality gate",
     loop.CANARY_DECISION: "canary decision",
+    loop.CANARY_PROMOTED: "promoted by the canary (every customer)",
+    loop.AWAITING_APPROVAL: "awaiting a release manager",
     loop.ROLLED_BACK: "rolled back",
 }
+# What ends a wait for approval: the model promoted, released or rolled back, or (for a
+# canary's challenger) another canary started.
+_APPROVAL_ENDS = (loop.PROMOTED, loop.CANARY_PROMOTED, loop.RELEASED, loop.ROLLED_BACK)
 
 # Drift signals of a ``decision`` event -> (the threshold's name in its values, plain label).
 DRIFT_SIGNALS = {
@@ -123,6 +129,7 @@ def dashboard_figures(
             "loop_events": len(events),
             "current_model": current_model(promoted),
             "releases": releases(events),
+            "awaiting_approval": awaiting_approval(events),
             "drift": drift_history(events),
             "thresholds": latest_thresholds(events),
             "kpis": {k: v for k, v in figures.items() if k not in ("history", "releases")},
@@ -165,6 +172,33 @@ def current_model(promoted: Sequence[Mapping[str, Any]]) -> dict[str, Any] | Non
     }
 
 
+def awaiting_approval(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The models that still wait for a release manager, oldest first: the newest
+    ``awaiting_approval`` event of each model version (a prod candidate of the pipeline, or a
+    clean canary's challenger where the analyser may not promote) that nothing has ended since
+    (the version promoted, released or rolled back; for a challenger, another canary started).
+    Each with ``ts``, ``model_version``, ``challenger_tag`` (None for a candidate), ``share``,
+    ``reason`` (the policy's deny) and ``approve_with`` (the command, when the event names it)."""
+    waiting: dict[str, dict[str, Any]] = {}
+    for event in events:
+        kind, version = event.get("kind"), event.get("model_version")
+        if kind == loop.AWAITING_APPROVAL and version:
+            waiting[str(version)] = {
+                "ts": event["ts"],
+                "model_version": str(version),
+                "challenger_tag": event.get("challenger_tag"),
+                "share": event.get("share"),
+                "reason": event.get("reason"),
+                "approve_with": event.get("approve_with"),
+            }
+        elif kind in _APPROVAL_ENDS and version:
+            waiting.pop(str(version), None)
+        elif kind == loop.CANARY_STARTED:  # a new experiment: the old challenger is not served
+            for key in [k for k, w in waiting.items() if w["challenger_tag"]]:
+                del waiting[key]
+    return sorted(waiting.values(), key=lambda w: _ts(w["ts"]))
+
+
 def releases(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Promotions, first serving, gate refusals, canary decisions and rollbacks, oldest first."""
     rows = []
@@ -180,6 +214,13 @@ def releases(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             detail = f"{event.get('action', '?')} ({share})" + (f": {reasons}" if reasons else "")
         elif kind == loop.ROLLED_BACK:
             detail = "; ".join(map(str, event.get("reasons") or [event.get("reason") or ""]))
+        elif kind == loop.AWAITING_APPROVAL:
+            detail = str(event.get("reason") or "")
+            if event.get("approve_with"):
+                detail += f"; a release manager approves with `{event['approve_with']}`"
+        elif kind == loop.CANARY_PROMOTED:
+            detail = f"by {event.get('by') or 'the canary analyser'}"
+            detail += f"; {event['release']}" if event.get("release") else ""
         else:
             detail = str(event.get("tag") or event.get("bento") or "")
         version = event.get("model_version") or event.get("challenger_tag")
@@ -350,6 +391,7 @@ def write_dashboard(figures: Mapping[str, Any], path: str | Path, *, title: str)
         _summary(figures),
         _model_section(figures.get("current_model")),
         _environment_section(figures.get("environments") or []),
+        _approval_section(figures.get("awaiting_approval") or []),
         _kpi_section(figures),
         _canary_section(figures.get("canary_incidents") or []),
         _drift_section(figures.get("drift") or []),
@@ -395,6 +437,13 @@ def _summary(figures: Mapping[str, Any]) -> str:
             lines.append(
                 "<span class='alert'>A drift incident is open: a retraining was "
                 "decided and its model is not serving yet.</span>"
+            )
+        waiting = figures.get("awaiting_approval") or []
+        if waiting:
+            names = ", ".join(str(w.get("model_version")) for w in waiting)
+            lines.append(
+                f"<span class='alert'>Awaiting a release manager: {escape(names)} (see "
+                '"Awaiting a release manager" below).</span>'
             )
     return "".join(f"<p>{line}</p>" for line in lines)
 
@@ -511,6 +560,35 @@ def _environment_section(rows: list[Mapping[str, Any]]) -> str:
             )
             for r in rows
         ],
+    )
+
+
+def _approval_section(rows: list[Mapping[str, Any]]) -> str:
+    head = "<h2>Awaiting a release manager</h2>"
+    if not rows:
+        return head + _empty("No model waits for a release manager's approval.")
+    text = (
+        "<p>Models the policy lets only a release manager get into this environment (prod): a "
+        "candidate that passed the quality gate, or a canary's challenger that is clean at its "
+        "last step and keeps its share until someone approves it.</p>"
+    )
+    return (
+        head
+        + text
+        + table(
+            ["since", "model", "canary challenger", "share", "why it waits", "approve with"],
+            [
+                (
+                    _when(r.get("ts")),
+                    r.get("model_version") or "",
+                    r.get("challenger_tag") or "no (a candidate)",
+                    _fmt(r.get("share")) if r.get("share") is not None else "",
+                    r.get("reason") or "",
+                    r.get("approve_with") or "python -m recsys_assets promote",
+                )
+                for r in rows
+            ],
+        )
     )
 
 

@@ -44,8 +44,9 @@ CANARY_STARTED = "canary_started"  # a challenger began answering customers in a
 CANARY_DECISION = "canary_decision"  # the canary analysis judged the challenger (any action)
 ROLLED_BACK = "rolled_back"  # the challenger was taken out of service after a rollback decision
 CANARY_WIDENED = "canary_widened"  # the canary analysis raised the challenger's share
-CANARY_PROMOTED = "canary_promoted"  # the canary analysis gave the challenger every customer
-AWAITING_APPROVAL = "awaiting_approval"  # gate passed where the pipeline may not promote (prod)
+CANARY_PROMOTED = "canary_promoted"  # the challenger got every customer (analyser or a person)
+# gate passed, or a clean canary, where only a release manager may promote (prod)
+AWAITING_APPROVAL = "awaiting_approval"
 RELEASED = "released"  # a release bundle entered this environment (the release ledger has it)
 EVENT_KINDS = (
     DRIFT_LANDED,

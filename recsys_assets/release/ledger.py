@@ -306,9 +306,12 @@ def release_canary_winner(
     ledger: str | Path | None = None,
 ) -> dict[str, Any] | None:
     """Record a challenger the canary promoted as ``environment``'s release: its bundle from
-    the environment's registry and the bento built for it. The canary already serves it to
-    every customer; without this line the ledger would still name the old champion, and a
-    rollback would go to the wrong bundle. None when the model is not in the registry."""
+    the environment's registry and the bento built for it, ``released_by`` who promoted it.
+    The canary already serves it to every customer; without this line the ledger would still
+    name the old champion, and a rollback would go to the wrong bundle. None when the model is
+    not in the registry. The promotion's door is
+    :func:`recsys_assets.release.canary.actions.promote_challenger`: it asks the policy's
+    ``promote`` for ``released_by`` (audited) before it changes anything, this among it."""
     home = environment_home(environment)
     entry = next((v for v in registry.model_versions(home=home) if v["tag"] == model_tag), None)
     if entry is None:

@@ -32,9 +32,11 @@ FOLLOW_S = 3.0  # the service re-reads the state file at most once a second
 
 def _serve_and_analyse(canary_store, logs: Path, knobs: dict[str, str], monkeypatch):
     """Serve with a challenger at share 0.5 from the canary state file (and the drill
-    ``knobs``), send /recommend requests until each variant answered PER_VARIANT of them, then,
-    with the service still up, materialise canary_report on its logs and its /metrics; after
-    that, send requests until they follow the state file the analysis wrote. Returns
+    ``knobs``), materialise canary_report once before any traffic (as the canary sensor would
+    right after the start: it records the error counters' baseline and waits for traffic), send
+    /recommend requests until each variant answered PER_VARIANT of them, then, with the service
+    still up, materialise canary_report on its logs and its /metrics again; after that, send
+    requests until they follow the state file the analysis wrote. Returns
     (metadata, check evaluation, served frame, variants answered after the analysis, metrics,
     registry stage changes)."""
     workdir, home, bento_tag, champion, challenger = canary_store
@@ -63,6 +65,15 @@ def _serve_and_analyse(canary_store, logs: Path, knobs: dict[str, str], monkeypa
     port = free_port()
     command = [service_tests.BENTOML, "serve", bento_tag, "--host", "127.0.0.1"]
     with served([*command, "--port", str(port)], port, env, logs / "serve.log"):
+        for name, value in paths.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("RECSYS_ENV", "test")
+        monkeypatch.setenv("RECSYS_SERVICE_URL", f"http://127.0.0.1:{port}")
+        for name in ("RECSYS_CHALLENGER_TAG", "RECSYS_CANARY_SHARE", "RECSYS_CANARY_SALT"):
+            monkeypatch.delenv(name, raising=False)
+        stages: list[tuple] = []  # BentoML fixes its store once per process: a recorder
+        monkeypatch.setattr(model_registry, "set_stage", lambda *a, **k: stages.append(a))
+        assert dg.materialize([canary_report]).success  # the baseline: waiting for traffic
         sent = 0
         while min(counts.values()) < PER_VARIANT:
             customer = customers[sent % len(customers)]
@@ -76,14 +87,6 @@ def _serve_and_analyse(canary_store, logs: Path, knobs: dict[str, str], monkeypa
                     _buy(port, answer)
             sent += 1
             assert sent < 5 * PER_VARIANT, counts
-        for name, value in paths.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("RECSYS_ENV", "test")
-        monkeypatch.setenv("RECSYS_SERVICE_URL", f"http://127.0.0.1:{port}")
-        for name in ("RECSYS_CHALLENGER_TAG", "RECSYS_CANARY_SHARE", "RECSYS_CANARY_SALT"):
-            monkeypatch.delenv(name, raising=False)
-        stages: list[tuple] = []  # BentoML fixes its store once per process: a recorder
-        monkeypatch.setattr(model_registry, "set_stage", lambda *a, **k: stages.append(a))
         result = dg.materialize([canary_report])
         assert result.success
         after = _follow(port, customers[:40])
@@ -130,8 +133,8 @@ def _rolled_back(logs: Path, challenger_tag: str, metadata: dict, guardrail: str
     state = read_canary_state(logs / "canary.json")
     assert state.challenger_tag is None and state.share == 0.0 and state.generation == 2
     assert state.updated_by == "canary-analyser"
-    [decision] = loop.LoopLog(logs / "loop.jsonl").read([loop.CANARY_DECISION])
-    assert decision["action"] == "rollback"
+    waited, decision = loop.LoopLog(logs / "loop.jsonl").read([loop.CANARY_DECISION])
+    assert waited["action"] == "wait" and decision["action"] == "rollback"
     assert decision["guardrails"][guardrail]["status"] == "breached"
     [rolled] = loop.LoopLog(logs / "loop.jsonl").read([loop.ROLLED_BACK])
     assert rolled["challenger_tag"] == challenger_tag and rolled["detected_at"] == decision["ts"]
@@ -173,7 +176,8 @@ def test_a_normal_challenger_is_promoted(canary_store, tmp_path, monkeypatch):
     # at share 0.5 the next step is every customer: a clean canary is promoted
     assert metadata["action"] == "promote" and check.passed, metadata["reasons"]
     assert metadata["next_share"] == 1.0 and metadata["applied"] == "applied"
-    [event] = loop.LoopLog(logs / "loop.jsonl").read([loop.CANARY_DECISION])
+    waited, event = loop.LoopLog(logs / "loop.jsonl").read([loop.CANARY_DECISION])
+    assert waited["action"] == "wait" and event["action"] == "promote"
     assert event["guardrails"]["p99_latency"]["status"] == "clean"
     assert event["guardrails"]["error_rate"]["status"] == "clean"
     assert event["guardrails"]["conversion"]["status"] == "clean"  # judged: a promotion needs it

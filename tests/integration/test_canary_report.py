@@ -17,6 +17,7 @@ import pytest
 from recsys_assets.defs.release.canary import CANARY_CHECK, NO_CANARY, canary_report
 from recsys_assets.ingestion.feedback import FeedbackEvent, FeedbackLog
 from recsys_assets.monitoring import loop
+from recsys_assets.release.canary.baseline import baseline_path
 from recsys_assets.release.canary.routing import CanaryState, read_canary_state, write_canary_state
 from recsys_assets.serving import registry as model_registry
 from recsys_assets.serving.served_log import ServedLog, ServedRecord
@@ -50,21 +51,25 @@ def write_logs(
     converted: dict[str, int],
     lists: int = 1000,
     latency_ms: dict[str, float] | None = None,
+    *,
+    start: datetime = T0,
+    challenger_version: str = "v2",
 ) -> None:
-    """``lists`` served lists per variant, each with an impression; the first
-    ``converted[variant]`` of them followed by an order. With ``latency_ms``, the lists of a
-    variant named there carry latencies from that value to twice it."""
+    """``lists`` served lists per variant from ``start`` on (one a second), each with an
+    impression; the first ``converted[variant]`` of them followed by an order. With
+    ``latency_ms``, the lists of a variant named there carry latencies from that value to twice
+    it. The challenger's lists are model ``challenger_version``'s."""
     records, events = [], []
     for variant in ("champion", "challenger"):
         for i in range(lists):
-            ts = T0 + timedelta(seconds=i)
-            request_id = f"{variant}-{i}"
+            ts = start + timedelta(seconds=i)
+            request_id = f"{variant}-{challenger_version}-{start:%H%M%S}-{i}"
             records.append(
                 ServedRecord(
                     ts=ts,
                     request_id=request_id,
                     customer_id=f"{variant}-cust-{i}",
-                    model_version="v2" if variant == "challenger" else "v1",
+                    model_version=challenger_version if variant == "challenger" else "v1",
                     variant=variant,
                     items=["i1", "i2"],
                     scores=[0.9, 0.5],
@@ -229,13 +234,27 @@ def test_the_state_file_overrides_the_environment(logs):
     assert len(loop.LoopLog(logs["loop"]).read([loop.CANARY_PROMOTED])) == 1
 
 
+def errors_text(champion: int, challenger: int) -> str:
+    """The service's /metrics lines of its failed /recommend requests per variant."""
+    return (
+        f'recsys_errors_total{{endpoint="recommend",variant="champion"}} {champion}.0\n'
+        f'recsys_errors_total{{endpoint="recommend",variant="challenger"}} {challenger}.0\n'
+    )
+
+
+def after_now() -> datetime:
+    """A moment just after now: lists written from here on come after a baseline taken now."""
+    return datetime.now(UTC) + timedelta(seconds=1)
+
+
 @contextlib.contextmanager
-def metrics_server(text: str):
-    """A local HTTP server answering GET /metrics with ``text``: its base URL."""
+def metrics_server(text: str | list[str]):
+    """A local HTTP server answering GET /metrics with ``text`` (a list: its last element,
+    so that a test can move the counters on): its base URL."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            body = text.encode()
+            body = (text[-1] if isinstance(text, list) else text).encode()
             self.send_response(200 if self.path == "/metrics" else 404)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(body)))
@@ -255,51 +274,97 @@ def metrics_server(text: str):
         server.server_close()
 
 
-def test_error_counts_from_the_service_metrics_roll_back(logs, monkeypatch, stages):
-    text = (
-        'recsys_errors_total{endpoint="recommend",variant="champion"} 1.0\n'
-        'recsys_errors_total{endpoint="recommend",variant="challenger"} 40.0\n'
-    )
-    write_logs(logs, {"champion": 300, "challenger": 300})
-    with metrics_server(text) as url:
+def test_error_counts_since_the_experiments_baseline_roll_back(logs, monkeypatch, stages):
+    # the service has counted errors before: an earlier experiment's, the champion's
+    counters = [errors_text(champion=5, challenger=7)]
+    write_logs(logs, {"champion": 300, "challenger": 300})  # before the analysis first looked
+    with metrics_server(counters) as url:
         monkeypatch.setenv("RECSYS_SERVICE_URL", url + "/")
+        first, check = materialise()  # the baseline: counted from now on, lists too
+        assert first["action"] == "wait" and check.passed
+        assert first["experiment"]["error_baseline"].startswith("error counters' baseline")
+        assert (first["challenger_requests"], first["challenger_errors"]) == (0, 0)
+        baseline = json.loads(baseline_path(logs["state"]).read_text())  # beside the state
+        assert baseline["counters"] == {url: {"champion": 5, "challenger": 7}}
+        write_logs(logs, {"champion": 300, "challenger": 300}, start=after_now())
+        counters.append(errors_text(champion=5 + 1, challenger=7 + 40))
         metadata, check = materialise()
     assert metadata["action"] == "rollback" and not check.passed
     assert metadata["challenger_errors"] == 40 and metadata["champion_errors"] == 1
+    assert metadata["challenger_requests"] == 1000  # this span's lists, not the earlier ones
     [reason] = metadata["reasons"]
     assert reason.startswith("error rate: challenger 3.85% (40 of 1040 requests)"), reason
+    assert metadata["experiment"]["error_baseline"].startswith("errors counted since ")
     assert read_canary_state(logs["state"]).challenger_tag is None
     assert stages[0][:2] == ("recsys-ranker:v2", "rolled_back")
 
 
 def test_error_counts_of_several_replicas_are_summed(logs, monkeypatch):
-    write_logs(logs, {"champion": 300, "challenger": 300})
-    one = 'recsys_errors_total{endpoint="recommend",variant="challenger"} 15.0\n'
-    two = 'recsys_errors_total{endpoint="recommend",variant="challenger"} 25.0\n'
+    one, two = [errors_text(0, 5)], [errors_text(0, 10)]
     with metrics_server(one) as first, metrics_server(two) as second:
         monkeypatch.setenv("RECSYS_SERVICE_URL", f"{first}, {second}/")
+        assert materialise()[0]["action"] == "wait"  # the baseline, per replica
+        write_logs(logs, {"champion": 300, "challenger": 300}, start=after_now())
+        one.append(errors_text(0, 5 + 15))
+        two.append(errors_text(0, 10 + 25))
         metadata, _ = materialise()
     assert metadata["challenger_errors"] == 40 and metadata["action"] == "rollback"
-    logs["state"].unlink()  # the environment's canary again
-    with metrics_server("") as gone:
-        pass  # stopped: one replica that cannot be read leaves the sum unjudged
-    with metrics_server(one) as first:
-        monkeypatch.setenv("RECSYS_SERVICE_URL", f"{first},{gone}")
-        metadata, _ = materialise()
-    assert metadata["guardrails"]["error_rate"]["status"] == "not judged"
-    assert gone in metadata["guardrails"]["error_rate"]["text"]
 
 
-def test_an_unreachable_service_leaves_errors_unjudged(logs, monkeypatch):
+def test_an_unreachable_service_makes_the_canary_wait(logs, monkeypatch):
     with metrics_server("") as url:
         pass  # stopped: nothing listens there any more
     monkeypatch.setenv("RECSYS_SERVICE_URL", url)
-    write_logs(logs, {"champion": 300, "challenger": 300})
+    write_logs(logs, {"champion": 300, "challenger": 300})  # clean: it would widen
     metadata, check = materialise()
-    assert metadata["action"] == "widen" and check.passed
+    assert metadata["action"] == "wait" and metadata["next_share"] == pytest.approx(0.1)
+    assert check.passed and metadata["applied"] == "nothing to do"
+    unread = f"the service's metrics at {url}/metrics could not be read"
+    assert metadata["reasons"][0].startswith(
+        f"waiting at share 0.1, neither widening nor promoting: {unread}"
+    )  # the reason, in the metadata, the report and the loop event
+    assert unread in check.description
+    [event] = loop.LoopLog(logs["loop"]).read([loop.CANARY_DECISION])
+    assert event["action"] == "wait" and event["reasons"] == metadata["reasons"]
     guard = metadata["guardrails"]["error_rate"]
     assert guard["status"] == "not judged"
-    assert guard["text"].startswith(f"error rate not judged: the service's metrics at {url}")
+    assert guard["text"].startswith(f"error rate not judged: {unread}")
+    assert not logs["state"].exists()  # the canary stays at 0.1
+
+
+def test_one_replica_that_cannot_be_read_makes_the_canary_wait(logs, monkeypatch):
+    write_logs(logs, {"champion": 300, "challenger": 300})
+    with metrics_server("") as gone:
+        pass  # stopped: the others' sum would understate the errors
+    with metrics_server(errors_text(0, 15)) as first:
+        monkeypatch.setenv("RECSYS_SERVICE_URL", f"{first},{gone}")
+        metadata, _ = materialise()
+    assert metadata["action"] == "wait"
+    assert metadata["guardrails"]["error_rate"]["status"] == "not judged"
+    assert gone in metadata["guardrails"]["error_rate"]["text"] and gone in metadata["reasons"][0]
+
+
+def test_an_earlier_challengers_lists_do_not_count_for_a_new_one(logs):
+    write_logs(logs, {"champion": 300, "challenger": 290})  # v2's experiment, at T0
+    started = T0 + timedelta(hours=2)
+    write_canary_state(logs["state"], CanaryState("recsys-ranker:v3", 0.1, "recsys-ranker:v3",
+                                                  5, started_at=started.isoformat()))  # fmt: skip
+    metadata, check = materialise()
+    assert metadata["action"] == "wait" and check.passed  # nothing of v3's own yet
+    assert metadata["reasons"][0].startswith("waiting for traffic: challenger 0 and champion 0")
+    assert metadata["experiment"]["since"] == started.isoformat()
+    assert metadata["experiment"]["challenger_version"] == "v3"
+    write_logs(logs, {"champion": 100, "challenger": 100}, lists=150,
+               start=started + timedelta(minutes=1), challenger_version="v3")  # fmt: skip
+    metadata, _ = materialise()  # 150 lists each: still below min_requests (200)
+    assert metadata["action"] == "wait"
+    assert (metadata["champion_requests"], metadata["challenger_requests"]) == (150, 150)
+    assert metadata["experiment"]["served_lists"] == 300
+    write_logs(logs, {"champion": 100, "challenger": 100}, lists=150,
+               start=started + timedelta(hours=1), challenger_version="v3")  # fmt: skip
+    metadata, _ = materialise()
+    assert metadata["action"] == "widen" and metadata["challenger_requests"] == 300
+    assert metadata["challenger_conversion"] == pytest.approx(200 / 300)
 
 
 def test_the_canary_sensor_analyses_only_while_a_canary_runs(logs):
@@ -360,3 +425,36 @@ def test_the_environment_s_tighter_latency_guardrail_rolls_back(logs, tmp_path, 
     assert report["policy"] == written and report["environment"] == "test"
     event = loop.LoopLog(logs["loop"]).read([loop.CANARY_DECISION])[-1]
     assert event["action"] == "rollback" and event["policy"]["max_p99_ratio"] == 1.1
+
+
+def test_a_promotion_the_policy_leaves_to_a_release_manager_waits(logs, tmp_path, monkeypatch):
+    """Where the analyser may not promote (prod's rules; here the test environment with the
+    rule that allows it below prod taken out), a clean last step changes nothing and says so
+    once, however often the analysis runs while it waits."""
+    import functools
+
+    import yaml
+
+    from recsys_assets.access.policy import DEFAULT_POLICY_PATH
+    from recsys_assets.defs.release import canary as asset_module
+
+    policy = yaml.safe_load(Path(DEFAULT_POLICY_PATH).read_text())
+    policy["rules"] = [r for r in policy["rules"] if r["id"] != "allow-canary-promote-below-prod"]
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
+    monkeypatch.setattr(asset_module, "apply_decision", functools.partial(
+        asset_module.apply_decision, policy_path=tmp_path / "policy.yaml"))  # fmt: skip
+    write_canary_state(logs["state"], CanaryState("recsys-ranker:v2", 0.5, "salt-9", 7))
+    write_logs(logs, {"champion": 300, "challenger": 290})
+    for run in range(2):
+        metadata, check = materialise()
+        assert metadata["action"] == "promote" and check.passed
+        assert metadata["applied"] == "awaiting approval"
+        assert "python -m recsys_assets canary promote" in metadata["applied_detail"]
+        assert metadata["logged"] is (run == 0)  # the same decision again: not logged again
+    state = read_canary_state(logs["state"])
+    assert (state.share, state.generation) == (0.5, 7)  # nothing changed
+    log = loop.LoopLog(logs["loop"])
+    assert [e["action"] for e in log.read([loop.CANARY_DECISION])] == ["promote"]
+    [waiting] = log.read([loop.AWAITING_APPROVAL])
+    assert waiting["challenger_tag"] == "recsys-ranker:v2" and waiting["share"] == 0.5
+    assert log.read([loop.CANARY_PROMOTED]) == []

@@ -76,7 +76,8 @@ def _iso(timestamp: float) -> str:
 )
 def ops_dashboard(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """One HTML page for the product team: the model in service (version, promotion time, NDCG,
-    p99 latency), releases, gate refusals and rollbacks over time, the drift signals of every
+    p99 latency), releases, gate refusals and rollbacks over time, the models awaiting a
+    release manager (``awaiting_approval`` in the metadata), the drift signals of every
     retraining decision against their thresholds, MTTD / MTTR / deployment time per incident,
     requests and fallback rate per day by model version and variant, and the latest result of
     every monitor. Self-contained (plotly inlined): reports/monitoring/ops_dashboard.html."""
@@ -126,6 +127,8 @@ def ops_dashboard(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             "requests": int(figures["traffic"]["requests"]),
             "loop_events": len(events),
             "monitors_run": sum(1 for m in figures["monitors"] if m["ran"]),
+            # a prod candidate, or a clean canary the analyser may not promote
+            "awaiting_approval": dg.MetadataValue.json(figures["awaiting_approval"]),
             # ran, but had nothing (or too little) to compare: unknown, not ok
             "monitors_not_judged": sum(
                 1 for m in figures["monitors"] if m.get("outcome") == loop.NOT_JUDGED

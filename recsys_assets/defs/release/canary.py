@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 
 from recsys_assets.config import get_settings, variables
 from recsys_assets.defs.monitoring.assets import monitoring_asset, reports_dir
@@ -23,12 +24,16 @@ from recsys_assets.ingestion.feedback import FeedbackLog
 from recsys_assets.monitoring import loop
 from recsys_assets.release.canary.actions import apply_decision, scrape_errors
 from recsys_assets.release.canary.analysis import (
+    PROMOTE,
     ROLLBACK,
     WAIT,
     canary_decision,
+    experiment_records,
+    experiment_start,
     served_latency,
     variant_figures,
 )
+from recsys_assets.release.canary.baseline import Experiment, baseline_path, experiment_errors
 from recsys_assets.release.canary.routing import VARIANTS, current_config
 from recsys_assets.serving.served_log import ServedLog, served_log_path
 
@@ -56,37 +61,38 @@ def _number(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _service_errors() -> tuple[dict[str, int] | None, str | None]:
-    """Per-variant error counts from the service's /metrics (``RECSYS_SERVICE_URL``: one URL,
-    or the replicas' URLs separated by commas, summed), or None with the reason they are not
-    judged: no URL, or a scrape that failed (never raises). One replica that cannot be read
+def _service_counters() -> tuple[dict[str, dict[str, int]] | None, str | None, bool]:
+    """The service's error counters per URL and variant from its /metrics
+    (``RECSYS_SERVICE_URL``: one URL, or the replicas' URLs separated by commas), or None with
+    the reason they are not judged, and whether that is a read that failed (never raises): no
+    URL (not read, False), or a scrape that failed (True). One replica that cannot be read
     leaves the errors unjudged: the others' sum would understate them."""
     urls = [u.strip().rstrip("/") for u in (variables.SERVICE_URL.read() or "").split(",")]
     urls = [url for url in urls if url]
     if not urls:
         unset = variables.SERVICE_URL.name
-        return None, f"{unset} is not set: the service's error counts are not read"
-    total: dict[str, int] = {}
+        return None, f"{unset} is not set: the service's error counts are not read", False
+    counters: dict[str, dict[str, int]] = {}
     for url in urls:
         try:
-            counts = scrape_errors(url)
-        except Exception as error:  # URLError, timeouts, a broken answer: judged without errors
-            return None, f"the service's metrics at {url}/metrics could not be read ({error})"
-        for variant, count in counts.items():
-            total[variant] = total.get(variant, 0) + count
-    return total, None
+            counters[url] = scrape_errors(url)
+        except Exception as error:  # URLError, timeouts, a broken answer: the canary waits
+            return None, f"the service's metrics at {url}/metrics could not be read ({error})", True
+    return counters, None, False
 
 
 def repeats_a_wait(log: loop.LoopLog, action: str, challenger_tag: str, share: float) -> bool:
-    """Whether ``action`` is a wait right after a wait on the same challenger and share: such
-    a decision says nothing new, and a canary waiting for traffic would otherwise log one every
-    ``canary_interval_s``. The first wait of a phase, and every other action, is logged."""
-    if action != WAIT:
+    """Whether ``action`` is a wait right after a wait on the same challenger and share, or a
+    promotion right after a promotion there (one that did not happen: it awaits a release
+    manager, or the share would have changed): such a decision says nothing new, and a canary
+    waiting for traffic or for approval would otherwise log one every ``canary_interval_s``.
+    The first of a phase, and every other action, is logged."""
+    if action not in (WAIT, PROMOTE):
         return False
     previous = log.last(loop.CANARY_DECISION, challenger_tag=challenger_tag)
     return (
         previous is not None
-        and previous.get("action") == WAIT
+        and previous.get("action") == action
         and previous.get("current_share") == share
     )
 
@@ -110,20 +116,30 @@ def canary_report() -> dg.MaterializeResult:
     the share in force (the canary state file, else ``RECSYS_CHALLENGER_TAG`` and
     ``RECSYS_CANARY_SHARE``): wait, rollback, widen or promote, with the reasons. Written to
     the loop log as a ``canary_decision`` event with that policy (a wait repeating the previous
-    wait is not logged again: ``logged`` in the metadata) and to
-    reports/monitoring/canary.json, then applied to the state
-    file (``applied`` in the metadata: applied, refused by the policy, stale or nothing to do);
-    the check ``canary_guardrails`` fails (WARN) on a rollback.
+    wait, or a promotion repeating one that awaits approval, is not logged again: ``logged`` in
+    the metadata) and to reports/monitoring/canary.json, then applied to the state
+    file (``applied`` in the metadata: applied, awaiting approval, refused by the policy, stale
+    or nothing to do); the check ``canary_guardrails`` fails (WARN) on a rollback.
+
+    Each experiment is judged on its own records (``experiment`` in the metadata, the report
+    and the event): the served lists from its start (the canary state's ``started_at``, else
+    the first list its challenger served), the challenger's only of its own model version, and
+    the feedback on those lists; its error counts are the counters' increase since the
+    experiment's baseline (:mod:`recsys_assets.release.canary.baseline`, recorded at the first
+    analysis that reads them), and while they are read the lists are counted from that
+    baseline on as well, so that requests and errors cover the same span.
 
     Latency samples are the served log's ``latency_ms`` (the request's in-service time, as the
     service observes it in ``recsys_recommend_latency_seconds``), per variant: p99 is judged
     once both variants have ``min_requests`` of them. Error counts are not in the logs (a
     failed request writes no served line): they come from the service's ``/metrics`` at
-    ``RECSYS_SERVICE_URL`` (``recsys_errors_total`` by variant); without the URL, or when the
-    scrape fails, the error rate is not judged and the report says why. Without a challenger
-    it materialises with status "no canary running" and the check passes."""
+    ``RECSYS_SERVICE_URL`` (``recsys_errors_total`` by variant); without the URL the error
+    rate is not judged and the report says why; when the scrape fails it is not judged either,
+    and the canary waits (a breach of another guardrail still rolls back) rather than widen or
+    promote on errors it cannot see. Without a challenger it materialises with status "no
+    canary running" and the check passes."""
     settings = get_settings()
-    config, _ = current_config(settings.canary_state, os.environ)
+    config, state = current_config(settings.canary_state, os.environ)
     if not config.enabled:
         report_path = _write({"status": NO_CANARY})
         return dg.MaterializeResult(
@@ -133,16 +149,41 @@ def canary_report() -> dg.MaterializeResult:
             ],
         )
 
+    # This experiment only: its errors since its baseline, its lists since its start
+    experiment = Experiment.of(config, state)
+    counters, errors_not_judged, unreadable = _service_counters()
+    version = config.challenger_tag.rsplit(":", 1)[-1]
     served = ServedLog(served_log_path(settings.feedback_log)).read()
-    feedback = FeedbackLog(settings.feedback_log).read()
+    since = experiment.started_at or experiment_start(served, version)  # None: not served yet
+    errors, baseline_note = None, "none: the error counts are not read"
+    if counters is not None:  # errors since the baseline, lists since then too: one span
+        errors, baseline, baseline_note = experiment_errors(
+            baseline_path(settings.canary_state), experiment, counters, now=loop.now_utc()
+        )
+        since = max(pd.Timestamp(t) for t in (baseline.recorded_at, since) if t is not None)
+        baseline_note = baseline_note or f"errors counted since {baseline.recorded_at}"
+    served, feedback = experiment_records(
+        served, FeedbackLog(settings.feedback_log).read(), challenger_version=version, since=since
+    )
     # latency: the in-service time the service logs with each list (lines without it, from
-    # before the field existed, are left out); errors: the service's counters, when readable
-    errors, errors_not_judged = _service_errors()
+    # before the field existed, are left out)
     figures = variant_figures(served, feedback, latency=served_latency(served), errors=errors)
     policy = settings.canary  # the environment file's guardrails and steps
     decision = canary_decision(
-        figures, policy, current_share=config.share, errors_not_judged=errors_not_judged
+        figures,
+        policy,
+        current_share=config.share,
+        errors_not_judged=errors_not_judged,
+        hold=errors_not_judged if unreadable else None,
     )
+    window = {
+        "challenger_version": version,
+        "started_at": experiment.started_at or None,  # None: not in the canary state
+        "since": None if since is None else pd.Timestamp(since).isoformat(),
+        "served_lists": len(served),
+        "feedback_events": len(feedback),
+        "error_baseline": baseline_note,
+    }
     log = loop.LoopLog(settings.loop_log)
     logged = not repeats_a_wait(log, decision.action, config.challenger_tag, config.share)
     event = {"ts": loop.now_utc()}  # a repeated wait: this run's metadata still has it all
@@ -153,6 +194,7 @@ def canary_report() -> dg.MaterializeResult:
             current_share=config.share,
             **decision.as_event(),
             policy=policy.as_dict(),  # the thresholds that judged it
+            experiment=window,  # the records that were judged
         )
     report = {
         "status": "analysed",
@@ -161,6 +203,7 @@ def canary_report() -> dg.MaterializeResult:
         "current_share": config.share,
         "environment": str(settings.environment),
         "policy": policy.as_dict(),
+        "experiment": window,
         **decision.as_event(),
     }
     os.environ.setdefault(variables.BENTOML_HOME.name, str(settings.bentoml_home))  # the registry
@@ -195,6 +238,7 @@ def canary_report() -> dg.MaterializeResult:
             "guardrails": dg.MetadataValue.json(decision.guardrails),
             "environment": str(settings.environment),
             "policy": dg.MetadataValue.json(policy.as_dict()),
+            "experiment": dg.MetadataValue.json(window),
             "applied": applied.outcome,
             "applied_detail": applied.detail,
             "applied_state": dg.MetadataValue.json(applied.as_metadata()),

@@ -31,7 +31,8 @@ canary_job = dg.define_asset_job(
     minimum_interval_seconds=max(1, int(get_settings().monitoring.canary_interval_s)),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="While a challenger serves part of the customers (share between 0 and 1), runs "
-    "the canary analysis, which rolls back, widens or promotes it on its own.",
+    "the canary analysis, which rolls back or widens it on its own and promotes it where the "
+    "policy lets it (in prod a release manager approves the promotion).",
 )
 def canary_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     settings = get_settings()

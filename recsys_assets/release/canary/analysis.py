@@ -1,8 +1,11 @@
 """The canary analysis: compare the champion and the challenger, then wait, roll back, widen or
 promote.
 
-Two steps, both pure (pandas, numpy, scipy; no Dagster, no BentoML), and a parser:
+Three steps, all pure (pandas, numpy, scipy; no Dagster, no BentoML), and a parser:
 
+- :func:`experiment_records`: the served and feedback records of the experiment in force only
+  (from its start, the challenger's lists of its own model version): an earlier challenger's
+  lists, or the champion's from before the canary, are another experiment's.
 - :func:`variant_figures`: per variant (``champion``, ``challenger``) what the service's logs
   say about it: served lists, the error and fallback rates, click-through, conversion, orders,
   AOV and, when latency samples are given, p50 and p99. Failed requests never reach the served
@@ -38,7 +41,9 @@ The rules, in order:
    would give it every customer anyway, or the current share is already the last step. Widening
    to 1.0 is never a step of its own: at 1.0 there is no champion left to compare with. A
    promotion needs the policy's ``promote_needs`` guardrails (conversion) judged: until they
-   can be, the canary **waits** at its last step.
+   can be, the canary **waits** at its last step. While the error counts cannot be read
+   (``hold``: the service's ``/metrics`` did not answer), it **waits** instead of widening or
+   promoting, with that reason: a breach of another guardrail still rolls it back.
 """
 
 from __future__ import annotations
@@ -86,6 +91,50 @@ def _percentile_ms(samples: Sequence[float] | None, q: float) -> float | None:
     values = np.asarray(samples if samples is not None else [], dtype=float)
     values = values[np.isfinite(values)]
     return float(np.percentile(values, q) * 1000.0) if values.size else None
+
+
+def experiment_start(served: pd.DataFrame, challenger_version: str) -> pd.Timestamp | None:
+    """The first list the challenger (model ``challenger_version``) served, None before it
+    served any: the experiment's start when the canary state does not record one."""
+    mine = _is(served["variant"], VARIANT_CHALLENGER) & _is(served["model_version"],
+                                                           challenger_version)  # fmt: skip
+    if not mine.any():
+        return None
+    return pd.Timestamp(_utc(served["ts"])[mine].min())
+
+
+def _utc(values: pd.Series) -> pd.Series:
+    if not len(values):
+        return values.astype("datetime64[ns, UTC]")
+    return pd.to_datetime(values, utc=True, format="ISO8601")
+
+
+def experiment_records(
+    served: pd.DataFrame,
+    feedback: pd.DataFrame,
+    *,
+    challenger_version: str,
+    since: str | pd.Timestamp | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The served and feedback records of one experiment: the served lists from ``since`` on
+    (its start; None: from the first list the challenger served, :func:`experiment_start`, and
+    none before it served any), of which the challenger's only when model
+    ``challenger_version`` served them, and the feedback events quoting those lists' request
+    ids. Lists of an earlier experiment (another challenger under the same variant name, the
+    champion before the canary began) and their feedback are left out, so that they never
+    count towards ``min_requests`` nor a guardrail."""
+    start = experiment_start(served, challenger_version) if since is None else since
+    if start is None:
+        return served.iloc[0:0], feedback.iloc[0:0]
+    start = pd.Timestamp(start)
+    start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+    times = _utc(served["ts"])
+    other_challenger = _is(served["variant"], VARIANT_CHALLENGER) & ~_is(
+        served["model_version"], challenger_version
+    )
+    kept = served.loc[(times >= start).to_numpy(dtype=bool) & ~other_challenger]
+    ids = set(kept["request_id"].astype(str))
+    return kept, feedback.loc[feedback["request_id"].astype(str).isin(ids).to_numpy()]
 
 
 def served_latency(served: pd.DataFrame) -> dict[str, list[float]]:
@@ -419,12 +468,15 @@ def canary_decision(
     *,
     current_share: float,
     errors_not_judged: str | None = None,
+    hold: str | None = None,
 ) -> CanaryDecision:
     """Wait, roll back, widen or promote (see the module notes for the rules).
 
     ``figures`` are :func:`variant_figures`'; ``current_share`` the challenger's share of
     customers now, in [0, 1]; ``errors_not_judged``: why the error counts are unknown (the
-    error-rate guardrail is then not judged, with that reason), None when they are known."""
+    error-rate guardrail is then not judged, with that reason), None when they are known;
+    ``hold``: why the canary may not move on now (the error counts could not be read): it
+    waits with that reason where it would widen or promote (a breach still rolls back)."""
     policy = policy or CanaryPolicy()
     if not (math.isfinite(current_share) and 0.0 <= current_share <= 1.0):
         raise ValueError(f"current_share must be in [0, 1], got {current_share!r}")
@@ -450,6 +502,10 @@ def canary_decision(
     step = next_step(current_share, policy.steps)
     unjudged = [guardrails[g]["text"] for g in GUARDRAILS if guardrails[g]["status"] == NOT_JUDGED]
     clean = ", ".join(g for g in GUARDRAILS if guardrails[g]["status"] == CLEAN)
+    if hold is not None:  # nothing breached, but not everything could be read: stay
+        reasons = [f"waiting at share {current_share:g}, neither widening nor promoting: {hold}",
+                   *unjudged]  # fmt: skip
+        return CanaryDecision(WAIT, float(current_share), reasons, plain, guardrails)
     if step is None or step >= 1.0:  # the next step gives it every customer: that is promotion
         needed = [g for g in policy.promote_needs if guardrails[g]["status"] == NOT_JUDGED]
         if needed:

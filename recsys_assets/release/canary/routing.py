@@ -142,7 +142,10 @@ _STATE_FIELDS = ("challenger_tag", "share", "salt", "generation")  # required in
 @dataclass(frozen=True)
 class CanaryState:
     """The canary state file's document: the challenger (None: no canary), its share and salt,
-    plus ``generation`` (+1 per change), when, by whom and why it last changed."""
+    plus ``generation`` (+1 per change), when, by whom and why it last changed, and
+    ``started_at``: when this challenger's experiment began (set when a new challenger starts,
+    kept while it widens; empty when not known: a canary bootstrapped from the environment, or
+    a file written before the field existed)."""
 
     challenger_tag: str | None
     share: float
@@ -151,6 +154,7 @@ class CanaryState:
     updated_at: str = ""
     updated_by: str = ""
     reason: str = ""
+    started_at: str = ""
 
     def __post_init__(self) -> None:
         config = self.config()  # validates tag, share and salt
@@ -158,7 +162,7 @@ class CanaryState:
         generation = self.generation
         if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
             raise ValueError(f"generation must be an integer >= 0, got {generation!r}")
-        for name in ("updated_at", "updated_by", "reason"):
+        for name in ("updated_at", "updated_by", "reason", "started_at"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
 
@@ -169,7 +173,8 @@ class CanaryState:
     def changed(
         self, *, challenger_tag: str | None, share: float, updated_by: str, reason: str
     ) -> CanaryState:
-        """The next state: the same salt (so assignment stays sticky), generation + 1, now."""
+        """The next state: the same salt (so assignment stays sticky), generation + 1, now; the
+        same experiment start while the challenger stays (none once it is gone)."""
         return CanaryState(
             challenger_tag=challenger_tag,
             share=share,
@@ -178,6 +183,7 @@ class CanaryState:
             updated_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
             updated_by=updated_by,
             reason=reason,
+            started_at=self.started_at if challenger_tag == self.challenger_tag else "",
         )
 
     @classmethod

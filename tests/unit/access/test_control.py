@@ -68,6 +68,7 @@ def test_a_malformed_control_secret_names_the_variable_not_the_key():
         (PIPELINE, "deploy", "acceptance"),
         (CANARY_ANALYSER, "rollback", "prod"),
         (CANARY_ANALYSER, "set_canary_share", "prod"),
+        (CANARY_ANALYSER, "promote", "acceptance"),
     ],
 )
 def test_service_identities_do_their_jobs_and_each_allow_is_audited(
@@ -87,7 +88,8 @@ def test_service_identities_do_their_jobs_and_each_allow_is_audited(
     [
         (PIPELINE, "promote", "prod", "deny-pipeline-release-to-prod"),
         (PIPELINE, "rollback", "dev", "deny by default"),
-        (CANARY_ANALYSER, "promote", "prod", "deny by default"),
+        (CANARY_ANALYSER, "promote", "prod", "deny-canary-release-to-prod"),
+        (CANARY_ANALYSER, "deploy", "test", "deny by default"),
         (None, "rollback", "dev", "unauthenticated"),
     ],
 )

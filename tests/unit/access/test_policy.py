@@ -54,7 +54,7 @@ EVERY_ENV = {"dev", "test", "acceptance", "prod"}
 BELOW_PROD = {"dev", "test", "acceptance"}
 EXPECTED_ALLOWED: dict[str, dict[str, set[str]]] = {
     "pipeline": {"promote": BELOW_PROD, "deploy": BELOW_PROD},
-    "canary": {"rollback": EVERY_ENV, "set_canary_share": EVERY_ENV},
+    "canary": {"rollback": EVERY_ENV, "set_canary_share": EVERY_ENV, "promote": BELOW_PROD},
     "release_manager": {
         "promote": EVERY_ENV,
         "deploy": EVERY_ENV,
@@ -70,6 +70,8 @@ EXPECTED_ALLOWED: dict[str, dict[str, set[str]]] = {
 EXPECTED_RULE = {
     ("pipeline", "promote", "prod"): "deny-pipeline-release-to-prod",
     ("pipeline", "deploy", "prod"): "deny-pipeline-release-to-prod",
+    ("canary", "promote", "prod"): "deny-canary-release-to-prod",
+    ("canary", "deploy", "prod"): "deny-canary-release-to-prod",
 }
 
 

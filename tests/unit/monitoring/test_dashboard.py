@@ -345,3 +345,41 @@ def test_latency_per_day_and_variant_from_the_served_log(tmp_path):
     page = dashboard.write_dashboard(figures, tmp_path / "ops.html", title="Ops").read_text()
     assert "Latency p99 per day by model version and variant" in page
     assert "<td>80.0</td>" in page
+
+
+def test_models_awaiting_a_release_manager_are_listed_until_approved(tmp_path):
+    deny = "canary-analyser may not promote in prod: deny-canary-release-to-prod"
+    waiting = [
+        {"ts": "2024-03-05T09:00:00+00:00", "kind": loop.AWAITING_APPROVAL, "model_version": "v4",
+         "tag": "recsys-ranker:v4", "reason": "dagster-pipeline may not promote in prod"},
+        {"ts": "2024-03-05T10:00:00+00:00", "kind": loop.RELEASED, "model_version": "v4"},
+        {"ts": "2024-03-05T11:00:00+00:00", "kind": loop.AWAITING_APPROVAL, "model_version": "v5",
+         "challenger_tag": "recsys-ranker:v5", "share": 0.5, "reason": deny,
+         "approve_with": "python -m recsys_assets canary promote"},
+        {"ts": "2024-03-05T12:00:00+00:00", "kind": loop.AWAITING_APPROVAL, "model_version": "v6",
+         "tag": "recsys-ranker:v6", "reason": "dagster-pipeline may not promote in prod"},
+    ]  # fmt: skip
+    figures = dashboard.dashboard_figures(waiting, [], None, {}, environment="prod")
+    listed = [(w["model_version"], w["challenger_tag"], w["share"])
+              for w in figures["awaiting_approval"]]  # fmt: skip
+    assert listed == [("v5", "recsys-ranker:v5", 0.5), ("v6", None, None)]
+    rows = [r for r in figures["releases"] if r["kind"] == loop.AWAITING_APPROVAL]
+    assert rows[1]["detail"] == (
+        f"{deny}; a release manager approves with `python -m recsys_assets canary promote`"
+    )
+    page = dashboard.write_dashboard(figures, tmp_path / "ops.html", title="Ops").read_text()
+    assert "<h2>Awaiting a release manager</h2>" in page
+    assert "Awaiting a release manager: v5, v6" in page  # the summary says so at the top
+    assert "<td>recsys-ranker:v5</td><td>0.5</td>" in page
+    assert "<td>python -m recsys_assets canary promote</td>" in page
+    # a release manager promoted the challenger: it no longer waits
+    promoted = {"ts": "2024-03-05T13:00:00+00:00", "kind": loop.CANARY_PROMOTED,
+                "model_version": "v5", "by": "alice"}  # fmt: skip
+    figures = dashboard.dashboard_figures([*waiting, promoted], [], None, {})
+    assert [w["model_version"] for w in figures["awaiting_approval"]] == ["v6"]
+    assert figures["releases"][-1]["detail"] == "by alice"
+    page = dashboard.write_dashboard(figures, tmp_path / "ops.html", title="Ops").read_text()
+    assert "Awaiting a release manager: v6" in page
+    empty = dashboard.dashboard_figures([], [], None, {})
+    page = dashboard.write_dashboard(empty, tmp_path / "ops.html", title="Ops").read_text()
+    assert "No model waits for a release manager" in page

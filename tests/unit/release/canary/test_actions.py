@@ -30,6 +30,7 @@ from recsys_assets.release.canary.routing import (
 
 TAG = "recsys-ranker:v2"
 BREACH = "p99 latency: challenger 60.0 ms vs champion 6.0 ms: 10.00x"
+AWAITING = "awaiting approval"  # actions.AWAITING: a promotion left to a release manager
 
 
 def decision(action: str, next_share: float) -> ca.CanaryDecision:
@@ -112,18 +113,23 @@ def test_promote_gives_the_challenger_everyone(paths):
     state = read_canary_state(paths["state"])
     assert (state.challenger_tag, state.share) == (TAG, 1.0)
     assert registry.calls == [(TAG, "promoted", {})]
-    assert len(loop.LoopLog(paths["loop"]).read([loop.CANARY_PROMOTED])) == 1
+    [event] = loop.LoopLog(paths["loop"]).read([loop.CANARY_PROMOTED])
+    assert event["by"] == "canary-analyser"
+    [line] = audit(paths)  # the policy's promote was asked, and allowed in test
+    assert (line["action"], line["effect"], line["rule_id"]) == (
+        "promote", "allow", "allow-canary-promote-below-prod")  # fmt: skip
 
 
 def test_a_promotion_is_recorded_as_the_environments_release(paths):
     recorded: list[tuple] = []
 
-    def ledger(tag: str, environment: str, reason: str) -> str:
-        recorded.append((tag, environment, reason))
+    def ledger(tag: str, environment: str, reason: str, released_by) -> str:
+        recorded.append((tag, environment, reason, released_by.id))
         return "release test-v2 recorded"
 
     applied, _ = apply(paths, decision(ca.PROMOTE, 1.0), record_release=ledger)
-    assert recorded == [(TAG, "test", "promoted by the canary at share 0.25: all clean: promote")]
+    assert recorded == [(TAG, "test", "promoted by the canary at share 0.25: all clean: promote",
+                         "canary-analyser")]  # fmt: skip
     assert applied.release == applied.as_metadata()["release"] == "release test-v2 recorded"
     [event] = loop.LoopLog(paths["loop"]).read([loop.CANARY_PROMOTED])
     assert event["release"] == "release test-v2 recorded"
@@ -140,6 +146,103 @@ def test_a_ledger_that_fails_does_not_undo_the_promotion(paths, monkeypatch):
     applied, _ = apply(paths, decision(ca.PROMOTE, 1.0))
     assert applied.outcome == APPLIED and read_canary_state(paths["state"]).share == 1.0
     assert applied.release == "release not recorded (OSError: ledger is read-only)"
+
+
+def without_rule(tmp_path: Path, rule_id: str) -> Path:
+    """The shipped policy without one rule, as a scratch file."""
+    policy = yaml.safe_load(Path(DEFAULT_POLICY_PATH).read_text())
+    assert rule_id in [r["id"] for r in policy["rules"]]
+    policy["rules"] = [r for r in policy["rules"] if r["id"] != rule_id]
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+def ledger_recorder(recorded: list) -> object:
+    def ledger(tag: str, environment: str, reason: str, released_by) -> str:
+        recorded.append((tag, environment, released_by.id))
+        return f"release {environment}-v2 recorded"
+
+    return ledger
+
+
+def test_in_prod_a_clean_canary_awaits_a_release_manager(paths):
+    before = paths["state"].read_text()
+    recorded: list = []
+    applied, registry = apply(paths, decision(ca.PROMOTE, 1.0), environment="prod",
+                              record_release=ledger_recorder(recorded))  # fmt: skip
+    assert applied.outcome == AWAITING
+    assert "canary-analyser may not promote in prod" in applied.detail
+    assert "python -m recsys_assets canary promote" in applied.detail
+    # nothing changed: the share, the registry, the release ledger
+    assert paths["state"].read_text() == before and registry.calls == [] and recorded == []
+    [line] = audit(paths)
+    assert (line["action"], line["effect"], line["rule_id"]) == (
+        "promote", "deny", "deny-canary-release-to-prod")  # fmt: skip
+    [event] = loop.LoopLog(paths["loop"]).read()
+    assert event["kind"] == loop.AWAITING_APPROVAL and event["challenger_tag"] == TAG
+    assert (event["share"], event["generation"], event["model_version"]) == (0.25, 4, "v2")
+    assert event["reasons"] == ["all clean: promote"]
+    assert event["approve_with"] == "python -m recsys_assets canary promote"
+    assert applied.event == event
+    # the analysis decides the same every run while it waits: one event for the state
+    again, _ = apply(paths, decision(ca.PROMOTE, 1.0), environment="prod")
+    assert again.outcome == AWAITING
+    assert len(loop.LoopLog(paths["loop"]).read()) == 1 and len(audit(paths)) == 2
+
+
+@pytest.mark.parametrize("environment", ["dev", "test", "acceptance"])
+def test_below_prod_the_promotion_is_the_policys_to_allow(paths, tmp_path, environment):
+    allowed, _ = apply(paths, decision(ca.PROMOTE, 1.0), environment=environment,
+                       record_release=ledger_recorder([]))  # fmt: skip
+    assert allowed.outcome == APPLIED and read_canary_state(paths["state"]).share == 1.0
+    write_canary_state(paths["state"], CanaryState(TAG, 0.25, "salt-1", generation=6))
+    # the same canary where the policy no longer lets the analyser promote: it waits
+    denying = without_rule(tmp_path, "allow-canary-promote-below-prod")
+    recorded: list = []
+    waiting, registry = apply(
+        paths, decision(ca.PROMOTE, 1.0), environment=environment, policy_path=denying,
+        record_release=ledger_recorder(recorded),
+    )  # fmt: skip
+    assert waiting.outcome == AWAITING and "deny by default" in waiting.detail
+    assert read_canary_state(paths["state"]).share == 0.25
+    assert registry.calls == [] and recorded == []
+    assert [e["action"] for e in audit(paths)] == ["promote", "promote"]
+    assert [e["effect"] for e in audit(paths)] == ["allow", "deny"]
+
+
+def test_a_release_manager_promotes_the_canary_that_awaits_approval(paths):
+    from recsys_assets.access.control import AccessDenied
+    from recsys_assets.access.policy import Subject
+    from recsys_assets.release.canary.actions import promote_challenger
+
+    apply(paths, decision(ca.PROMOTE, 1.0), environment="prod")  # awaiting approval
+    recorded: list = []
+
+    def promote(subject, registry):
+        return promote_challenger(
+            TAG, subject=subject, reason="CAB-123", state_path=paths["state"],
+            environment="prod", loop_log=paths["loop"], set_stage=registry,
+            record_release=ledger_recorder(recorded),
+        )  # fmt: skip
+
+    before, registry = paths["state"].read_text(), Registry()
+    with pytest.raises(AccessDenied, match="bob may not promote in prod"):
+        promote(Subject.human("bob", "sre"), registry)
+    assert paths["state"].read_text() == before and registry.calls == [] and recorded == []
+    applied = promote(Subject.human("alice", "release_manager"), registry)
+    assert applied.outcome == APPLIED and "by alice" in applied.detail
+    state = read_canary_state(paths["state"])
+    assert (state.challenger_tag, state.share, state.updated_by) == (TAG, 1.0, "alice")
+    assert (state.generation, state.salt) == (5, "salt-1")
+    assert registry.calls == [(TAG, "promoted", {})]
+    assert recorded == [(TAG, "prod", "alice")] and applied.release == "release prod-v2 recorded"
+    [event] = loop.LoopLog(paths["loop"]).read([loop.CANARY_PROMOTED])
+    assert (event["by"], event["reasons"], event["from_share"]) == ("alice", ["CAB-123"], 0.25)
+    lines = [(e["subject"], e["action"], e["effect"]) for e in audit(paths)]
+    assert lines == [("canary-analyser", "promote", "deny"), ("bob", "promote", "deny"),
+                     ("alice", "promote", "allow")]  # fmt: skip
+    assert promote(Subject.human("alice", "release_manager"), registry).outcome == NOTHING
 
 
 def test_wait_changes_nothing(paths):
@@ -222,6 +325,7 @@ def test_a_new_challenger_is_a_new_experiment_with_its_own_salt(paths):
         "recsys-ranker:v3",
     )
     assert state.generation == 5 and state.updated_by == "alice"
+    assert state.started_at == state.updated_at != ""  # the experiment's start
     assert read_canary_state(paths["state"]) == state
     [event] = loop.LoopLog(paths["loop"]).read()
     assert event["kind"] == loop.CANARY_STARTED and event["by"] == "alice"
@@ -236,6 +340,14 @@ def test_reshaping_keeps_the_salt_and_stopping_removes_the_challenger(paths):
     assert stopped.challenger_tag is None and stopped.share == 0.0
     kinds = [e["kind"] for e in loop.LoopLog(paths["loop"]).read()]
     assert kinds == [loop.CANARY_WIDENED, loop.ROLLED_BACK]
+
+
+def test_an_experiment_keeps_its_start_while_it_widens_and_loses_it_when_stopped(paths):
+    started = by_hand(paths, challenger="recsys-ranker:v3", share=0.1)
+    widened = by_hand(paths, challenger="recsys-ranker:v3", share=0.5)
+    assert widened.started_at == started.started_at == started.updated_at != ""
+    assert widened.updated_at >= started.updated_at
+    assert by_hand(paths, challenger=None, share=0.0).started_at == ""
 
 
 def test_a_deny_or_a_bad_share_changes_nothing(paths):

@@ -500,3 +500,84 @@ def test_a_promotion_waits_until_conversion_can_be_judged():
 def test_promote_needs_names_known_guardrails_only():
     with pytest.raises(ValueError, match=r"promote_needs names unknown guardrail\(s\) \['aov'\]"):
         ca.CanaryPolicy(promote_needs=("aov",))
+
+
+# --- One experiment's records, and waiting when the errors cannot be read ---------------------
+
+
+def timed_frame(rows: list[tuple[str, str, str, int]]) -> pd.DataFrame:
+    """A served frame of (request_id, variant, model_version, minutes after T0) rows."""
+    frame = served_frame([(r[0], r[1], None) for r in rows])
+    frame["model_version"] = pd.array([r[2] for r in rows], dtype="string")
+    frame["ts"] = pd.Series(
+        [T0 + pd.Timedelta(minutes=r[3]) for r in rows], dtype=FRAME_DTYPES["ts"]
+    )
+    return frame
+
+
+def test_experiment_records_are_the_experiments_own():
+    served = timed_frame([
+        ("old-champ", "champion", "v1", 0), ("old-chall", "challenger", "v1b", 0),  # before
+        ("champ", "champion", "v1", 60), ("chall", "challenger", "v2", 60),
+        ("straggler", "challenger", "v1b", 61),  # the earlier challenger, after the start
+        ("champ-2", "champion", "v1", 90),
+    ])  # fmt: skip
+    feedback = events_to_frame([
+        event("old-chall", "purchase", "challenger", order_id="o1", order_value=10.0),
+        event("chall", "purchase", "challenger", order_id="o2", order_value=20.0),
+        event("straggler", "click", "challenger"),
+    ])  # fmt: skip
+    # no start recorded: from the first list of the challenger's own version (minute 60)
+    assert ca.experiment_start(served, "v2") == pd.Timestamp(T0) + pd.Timedelta(minutes=60)
+    kept, bought = ca.experiment_records(served, feedback, challenger_version="v2")
+    assert list(kept["request_id"]) == ["champ", "chall", "champ-2"]
+    assert list(bought["request_id"]) == ["chall"]
+    # a recorded start wins
+    since = (T0 + pd.Timedelta(minutes=75)).isoformat()
+    kept, bought = ca.experiment_records(served, feedback, challenger_version="v2", since=since)
+    assert list(kept["request_id"]) == ["champ-2"] and bought.empty
+    # a challenger that has served nothing yet: no record is its experiment's
+    assert ca.experiment_start(served, "v3") is None
+    kept, bought = ca.experiment_records(served, feedback, challenger_version="v3")
+    assert kept.empty and bought.empty
+
+
+def test_an_earlier_challengers_lists_do_not_meet_min_requests():
+    old = [(f"o-{v}-{i}", v, "v1" if v == "champion" else "v1b", 0)
+           for v in ("champion", "challenger") for i in range(300)]  # fmt: skip
+    new = [(f"n-{v}-{i}", v, "v1" if v == "champion" else "v2", 60)
+           for v in ("champion", "challenger") for i in range(10)]  # fmt: skip
+    served = timed_frame(old + new)
+    empty = events_to_frame([])
+    everything = ca.canary_decision(ca.variant_figures(served, empty), current_share=0.1)
+    assert everything.action == ca.WIDEN  # what judging the whole log did
+    kept, feedback = ca.experiment_records(served, empty, challenger_version="v2")
+    decision = ca.canary_decision(ca.variant_figures(kept, feedback), current_share=0.1)
+    assert decision.action == ca.WAIT
+    assert decision.reasons[0].startswith("waiting for traffic: challenger 10 and champion 10")
+
+
+UNREADABLE = "the service's metrics at http://svc:3000/metrics could not be read (refused)"
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5])  # it would widen, it would promote
+def test_unreadable_error_counts_hold_the_canary_where_it_is(share):
+    served, feedback = scenario((1000, 1000), (300, 300))
+    figures = ca.variant_figures(served, feedback)
+    decision = ca.canary_decision(figures, current_share=share, errors_not_judged=UNREADABLE,
+                                  hold=UNREADABLE)  # fmt: skip
+    assert (decision.action, decision.next_share) == (ca.WAIT, share)
+    assert decision.reasons[0] == (
+        f"waiting at share {share:g}, neither widening nor promoting: {UNREADABLE}"
+    )
+    assert f"error rate not judged: {UNREADABLE}" in decision.reasons
+    assert decision.guardrails["error_rate"]["status"] == ca.NOT_JUDGED
+
+
+def test_unreadable_error_counts_still_roll_back_a_breach():
+    served, feedback = scenario((1000, 1000), (300, 100))
+    figures = ca.variant_figures(served, feedback)
+    decision = ca.canary_decision(figures, current_share=0.1, errors_not_judged=UNREADABLE,
+                                  hold=UNREADABLE)  # fmt: skip
+    assert decision.action == ca.ROLLBACK
+    assert decision.reasons[0].startswith("conversion: challenger 10.00%")

@@ -162,6 +162,24 @@ def test_state_generation_counts_changes_and_keeps_the_salt():
     assert boot.generation == 0 and boot.updated_by == "environment"
 
 
+def test_the_state_records_when_the_experiment_started(tmp_path):
+    started = STATE.started_at or "2024-03-01T09:00:00.000+00:00"
+    state = CanaryState("recsys-ranker:v2", 0.1, "exp-7", 1, started_at=started)
+    widened = state.changed(challenger_tag="recsys-ranker:v2", share=0.25, updated_by="a",
+                            reason="widen")  # fmt: skip
+    assert widened.started_at == started  # the same experiment, wider
+    rolled = widened.changed(challenger_tag=None, share=0.0, updated_by="a", reason="rollback")
+    assert rolled.started_at == ""  # no experiment any more
+    path = tmp_path / "canary.json"
+    write_canary_state(path, widened)
+    assert read_canary_state(path).started_at == started
+    older = {k: v for k, v in STATE.as_json().items() if k != "started_at"}  # before the field
+    path.write_text(json.dumps(older))
+    assert read_canary_state(path).started_at == ""
+    with pytest.raises(ValueError, match="started_at"):
+        CanaryState("recsys-ranker:v2", 0.1, "exp-7", 1, started_at=None)
+
+
 @pytest.mark.parametrize(
     "text, problem",
     [
