@@ -47,6 +47,27 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     dev_parser.set_defaults(handler=dev)
 
 
+# Row counts up to 999,999,999 (11 characters with separators) keep at least two spaces apart.
+_COUNT_WIDTH = 13
+
+
+def partition_table(rows: list[dict]) -> list[str]:
+    """The demo's per-partition lines: a header, one line per partition run, and the totals."""
+    w = _COUNT_WIDTH
+    lines = [f"{'partition':<12}{'raw':>{w}}{'valid':>{w}}{'quarant.':>{w}}{'secs':>8}"]
+    for row in rows:
+        status = "" if row["ok"] else f"  FAILED: {row['error']}"
+        lines.append(
+            f"{row['partition']:<12}{row['raw']:>{w},}{row['validated']:>{w},}"
+            f"{row['quarantined']:>{w},}{row['seconds']:>8}{status}"
+        )
+    totals = {k: sum(int(r[k]) for r in rows) for k in ("raw", "validated", "quarantined")}
+    lines.append(
+        f"{'total':<12}{totals['raw']:>{w},}{totals['validated']:>{w},}{totals['quarantined']:>{w},}"
+    )
+    return lines
+
+
 def demo(args: argparse.Namespace) -> int:
     if args.data_config:
         os.environ[DATA_CONFIG_VAR] = str(Path(args.data_config).resolve())
@@ -62,15 +83,8 @@ def demo(args: argparse.Namespace) -> int:
     except SourceError as exc:  # raised while the definitions load: config or file unusable
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"\n{'partition':<12}{'raw':>9}{'valid':>9}{'quarant.':>9}{'secs':>7}")
-    for row in rows:
-        status = "" if row["ok"] else f"  FAILED: {row['error']}"
-        print(
-            f"{row['partition']:<12}{row['raw']:>9,}{row['validated']:>9,}"
-            f"{row['quarantined']:>9,}{row['seconds']:>7}{status}"
-        )
-    totals = {k: sum(int(r[k]) for r in rows) for k in ("raw", "validated", "quarantined")}
-    print(f"{'total':<12}{totals['raw']:>9,}{totals['validated']:>9,}{totals['quarantined']:>9,}")
+    print()
+    print("\n".join(partition_table(rows)))
     failed = [r["partition"] for r in rows if not r["ok"]]
     if failed:
         print(f"\n{len(failed)} partition(s) failed: {failed}", file=sys.stderr)
