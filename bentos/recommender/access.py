@@ -40,16 +40,19 @@ def access_gate():
 
 
 class AccessControl:
-    """ASGI middleware: the routes in ROUTE_ACTIONS pass only what the gate admits; a refusal
-    is answered here, before the body is read, with a body that names no key, rule or subject.
-    Everything else (health, metrics, docs) passes untouched."""
+    """ASGI middleware: POSTs to the routes in ROUTE_ACTIONS pass only what the gate admits; a
+    refusal is answered here, before the body is read, with a body that names no key, rule or
+    subject (published in /docs.json: bentos/recommender/contract.py). Everything else (other
+    methods, health, metrics, docs) passes untouched."""
 
     def __init__(self, app) -> None:
         self.app = app
         self._audit_warned: set[str] = set()
 
     async def __call__(self, scope, receive, send) -> None:
-        action = ROUTE_ACTIONS.get(scope["path"]) if scope["type"] == "http" else None
+        # Only the APIs' method: any other is answered 405 by the router, never reaching an API.
+        guarded = scope["type"] == "http" and scope["method"] == "POST"
+        action = ROUTE_ACTIONS.get(scope["path"]) if guarded else None
         if action is None:
             return await self.app(scope, receive, send)
         gate = access_gate()

@@ -12,6 +12,8 @@ This file is the service and its APIs; the parts around them are modules beside 
 - :mod:`~bentos.recommender.schemas`: the request and response bodies;
 - :mod:`~bentos.recommender.access`: the API keys, checked in an ASGI middleware before the body
   is read (docs/access-control.md);
+- :mod:`~bentos.recommender.contract`: the published OpenAPI document (``/docs.json``) as the
+  service answers, error bodies included, and 415 for a body that is not JSON;
 - :mod:`~bentos.recommender.canary`: the canary's challenger (``RECSYS_CHALLENGER_TAG``, a
   sticky share of customers), and following the canary state file while serving;
 - :mod:`~bentos.recommender.faults`: the drill knobs that make the challenger slow or failing,
@@ -35,6 +37,7 @@ import bentoml
 
 from bentos.recommender.access import AccessControl, access_gate
 from bentos.recommender.canary import CanaryFollower, challenger_reader, load_challenger
+from bentos.recommender.contract import PublishedContract
 from bentos.recommender.faults import INJECTED_FAILURE, ChallengerFaults
 from bentos.recommender.metrics import ServiceMetrics
 from bentos.recommender.schemas import (
@@ -367,4 +370,5 @@ class Recommender:
         return FeedbackResponse(accepted=accepted)
 
 
-Recommender.add_asgi_middleware(AccessControl)
+Recommender.add_asgi_middleware(AccessControl)  # outermost: the key before anything else
+Recommender.add_asgi_middleware(PublishedContract, service=Recommender)  # /docs.json, 415

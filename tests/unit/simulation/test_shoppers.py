@@ -485,7 +485,7 @@ def test_feedback_payload_matches_the_service_model(shoppers):
 
     from bentos.recommender.schemas import FeedbackRequest  # the service's request schema
 
-    body = FeedbackRequest.model_validate({"events": payload})
+    body = FeedbackRequest.model_validate_json(json.dumps({"events": payload}))  # as served
     assert len(body.events) == len(payload)
 
 
