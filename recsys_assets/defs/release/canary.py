@@ -11,6 +11,7 @@ control-plane policy (:func:`~recsys_assets.release.canary.actions.apply_decisio
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 from typing import Any
@@ -76,7 +77,9 @@ def _service_counters() -> tuple[dict[str, dict[str, int]] | None, str | None, b
     for url in urls:
         try:
             counters[url] = scrape_errors(url)
-        except Exception as error:  # URLError, timeouts, a broken answer: the canary waits
+        # Unreachable, timed out, an HTTP error (OSError), or an answer that is not usable
+        # (ValueError, a broken HTTP response): the canary waits.
+        except (OSError, ValueError, http.client.HTTPException) as error:
             return None, f"the service's metrics at {url}/metrics could not be read ({error})", True
     return counters, None, False
 
