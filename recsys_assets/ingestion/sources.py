@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,8 @@ class SourceSpec:
     path: Path | None = None  # resolved path of the file (kind: file) or log (kind: feedback)
     format: str | None = None  # "csv" or "parquet" (kind: file)
     columns: dict[str, str] = field(default_factory=dict)  # canonical field -> source column
+    header: bool = True  # False: a CSV without a header row, its column names are ``names``
+    names: tuple[str, ...] = ()  # column names of a headerless CSV, in file order
     timestamp_format: str | None = None  # strptime format; ISO 8601 when unset
     cancellation_prefix: str | None = None  # order ids starting with it are cancellations
     product_item_pattern: str | None = None  # regex an item id must match to be a product
@@ -88,6 +90,8 @@ _SPEC_KEYS = {
     "path",
     "format",
     "columns",
+    "header",
+    "names",
     "timestamp_format",
     "cancellation_prefix",
     "product_item_pattern",
@@ -161,11 +165,15 @@ def load_source_spec(config_path: str | Path) -> SourceSpec:
     missing = [f for f in c.REQUIRED_FIELDS if f not in columns]
     if missing:
         raise SourceError(f"{config_path}: 'columns' must map the required field(s) {missing}")
+    columns = {k: str(v) for k, v in columns.items()}
+    header, names = _parse_header(config_path, raw, fmt, columns)
     return SourceSpec(
         **common,
         path=path,
         format=fmt,
-        columns={k: str(v) for k, v in columns.items()},
+        columns=columns,
+        header=header,
+        names=names,
         timestamp_format=raw.get("timestamp_format"),
         cancellation_prefix=raw.get("cancellation_prefix"),
         product_item_pattern=raw.get("product_item_pattern"),
@@ -176,7 +184,9 @@ def _feedback_spec(
     config_path: Path, raw: dict[str, Any], common: dict[str, Any], path: Path
 ) -> SourceSpec:
     """A feedback log has a fixed schema: no format, column mapping or timestamp format."""
-    fixed = sorted({"format", "columns", "timestamp_format", "synthetic"} & set(raw))
+    fixed = sorted(
+        {"format", "columns", "header", "names", "timestamp_format", "synthetic"} & set(raw)
+    )
     if fixed:
         raise SourceError(
             f"{config_path}: {fixed} cannot be set for kind: feedback (the log's schema is fixed)"
@@ -187,6 +197,38 @@ def _feedback_spec(
         cancellation_prefix=raw.get("cancellation_prefix"),
         product_item_pattern=raw.get("product_item_pattern"),
     )
+
+
+def _parse_header(
+    config_path: Path, raw: dict[str, Any], fmt: str, columns: dict[str, str]
+) -> tuple[bool, tuple[str, ...]]:
+    """``header: false`` with ``names``: a CSV whose first row is data; mapped columns are named."""
+    header = raw.get("header", True)
+    if not isinstance(header, bool):
+        raise SourceError(f"{config_path}: 'header' must be true or false, got {header!r}")
+    names = raw.get("names")
+    if header:
+        if names is not None:
+            raise SourceError(
+                f"{config_path}: 'names' is only for a file without a header (set 'header: false')"
+            )
+        return True, ()
+    if fmt != "csv":
+        raise SourceError(f"{config_path}: 'header: false' applies to csv files only, not {fmt}")
+    if not isinstance(names, list) or not names:
+        raise SourceError(
+            f"{config_path}: 'header: false' needs 'names', the list of the file's column names "
+            "in file order"
+        )
+    names = [str(n) for n in names]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SourceError(f"{config_path}: 'names' lists {repeated} more than once")
+    unnamed = {f: col for f, col in columns.items() if col not in names}
+    if unnamed:
+        described = ", ".join(f"'{col}' (mapped to {f})" for f, col in unnamed.items())
+        raise SourceError(f"{config_path}: column(s) {described} not in 'names' {names}")
+    return False, tuple(names)
 
 
 def _parse_partitions(config_path: Path, raw: dict[str, Any]) -> PartitionSpec:
@@ -207,6 +249,12 @@ def _parse_partitions(config_path: Path, raw: dict[str, Any]) -> PartitionSpec:
 # --- Fingerprints -------------------------------------------------------------------------
 
 
+def _default(spec_field: Any) -> Any:
+    if spec_field.default_factory is not MISSING:
+        return spec_field.default_factory()
+    return spec_field.default
+
+
 @functools.lru_cache(maxsize=16)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
@@ -216,9 +264,18 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+# Settings added after the first release: left out of the hash while at their default, so a
+# config that does not use them keeps its hash (and its stored partitions stay current).
+_LATER_SETTINGS = {f.name: f for f in fields(SourceSpec) if f.name in ("header", "names")}
+
+
 def config_sha256(spec: SourceSpec) -> str:
     """A hash of every setting that shapes the events (mapping, rules' settings, partitions)."""
-    settings = {k: v for k, v in asdict(spec).items() if k != "config_path"}
+    settings = {
+        k: v
+        for k, v in asdict(spec).items()
+        if k != "config_path" and not (k in _LATER_SETTINGS and v == _default(_LATER_SETTINGS[k]))
+    }
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -327,12 +384,22 @@ def _read_file(spec: SourceSpec) -> pd.DataFrame:
             available = pq.read_schema(path).names
             _require_columns(spec, available)
             frame = pq.read_table(path, columns=wanted).to_pandas()
-        else:
+        elif spec.header:
             header = pd.read_csv(path, nrows=0)
             _require_columns(spec, list(header.columns))
             frame = pd.read_csv(
                 path, usecols=wanted, dtype=str, keep_default_na=False, na_values=[""]
             )
+        else:
+            frame = pd.read_csv(path, header=None, dtype=str, keep_default_na=False, na_values=[""])
+            if frame.shape[1] != len(spec.names):
+                raise SourceError(
+                    f"{path}: the file has {frame.shape[1]} column(s) but 'names' lists "
+                    f"{len(spec.names)}: {list(spec.names)} (first row: "
+                    f"{frame.iloc[0].fillna('').tolist()})"
+                )
+            frame.columns = list(spec.names)
+            frame = frame[wanted]
     except SourceError:
         raise
     except pd.errors.EmptyDataError as exc:

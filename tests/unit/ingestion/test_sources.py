@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from recsys_assets.config.settings import PROJECT_ROOT
 from recsys_assets.core import constants as c
 from recsys_assets.ingestion.sources import (
     SourceError,
+    config_sha256,
     load_events,
     load_source_spec,
     source_fingerprint,
@@ -179,3 +185,52 @@ def test_bad_source_config(tmp_path, yaml_text, message):
     with pytest.raises(SourceError, match=message) as error:
         load_source_spec(config)
     assert "bad.yaml" in str(error.value)
+
+
+# --- Files without a header: column names from the config ----------------------------------
+
+HEADERLESS = "header: false\nnames: [customer, sku, ts, qty, price, order]\n"
+
+
+def test_headerless_csv_reads_every_row_with_the_configured_names(write_source):
+    rows = GOOD_CSV.split("\n", 1)[1]  # the same rows, without their header line
+    events = load_events(load_source_spec(write_source(rows, extra=HEADERLESS)))
+    assert events[c.USER_ID].tolist() == ["17850", "17850", "13047"]  # the first row is data
+    assert events[c.ORDER_ID].tolist() == ["536365", "536365", "C536366"]
+    assert events[c.QUANTITY].tolist() == [6.0, 6.0, 8.0]
+
+
+def test_headerless_csv_with_a_column_count_other_than_names_fails(write_source):
+    config = write_source("17850,85123A,2011-01-03 08:26:00,6,2.55\n", extra=HEADERLESS)
+    with pytest.raises(SourceError, match=r"events\.csv: the file has 5 column\(s\) but 'names'"):
+        load_events(load_source_spec(config))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("header: false\n", r"'header: false' needs 'names'"),
+        ("header: no-thanks\n", r"'header' must be true or false"),
+        ("names: [customer, sku, ts]\n", r"'names' is only for a file without a header"),
+        ("header: false\nnames: [customer, sku, ts, qty, price]\n",
+         r"column\(s\) 'order' \(mapped to order_id\) not in 'names'"),
+        ("header: false\nnames: [customer, sku, ts, qty, price, order, sku]\n",
+         r"'names' lists \['sku'\] more than once"),
+    ],
+)  # fmt: skip
+def test_bad_header_settings(write_source, extra, message):
+    with pytest.raises(SourceError, match=r"shop\.yaml: " + message):
+        load_source_spec(write_source(GOOD_CSV, extra=extra))
+
+
+def test_settings_left_unset_keep_the_config_hash_of_existing_sources():
+    """The sensor compares config hashes with the stored ones: options a config does not use
+    must not change its hash (or every partition would be re-ingested)."""
+    first_fields = ("name", "kind", "path", "format", "columns", "timestamp_format",
+                    "cancellation_prefix", "product_item_pattern", "missing_tokens",
+                    "partitions", "synthetic")  # fmt: skip
+    for config in ("example_shop.yaml", "online_retail.yaml"):
+        spec = load_source_spec(PROJECT_ROOT / "data" / "sources" / config)
+        settings = {k: v for k, v in asdict(spec).items() if k in first_fields}
+        before = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+        assert config_sha256(spec) == before.hexdigest()
