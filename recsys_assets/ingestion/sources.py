@@ -64,6 +64,7 @@ class SourceSpec:
     header: bool = True  # False: a CSV without a header row, its column names are ``names``
     names: tuple[str, ...] = ()  # column names of a headerless CSV, in file order
     timestamp_format: str | None = None  # strptime format; ISO 8601 when unset
+    timestamp_unit: str | None = None  # "s" or "ms": event_ts holds Unix timestamps (UTC)
     cancellation_prefix: str | None = None  # order ids starting with it are cancellations
     product_item_pattern: str | None = None  # regex an item id must match to be a product
     missing_tokens: tuple[str, ...] = ()  # literal strings that mean "missing" (e.g. "nan")
@@ -93,6 +94,7 @@ _SPEC_KEYS = {
     "header",
     "names",
     "timestamp_format",
+    "timestamp_unit",
     "cancellation_prefix",
     "product_item_pattern",
     "missing_tokens",
@@ -175,6 +177,7 @@ def load_source_spec(config_path: str | Path) -> SourceSpec:
         header=header,
         names=names,
         timestamp_format=raw.get("timestamp_format"),
+        timestamp_unit=_parse_timestamp_unit(config_path, raw),
         cancellation_prefix=raw.get("cancellation_prefix"),
         product_item_pattern=raw.get("product_item_pattern"),
     )
@@ -185,7 +188,8 @@ def _feedback_spec(
 ) -> SourceSpec:
     """A feedback log has a fixed schema: no format, column mapping or timestamp format."""
     fixed = sorted(
-        {"format", "columns", "header", "names", "timestamp_format", "synthetic"} & set(raw)
+        {"format", "columns", "header", "names", "timestamp_format", "timestamp_unit", "synthetic"}
+        & set(raw)
     )
     if fixed:
         raise SourceError(
@@ -197,6 +201,26 @@ def _feedback_spec(
         cancellation_prefix=raw.get("cancellation_prefix"),
         product_item_pattern=raw.get("product_item_pattern"),
     )
+
+
+TIMESTAMP_UNITS = {"s": "seconds", "ms": "milliseconds"}
+
+
+def _parse_timestamp_unit(config_path: Path, raw: dict[str, Any]) -> str | None:
+    unit = raw.get("timestamp_unit")
+    if unit is None:
+        return None
+    if unit not in TIMESTAMP_UNITS:
+        raise SourceError(
+            f"{config_path}: timestamp_unit must be one of {list(TIMESTAMP_UNITS)} "
+            f"(Unix seconds or milliseconds), got {unit!r}"
+        )
+    if raw.get("timestamp_format") is not None:
+        raise SourceError(
+            f"{config_path}: set 'timestamp_format' (text dates) or 'timestamp_unit' "
+            "(Unix timestamps), not both"
+        )
+    return unit
 
 
 def _parse_header(
@@ -266,7 +290,9 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 # Settings added after the first release: left out of the hash while at their default, so a
 # config that does not use them keeps its hash (and its stored partitions stay current).
-_LATER_SETTINGS = {f.name: f for f in fields(SourceSpec) if f.name in ("header", "names")}
+_LATER_SETTINGS = {
+    f.name: f for f in fields(SourceSpec) if f.name in ("header", "names", "timestamp_unit")
+}
 
 
 def config_sha256(spec: SourceSpec) -> str:
@@ -448,8 +474,14 @@ def to_canonical(frame: pd.DataFrame, spec: SourceSpec) -> pd.DataFrame:
 
 def _parse_timestamps(values: pd.Series, spec: SourceSpec) -> pd.Series:
     column = spec.columns[c.EVENT_TS]
+    expected = f"timestamps in format {spec.timestamp_format or 'ISO 8601'}"
+    setting = "timestamp_format"
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         parsed = values
+    elif spec.timestamp_unit:
+        expected = f"Unix timestamps in {TIMESTAMP_UNITS[spec.timestamp_unit]}"
+        setting = "timestamp_unit"
+        parsed = _parse_unix(values, spec, column)
     else:
         text = values.astype("string")
         fmt = spec.timestamp_format or "ISO8601"
@@ -465,13 +497,27 @@ def _parse_timestamps(values: pd.Series, spec: SourceSpec) -> pd.Series:
         examples = values[bad].astype("string").fillna("<empty>").unique()[:5].tolist()
         raise SourceError(
             f"{spec.path}: column '{column}' (event timestamp): {int(bad.sum())} value(s) are "
-            f"missing or not timestamps in format {spec.timestamp_format or 'ISO 8601'}, "
+            f"missing or not {expected}, "
             f"e.g. {examples} (first at row {int(np.flatnonzero(bad.to_numpy())[0])}); "
-            "fix the file or set 'timestamp_format' in the source config"
+            f"fix the file or set '{setting}' in the source config"
         )
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     return parsed.astype("datetime64[ns]").reset_index(drop=True)
+
+
+def _parse_unix(values: pd.Series, spec: SourceSpec, column: str) -> pd.Series:
+    """Unix seconds or milliseconds (UTC) as naive UTC timestamps; NaT where not a number."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    try:
+        return pd.to_datetime(numbers, unit=spec.timestamp_unit, errors="raise")
+    except (ValueError, OverflowError) as exc:  # OutOfBoundsDatetime is a ValueError
+        other = "ms" if spec.timestamp_unit == "s" else "s"
+        raise SourceError(
+            f"{spec.path}: column '{column}' (event timestamp): values out of range for Unix "
+            f"{TIMESTAMP_UNITS[spec.timestamp_unit]} (largest {numbers.max():.0f}); is the unit "
+            f"'{other}'? ({exc})"
+        ) from exc
 
 
 def _parse_numbers(values: pd.Series, spec: SourceSpec, fld: str) -> np.ndarray:

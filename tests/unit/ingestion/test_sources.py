@@ -234,3 +234,76 @@ def test_settings_left_unset_keep_the_config_hash_of_existing_sources():
         settings = {k: v for k, v in asdict(spec).items() if k in first_fields}
         before = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
         assert config_sha256(spec) == before.hexdigest()
+
+
+# --- Unix timestamps and date-only columns -------------------------------------------------
+
+TS_ONLY = {"user_id": "customer", "item_id": "sku", "event_ts": "ts"}
+
+
+@pytest.mark.parametrize(
+    ("unit", "values"),
+    [("s", ["1293840000", "1293872400.5"]), ("ms", ["1293840000000", "1293872400500"])],
+)
+def test_unix_timestamps_in_seconds_or_milliseconds(write_source, unit, values):
+    csv = "customer,sku,ts\n" + "".join(f"1,x,{v}\n" for v in values)
+    config = write_source(csv, columns=TS_ONLY, extra=f"timestamp_unit: {unit}\n")
+    events = load_events(load_source_spec(config))
+    # 1293840000 s is 2011-01-01 00:00 UTC; 32400.5 s later is 09:00:00.5
+    assert events[c.EVENT_TS].tolist() == [
+        pd.Timestamp("2011-01-01 00:00:00"),
+        pd.Timestamp("2011-01-01 09:00:00.500"),
+    ]
+
+
+def test_unix_timestamps_that_are_not_numbers_fail(write_source):
+    csv = "customer,sku,ts\n1,x,1293840000\n2,y,2011-01-01\n"
+    config = write_source(csv, columns=TS_ONLY, extra="timestamp_unit: s\n")
+    with pytest.raises(
+        SourceError,
+        match=r"events\.csv: column 'ts' \(event timestamp\): 1 value\(s\) are missing or not "
+        r"Unix timestamps in seconds, e\.g\. \['2011-01-01'\] \(first at row 1\).*'timestamp_unit'",
+    ):
+        load_events(load_source_spec(config))
+
+
+def test_milliseconds_read_as_seconds_fail_with_a_hint(write_source):
+    config = write_source(
+        "customer,sku,ts\n1,x,1293840000000\n", columns=TS_ONLY, extra="timestamp_unit: s\n"
+    )
+    with pytest.raises(SourceError, match=r"column 'ts'.*out of range.*is the unit 'ms'"):
+        load_events(load_source_spec(config))
+
+
+def test_date_only_column_with_an_explicit_format(write_source):
+    config = write_source(
+        "customer,sku,ts\n1,x,03-01-2011\n2,y,28-02-2011\n",
+        columns=TS_ONLY,
+        extra='timestamp_format: "%d-%m-%Y"\n',
+    )
+    events = load_events(load_source_spec(config))
+    assert events[c.EVENT_TS].tolist() == [pd.Timestamp("2011-01-03"), pd.Timestamp("2011-02-28")]
+
+
+def test_date_only_format_refuses_other_dates(write_source):
+    config = write_source(
+        "customer,sku,ts\n1,x,03-01-2011\n2,y,2011-02-28\n",
+        columns=TS_ONLY,
+        extra='timestamp_format: "%d-%m-%Y"\n',
+    )
+    with pytest.raises(
+        SourceError, match=r"column 'ts'.*not timestamps in format %d-%m-%Y.*'2011-02-28'.*row 1"
+    ):
+        load_events(load_source_spec(config))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("timestamp_unit: us\n", r"timestamp_unit must be one of \['s', 'ms'\]"),
+        ('timestamp_unit: s\ntimestamp_format: "%Y"\n', r"set 'timestamp_format'.*not both"),
+    ],
+)
+def test_bad_timestamp_unit_settings(write_source, extra, message):
+    with pytest.raises(SourceError, match=r"shop\.yaml: " + message):
+        load_source_spec(write_source(GOOD_CSV, extra=extra))
