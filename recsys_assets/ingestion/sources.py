@@ -65,6 +65,7 @@ class SourceSpec:
     names: tuple[str, ...] = ()  # column names of a headerless CSV, in file order
     timestamp_format: str | None = None  # strptime format; ISO 8601 when unset
     timestamp_unit: str | None = None  # "s" or "ms": event_ts holds Unix timestamps (UTC)
+    event_types: dict[str, str] = field(default_factory=dict)  # source value -> EVENT_TYPES
     cancellation_prefix: str | None = None  # order ids starting with it are cancellations
     product_item_pattern: str | None = None  # regex an item id must match to be a product
     missing_tokens: tuple[str, ...] = ()  # literal strings that mean "missing" (e.g. "nan")
@@ -95,6 +96,7 @@ _SPEC_KEYS = {
     "names",
     "timestamp_format",
     "timestamp_unit",
+    "event_types",
     "cancellation_prefix",
     "product_item_pattern",
     "missing_tokens",
@@ -178,6 +180,7 @@ def load_source_spec(config_path: str | Path) -> SourceSpec:
         names=names,
         timestamp_format=raw.get("timestamp_format"),
         timestamp_unit=_parse_timestamp_unit(config_path, raw),
+        event_types=_parse_event_types(config_path, raw, columns),
         cancellation_prefix=raw.get("cancellation_prefix"),
         product_item_pattern=raw.get("product_item_pattern"),
     )
@@ -188,7 +191,16 @@ def _feedback_spec(
 ) -> SourceSpec:
     """A feedback log has a fixed schema: no format, column mapping or timestamp format."""
     fixed = sorted(
-        {"format", "columns", "header", "names", "timestamp_format", "timestamp_unit", "synthetic"}
+        {
+            "format",
+            "columns",
+            "header",
+            "names",
+            "timestamp_format",
+            "timestamp_unit",
+            "event_types",
+            "synthetic",
+        }
         & set(raw)
     )
     if fixed:
@@ -221,6 +233,29 @@ def _parse_timestamp_unit(config_path: Path, raw: dict[str, Any]) -> str | None:
             "(Unix timestamps), not both"
         )
     return unit
+
+
+def _parse_event_types(
+    config_path: Path, raw: dict[str, Any], columns: dict[str, str]
+) -> dict[str, str]:
+    """The export's event-type values -> view / add_to_cart / purchase."""
+    mapping = raw.get("event_types")
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict) or not mapping:
+        raise SourceError(
+            f"{config_path}: 'event_types' must map the export's event-type values to "
+            f"{list(c.EVENT_TYPES)}"
+        )
+    if c.EVENT_TYPE not in columns:
+        raise SourceError(f"{config_path}: 'event_types' needs 'columns.event_type' to be mapped")
+    bad = {str(k): v for k, v in mapping.items() if v not in c.EVENT_TYPES}
+    if bad:
+        raise SourceError(
+            f"{config_path}: 'event_types' maps {bad}; each value must map to one of "
+            f"{list(c.EVENT_TYPES)}"
+        )
+    return {str(k): str(v) for k, v in mapping.items()}
 
 
 def _parse_header(
@@ -291,7 +326,9 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
 # Settings added after the first release: left out of the hash while at their default, so a
 # config that does not use them keeps its hash (and its stored partitions stay current).
 _LATER_SETTINGS = {
-    f.name: f for f in fields(SourceSpec) if f.name in ("header", "names", "timestamp_unit")
+    f.name: f
+    for f in fields(SourceSpec)
+    if f.name in ("header", "names", "timestamp_unit", "event_types")
 }
 
 
@@ -465,6 +502,8 @@ def to_canonical(frame: pd.DataFrame, spec: SourceSpec) -> pd.DataFrame:
     for fld in TEXT_FIELDS:
         if fld in source_of:
             out[fld] = _to_text(frame[source_of[fld]], spec.missing_tokens, fld in ID_FIELDS)
+            if fld == c.EVENT_TYPE and spec.event_types:
+                out[fld] = _map_event_types(out[fld], spec)
         elif fld == c.EVENT_TYPE:
             out[fld] = pd.array([c.DEFAULT_EVENT_TYPE] * n, dtype="string")
         else:
@@ -504,6 +543,22 @@ def _parse_timestamps(values: pd.Series, spec: SourceSpec) -> pd.Series:
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     return parsed.astype("datetime64[ns]").reset_index(drop=True)
+
+
+def _map_event_types(values: pd.Series, spec: SourceSpec) -> pd.Series:
+    """Apply ``event_types``; a value it does not list fails the source (nulls stay null)."""
+    mapped = values.map(spec.event_types)
+    unmapped = values.notna() & mapped.isna()
+    if unmapped.any():
+        counts = values[unmapped].value_counts()
+        listed = ", ".join(f"{value!r} ({int(n)} rows)" for value, n in counts.head(10).items())
+        more = f" and {len(counts) - 10} more" if len(counts) > 10 else ""
+        raise SourceError(
+            f"{spec.path}: column '{spec.columns[c.EVENT_TYPE]}' (event_type): "
+            f"{int(unmapped.sum())} row(s) hold value(s) that 'event_types' does not map: "
+            f"{listed}{more}; add them to 'event_types' in the source config"
+        )
+    return mapped.astype("string")
 
 
 def _parse_unix(values: pd.Series, spec: SourceSpec, column: str) -> pd.Series:

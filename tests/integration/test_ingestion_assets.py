@@ -151,3 +151,42 @@ def test_bad_input_fails_clearly_and_keeps_stored_partitions(case, source, tmp_p
     text = error.message + "".join(cause.message for cause in [error.cause] if cause is not None)
     assert re.search(message, text), text
     assert {t: _count(warehouse, t) for t in before} == before
+
+
+TYPED_EVENTS_CSV = """visitor,item,ts,ev
+1,a,2011-01-01 10:00:00,view
+1,a,2011-01-01 10:01:00,addtocart
+1,a,2011-01-01 10:02:00,transaction
+2,b,2011-02-01 09:00:00,view
+"""
+TYPED_COLUMNS = {"user_id": "visitor", "item_id": "item", "event_ts": "ts", "event_type": "ev"}
+EVENT_TYPES = "event_types: {transaction: purchase, addtocart: add_to_cart, view: view}\n"
+
+
+def test_unmapped_event_type_fails_the_run_and_keeps_stored_partitions(
+    write_source, tmp_path, instance
+):
+    source = write_source(TYPED_EVENTS_CSV, columns=TYPED_COLUMNS, extra=EVENT_TYPES)
+    warehouse = tmp_path / "w.duckdb"
+    assert ingest_partition(source, warehouse, "2011-01-01", instance).success
+    assert ingest_partition(source, warehouse, FEBRUARY, instance).success
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        stored = con.execute(
+            "select event_type from events.validated_events order by event_ts"
+        ).fetchall()
+    assert stored == [("view",), ("add_to_cart",), ("purchase",), ("view",)]
+
+    (tmp_path / "events.csv").write_text(TYPED_EVENTS_CSV + "3,c,2011-01-03 08:00:00,refund\n")
+    result = ingest_partition(source, warehouse, "2011-01-01", instance)
+
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    error = failure.event_specific_data.error
+    text = error.message + "".join(cause.message for cause in [error.cause] if cause is not None)
+    assert re.search(r"events\.csv: column 'ev' \(event_type\).*'refund' \(1 rows\)", text), text
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        after = con.execute(
+            "select event_type from events.validated_events order by event_ts"
+        ).fetchall()
+    assert after == stored
+    assert _count(warehouse, "raw_events") == 4

@@ -307,3 +307,49 @@ def test_date_only_format_refuses_other_dates(write_source):
 def test_bad_timestamp_unit_settings(write_source, extra, message):
     with pytest.raises(SourceError, match=r"shop\.yaml: " + message):
         load_source_spec(write_source(GOOD_CSV, extra=extra))
+
+
+# --- Event-type values mapped onto view / add_to_cart / purchase ---------------------------
+
+EVENTS_WITH_TYPES = {"user_id": "visitor", "item_id": "item", "event_ts": "ts", "event_type": "ev"}
+RETAIL_ROCKET = "event_types: {transaction: purchase, addtocart: add_to_cart, view: view}\n"
+
+
+def test_event_type_values_are_mapped(write_source):
+    csv = (
+        "visitor,item,ts,ev\n1,a,2015-06-01,view\n1,a,2015-06-01, addtocart\n"
+        "1,a,2015-06-02,transaction\n2,b,2015-06-02,\n"
+    )
+    config = write_source(csv, columns=EVENTS_WITH_TYPES, extra=RETAIL_ROCKET)
+    events = load_events(load_source_spec(config))
+    assert events[c.EVENT_TYPE].tolist()[:3] == ["view", "add_to_cart", "purchase"]
+    assert pd.isna(events[c.EVENT_TYPE].iloc[3])  # empty stays null: quarantined as unknown
+
+
+def test_unmapped_event_type_values_fail_with_values_and_row_counts(write_source):
+    csv = (
+        "visitor,item,ts,ev\n1,a,2015-06-01,view\n1,a,2015-06-01,refund\n"
+        "1,a,2015-06-02,wishlist\n2,b,2015-06-02,refund\n"
+    )
+    config = write_source(csv, columns=EVENTS_WITH_TYPES, extra=RETAIL_ROCKET)
+    with pytest.raises(
+        SourceError,
+        match=r"events\.csv: column 'ev' \(event_type\): 3 row\(s\) hold value\(s\) that "
+        r"'event_types' does not map: 'refund' \(2 rows\), 'wishlist' \(1 rows\)",
+    ):
+        load_events(load_source_spec(config))
+
+
+@pytest.mark.parametrize(
+    ("columns", "extra", "message"),
+    [
+        (EVENTS_WITH_TYPES, "event_types: {transaction: order}\n",
+         r"'event_types' maps \{'transaction': 'order'\}; each value must map to one of"),
+        (EVENTS_WITH_TYPES, "event_types: [view]\n", r"'event_types' must map"),
+        (TS_ONLY, RETAIL_ROCKET, r"'event_types' needs 'columns.event_type'"),
+    ],
+)  # fmt: skip
+def test_bad_event_type_settings(write_source, columns, extra, message):
+    config = write_source("visitor,item,ts,ev\n", columns=columns, extra=extra)
+    with pytest.raises(SourceError, match=r"shop\.yaml: " + message):
+        load_source_spec(config)
