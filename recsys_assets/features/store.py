@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -140,11 +140,59 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
     os.replace(partial, path)
 
 
+def expired(stamps_s, at: datetime | pd.Timestamp, ttl: timedelta | None) -> np.ndarray:
+    """Which rows stamped at ``stamps_s`` (Unix seconds, NaN: no row) a view with ``ttl`` no
+    longer gives at ``at``: the rule of Feast's point-in-time join, which the training sets
+    follow (a row older than ``at - ttl`` is not returned; one stamped exactly then still is).
+    A TTL of None or zero never expires, as in Feast.
+
+    The online store holds each entity's latest row whatever its age, so every online read
+    that must serve what training saw applies this rule with the view's registered TTL
+    (:func:`view_ttls`): the service's reader (``FeastOnlineReader``), :func:`online_features`
+    given ``as_of``, and the online side of :func:`consistency_report`.
+    """
+    stamps = np.asarray(stamps_s, dtype=np.float64)
+    if not ttl:
+        return np.zeros(stamps.shape, dtype=bool)
+    cutoff = (_utc(at) - pd.Timestamp(0, tz="UTC") - pd.Timedelta(ttl)).total_seconds()
+    return stamps < cutoff  # NaN (no row) compares False: nothing to expire
+
+
+def view_ttls(store, views: Iterable[str]) -> dict[str, timedelta | None]:
+    """Each view's TTL as registered (declared in ``feature_repo/feature_views.py``)."""
+    return {view: store.get_feature_view(view).ttl for view in views}
+
+
+def _utc(ts: datetime | pd.Timestamp) -> pd.Timestamp:
+    ts = pd.Timestamp(ts)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _sdk_online(store, refs, entity_rows, as_of, views: Iterable[str]) -> pd.DataFrame:
+    """``get_online_features`` as a frame; with ``as_of``, the features of ``views`` whose
+    row is older than the view's TTL at ``as_of`` are missing (:func:`expired`)."""
+    response = store.get_online_features(features=refs, entity_rows=list(entity_rows))
+    if as_of is None:
+        return response.to_df()
+    frame = response.to_df(include_event_timestamps=True)
+    fields = {view: names for view, names in _view_fields(store, refs).items() if view in views}
+    for view, ttl in view_ttls(store, fields).items():
+        for name in fields[view]:
+            stale = expired(frame[f"{name}{_TS_SUFFIX}"], as_of, ttl)
+            if stale.any():
+                frame[name] = frame[name].mask(stale)
+    return frame.drop(columns=[n for n in frame.columns if n.endswith(_TS_SUFFIX)])
+
+
+_TS_SUFFIX = "__ts"  # Feast's column of a feature's event time (Unix seconds) in to_df
+
+
 def online_features(
     store,
     entity_rows: Sequence[dict[str, object]],
     features: Sequence[str] | None = None,
     service: str = FEATURE_SERVICE,
+    as_of: datetime | pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """Online features for entity rows, keyed by name; unknown entities get defaults and a flag.
 
@@ -153,9 +201,14 @@ def online_features(
     Values are matched by name, never by position. The default service (the ranker's) needs
     ``user_id`` and ``item_id`` per row; ``ranker_v1`` adds session context and the on-demand
     request features, whose rows need ``request_ts`` too.
+
+    With ``as_of``, a stored view's row older than the view's TTL at ``as_of`` counts as
+    unknown, as the offline store (and so training) sees it (:func:`expired`); without it, the
+    latest row is returned whatever its age. On-demand features are computed by Feast from the
+    rows before that rule.
     """
     refs = features if features is not None else store.get_feature_service(service)
-    raw = store.get_online_features(features=refs, entity_rows=list(entity_rows)).to_df()
+    raw = _sdk_online(store, refs, entity_rows, as_of, FEATURE_TABLES)
     return fill_defaults(raw, _view_fields(store, refs))
 
 
@@ -273,6 +326,13 @@ def consistency_report(
     each feature an array aligned with ``items``: the caller passes
     :class:`recsys_assets.serving.model.FeastOnlineReader`, as features come before serving),
     on the features the reader returns.
+
+    Both sides follow the views' TTL (as registered): the offline point-in-time join returns
+    nothing for a row older than ``at - ttl``, and the online store holds the latest row
+    whatever its age, so the SDK's online values are read under the same rule
+    (:func:`expired`: such a row is missing). The reader is compared as it returns its
+    values, without that adjustment: it must apply the rule itself, as the service does, so a
+    reader that serves expired rows the model never saw in training fails the report.
     """
     compared = values = mismatches = served_values = served_mismatches = 0
     examples: list[str] = []
@@ -285,9 +345,7 @@ def consistency_report(
         entity_df = sample.assign(**{c.FEATURE_TS: pd.Timestamp(at)})
         with quiet_feast():
             offline = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
-        online = store.get_online_features(
-            features=refs, entity_rows=sample.to_dict("records")
-        ).to_df()
+        online = _sdk_online(store, refs, sample.to_dict("records"), at, [view])
         joined = offline.merge(online, on=keys, suffixes=("_offline", "_online"))
         compared += len(joined)
         n, bad = _compare(joined, view, keys, names, "get_online_features", examples)

@@ -32,6 +32,7 @@ from google.protobuf.message import DecodeError
 
 from recsys_assets.core import constants as c
 from recsys_assets.evaluation.protocol import Split, evaluate, per_user_ndcg
+from recsys_assets.features.store import expired, view_ttls
 from recsys_assets.observability.telemetry import mark_error, span_factory
 from recsys_assets.training.candidates import CandidateGenerator, Popularity
 from recsys_assets.training.ranker import (
@@ -300,7 +301,14 @@ class FeastOnlineReader:
     work, about 10x cheaper): the customer's profile and the customer-item rows of the
     candidates they had bought, per request; item rows from an in-memory copy of the item view,
     read once and refreshed every ``item_refresh_s`` seconds (items change slowly and the
-    catalogue is small)."""
+    catalogue is small).
+
+    The online store keeps each entity's latest row whatever its age; the offline store, and so
+    every training set, gives nothing for a row older than the view's TTL (as registered,
+    declared in ``feature_repo/feature_views.py``). :meth:`read` treats such a row as missing
+    at its ``as_of`` (:func:`recsys_assets.features.store.expired`), so the model is served
+    what it was trained on: a customer last seen more than 3,650 days before, or an item whose
+    last daily snapshot is more than 7 days old, reads as unknown, as in training."""
 
     def __init__(self, store: Any, catalogue: Sequence[str], item_refresh_s: float = 300.0):
         self.store = store
@@ -308,10 +316,34 @@ class FeastOnlineReader:
         self.item_refresh_s = item_refresh_s
         self._provider = store._get_provider()
         self._views = {name: store.get_feature_view(name) for name in VIEW_FEATURES}
+        self._ttls = view_ttls(store, VIEW_FEATURES)
         self._items: tuple[dict[str, int], dict[str, np.ndarray]] | None = None
+        self._item_stamps = np.empty(0)  # Unix seconds of the cached item rows (NaN: none)
         self._items_read_at = 0.0
 
-    def _online_rows(self, view: str, keys: list[tuple[str, ...]]) -> list[dict | None]:
+    def _online_rows(
+        self, view: str, keys: list[tuple[str, ...]], as_of: pd.Timestamp | None = None
+    ) -> list[dict | None]:
+        """The rows of ``keys`` (None: not in the online store); with ``as_of``, also None for
+        a row older than the view's TTL at ``as_of``."""
+        rows, stamps = self._stamped_rows(view, keys)
+        if as_of is None:
+            return rows
+        stale = expired(self._stamps(rows, stamps), as_of, self._ttls[view])
+        return [None if old else row for row, old in zip(rows, stale, strict=True)]
+
+    @staticmethod
+    def _stamps(rows: list[dict | None], stamps: list[Any]) -> np.ndarray:
+        return np.array(
+            [np.nan if row is None or ts is None else pd.Timestamp(ts).timestamp()
+             for row, ts in zip(rows, stamps, strict=True)],
+            dtype=np.float64,
+        )  # fmt: skip
+
+    def _stamped_rows(
+        self, view: str, keys: list[tuple[str, ...]]
+    ) -> tuple[list[dict | None], list[Any]]:
+        """The rows of ``keys`` as plain values and their event times, as the store has them."""
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
@@ -327,10 +359,11 @@ class FeastOnlineReader:
             entity_keys=entity_keys,
             requested_features=names,
         )
-        return [
-            None if values is None else {n: _python_value(values[n]) for n in names if n in values}
-            for _, values in rows
+        values = [
+            None if got is None else {n: _python_value(got[n]) for n in names if n in got}
+            for _, got in rows
         ]
+        return values, [ts for ts, _ in rows]
 
     @staticmethod
     def _columns(view: str, rows: list[dict | None]) -> dict[str, np.ndarray]:
@@ -345,15 +378,18 @@ class FeastOnlineReader:
 
     def customer_profile(self, customer_id: str) -> dict[str, Any] | None:
         """The customer's online profile row as plain values (None: not in the online store):
-        what the service shows to a caller allowed to read customer features."""
+        what the service shows to a caller allowed to read customer features, whatever its
+        age (the model's reads, :meth:`read`, apply the view's TTL)."""
         return self._online_rows("customer_profile", [(customer_id,)])[0]
 
     def items(self) -> tuple[dict[str, int], dict[str, np.ndarray]]:
         """Item features of the whole catalogue: (item id -> row, columns), refreshed when
-        older than ``item_refresh_s``."""
+        older than ``item_refresh_s``; every row as stored, whatever its age (:meth:`read`
+        applies the view's TTL per request, from the rows' event times)."""
         if self._items is None or time.monotonic() - self._items_read_at > self.item_refresh_s:
-            rows = self._online_rows("item_popularity", [(i,) for i in self.catalogue])
+            rows, stamps = self._stamped_rows("item_popularity", [(i,) for i in self.catalogue])
             columns = self._columns("item_popularity", [*rows, None])  # last row: unknown
+            self._item_stamps = self._stamps([*rows, None], [*stamps, None])
             self._items = ({item: n for n, item in enumerate(self.catalogue)}, columns)
             self._items_read_at = time.monotonic()
         return self._items
@@ -361,18 +397,22 @@ class FeastOnlineReader:
     def read(self, customer_id, items, as_of, bought=None) -> Mapping[str, np.ndarray]:
         n = len(items)
         out: dict[str, np.ndarray] = {}
-        customer = self._columns(
-            "customer_profile", self._online_rows("customer_profile", [(customer_id,)])
-        )
+        profile = self._online_rows("customer_profile", [(customer_id,)], as_of)
+        customer = self._columns("customer_profile", profile)
         for name, value in customer.items():
             out[name] = np.repeat(value, n)
         index, item_columns = self.items()
         unknown = len(self.catalogue)
         rows = np.fromiter((index.get(i, unknown) for i in items), dtype=np.int64, count=n)
+        stale = expired(self._item_stamps[rows], as_of, self._ttls["item_popularity"])
         for name, values in item_columns.items():
-            out[name] = values[rows]
+            column = values[rows]
+            if stale.any():
+                column[stale] = None if column.dtype == object else np.nan
+            out[name] = column
         lookup = np.arange(n) if bought is None else np.flatnonzero(bought)
-        pairs = self._online_rows("customer_item", [(customer_id, str(items[j])) for j in lookup])
+        keys = [(customer_id, str(items[j])) for j in lookup]
+        pairs = self._online_rows("customer_item", keys, as_of)
         for name, values in self._columns("customer_item", pairs).items():
             column = np.full(n, np.nan)
             column[lookup] = values

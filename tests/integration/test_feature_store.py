@@ -290,3 +290,104 @@ def test_redis_config_without_its_secret_is_a_clear_error(tmp_path, monkeypatch)
     with pytest.raises(FeatureRepoError, match=r"needs the environment variable\(s\) "
                        r"\['RECSYS_FEAST_REDIS'\]"):  # fmt: skip
         repo.store()
+
+
+def _ttl_case_tables() -> dict[str, pd.DataFrame]:
+    """A customer last seen in 2000, more than 3,650 days (the customer views' TTL) before the
+    end of the tables, and one seen in 2011, both buying the same item; Feast-form tables."""
+    import numpy as np
+
+    from recsys_assets.features import tables as f
+    from recsys_assets.features.store import to_feast_table
+
+    rows = [  # ts, user, item, quantity, price, order
+        ("2000-01-10 10:00", "old", "I1", 2.0, 3.0, "o1"),
+        ("2011-01-10 10:00", "new", "I1", 1.0, 3.0, "o2"),
+        ("2011-01-10 10:00", "new", "I2", 4.0, 1.5, "o2"),
+    ]
+    events = pd.DataFrame(
+        rows, columns=[c.EVENT_TS, c.USER_ID, c.ITEM_ID, c.QUANTITY, c.UNIT_PRICE, c.ORDER_ID]
+    )
+    events[c.EVENT_TS] = pd.to_datetime(events[c.EVENT_TS]).astype("datetime64[ns]")
+    events = events.assign(**{c.EVENT_TYPE: c.PURCHASE, c.COUNTRY: "France", c.DEVICE: "web"})
+    text = [c.USER_ID, c.ITEM_ID, c.ORDER_ID, c.COUNTRY, c.EVENT_TYPE, c.DEVICE]
+    events = events.astype(dict.fromkeys(text, "string") | {c.QUANTITY: np.float64})
+    built = {
+        "customer_profile": f.customer_features(events),
+        "item_popularity": f.item_features(events),
+        "customer_item": f.customer_item_features(events),
+        "session_context": f.session_context_features(events),
+    }
+    return {name: to_feast_table(frame) for name, frame in built.items()}
+
+
+def test_the_check_and_the_service_apply_the_views_ttl_like_training(tmp_path):
+    """Online rows older than the view's TTL at the check's time are served as missing, as the
+    point-in-time join (and so training) gives them: the check passes on this healthy data, and
+    what the service's reader serves equals what training joins, for both customers."""
+    import numpy as np
+
+    from recsys_assets.features.store import (
+        STORED_VIEWS,
+        consistency_report,
+        materialize,
+        write_table,
+    )
+    from recsys_assets.serving.model import FeastOnlineReader, TableReader
+    from recsys_assets.training.ranker import RAW_FEATURES
+
+    repo = FeatureRepo(copy_feature_repo(tmp_path / "repo"))
+    tables = _ttl_case_tables()
+    for name, table in tables.items():
+        write_table(table, repo.table_path(name))
+    repo.apply()
+    store = repo.store()
+    stored = {name: tables[name] for name in STORED_VIEWS}
+    start = min(t[c.FEATURE_TS].min() for t in stored.values()).to_pydatetime()
+    end = max(t[c.FEATURE_TS].max() for t in stored.values()).to_pydatetime()
+    materialize(store, start - pd.Timedelta(seconds=1), end + pd.Timedelta(seconds=1), STORED_VIEWS)
+    ttl = store.get_feature_view("customer_profile").ttl
+    assert pd.Timestamp("2000-01-11", tz="UTC") < pd.Timestamp(end) - ttl  # "old" has expired
+    online = store.get_online_features(
+        features=[f"customer_profile:{c.ORDERS_TOTAL}"],
+        entity_rows=[{c.USER_ID: "old"}, {c.USER_ID: "new"}],
+    ).to_dict()
+    assert online[c.ORDERS_TOTAL] == [1, 1]  # the online store still holds the expired row
+
+    catalogue = ["I1", "I2"]
+    reader = FeastOnlineReader(store, catalogue)
+    report = consistency_report(store, stored, end, reader=reader)
+    assert report.passed, report.examples
+    assert report.mismatches == 0 and report.served_mismatches == 0
+    assert report.values > 0 and report.served_values > 0
+
+    trained = TableReader(stored)  # the ranker's point-in-time join (via_pandas)
+    items = np.array(catalogue, dtype=object)
+    at = pd.Timestamp(end)
+    week_later = at + pd.Timedelta(days=8)  # item snapshots past their 7-day TTL
+    for customer, when in [("old", at), ("new", at), ("old", week_later), ("new", week_later)]:
+        served = reader.read(customer, items, when, None)
+        expected = trained.read(customer, items, when, None)
+        for name in RAW_FEATURES:
+            for got, want in zip(served[name], expected[name], strict=True):
+                same = (pd.isna(got) and pd.isna(want)) or got == want
+                assert same, (customer, str(when), name, got, want)
+    assert np.isnan(reader.read("new", items, week_later)[c.SALES_30D]).all()
+
+    # the project's wrapper under the same rule when given the moment (defaults and flag)
+    rows = [{c.USER_ID: u, c.ITEM_ID: "I1", c.REQUEST_TS: at} for u in ("old", "new")]
+    frame = read(store, rows, as_of=end).set_index(c.USER_ID)
+    assert not frame.loc["old", "customer_profile_known"]
+    assert frame.loc["old", c.ORDERS_TOTAL] == c.DEFAULT_FEATURE_VALUES[c.ORDERS_TOTAL]
+    assert frame.loc["new", "customer_profile_known"] and frame.loc["new", c.ORDERS_TOTAL] == 1
+    first = read(store, rows, service=FEATURE_SERVICE_V1, as_of=end).set_index(c.USER_ID)
+    assert not first.loc["old", "customer_item_known"] and first.loc["new", "customer_item_known"]
+    assert np.isnan(reader.read("old", items, at)[c.ORDERS_TOTAL]).all()  # unknown, as trained
+    assert (reader.read("new", items, at)[c.ORDERS_TOTAL] == 1).all()
+    assert np.isnan(reader.read("old", items, at)[c.TIMES_BOUGHT]).all()  # the 2000 pair too
+
+    ignores_ttl = FeastOnlineReader(store, catalogue)  # a reader serving expired rows: skew
+    ignores_ttl._ttls = dict.fromkeys(ignores_ttl._ttls)
+    skewed = consistency_report(store, stored, end, reader=ignores_ttl)
+    assert skewed.mismatches == 0 and skewed.served_mismatches > 0 and not skewed.passed
+    assert "| customer_profile | old |" in skewed.examples

@@ -161,7 +161,8 @@ def feature_registry(feature_store: FeatureStoreResource) -> dg.MaterializeResul
             blocking=True,
             description="For sampled entities, online values, read through Feast's SDK and "
             "through the service's feature reader, equal the offline (point-in-time) values at "
-            "the end of the materialised range; fails when nothing was compared.",
+            "the end of the materialised range, both under the views' TTL (a row older than "
+            "the TTL is missing on both sides); fails when nothing was compared.",
         )
     ],
 )

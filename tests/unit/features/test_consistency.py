@@ -3,6 +3,9 @@ Feast's SDK and through the service's feature reader, and that comparing nothing
 
 from __future__ import annotations
 
+from datetime import timedelta
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,8 +37,11 @@ class _Result:
     def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame
 
-    def to_df(self) -> pd.DataFrame:
-        return self.frame
+    def to_df(self, include_event_timestamps: bool = False) -> pd.DataFrame:
+        if not include_event_timestamps:
+            return self.frame
+        stamps = {f"{name}__ts": int(AT.timestamp()) for name in self.frame.columns}
+        return self.frame.assign(**stamps)  # as Feast: each feature's event time, in seconds
 
 
 class FakeStore:
@@ -44,6 +50,9 @@ class FakeStore:
 
     def __init__(self, tables: dict[str, pd.DataFrame]) -> None:
         self.tables = tables
+
+    def get_feature_view(self, name):
+        return SimpleNamespace(name=name, ttl=timedelta(days=3650))
 
     def _rows(self, features: list[str], entities: pd.DataFrame) -> pd.DataFrame:
         view = features[0].split(":")[0]
@@ -145,3 +154,14 @@ def test_a_reader_that_returns_none_of_the_features_fails():
 )
 def test_passed_needs_values_compared_on_every_path_and_no_mismatch(report, passed):
     assert report.passed is passed
+
+
+def test_a_row_expires_once_older_than_the_ttl_as_in_feasts_point_in_time_join():
+    from recsys_assets.features.store import expired
+
+    ttl = timedelta(days=3650)
+    edge = (AT - pd.Timedelta(ttl)).timestamp()  # stamped exactly at `at - ttl`: still given
+    stamps = np.array([edge - 1, edge, AT.timestamp(), np.nan])
+    assert expired(stamps, AT, ttl).tolist() == [True, False, False, False]
+    assert expired(stamps, AT.tz_localize(None), ttl).tolist() == [True, False, False, False]
+    assert not expired(stamps, AT, None).any() and not expired(stamps, AT, timedelta(0)).any()
