@@ -39,6 +39,9 @@ ID_FIELDS = (c.USER_ID, c.ITEM_ID, c.ORDER_ID)
 TEXT_FIELDS = (c.USER_ID, c.ITEM_ID, c.EVENT_TYPE, c.ORDER_ID, c.DESCRIPTION, c.COUNTRY, c.DEVICE)
 
 
+RATING = "rating"  # label of the rating column in messages (not a canonical field)
+
+
 class SourceError(ValueError):
     """A source file or source config that cannot be ingested; the message says why."""
 
@@ -66,6 +69,8 @@ class SourceSpec:
     timestamp_format: str | None = None  # strptime format; ISO 8601 when unset
     timestamp_unit: str | None = None  # "s" or "ms": event_ts holds Unix timestamps (UTC)
     event_types: dict[str, str] = field(default_factory=dict)  # source value -> EVENT_TYPES
+    rating_column: str | None = None  # explicit ratings: the column that holds them
+    positive_rating: float | None = None  # ratings >= it are purchases, lower ones views
     cancellation_prefix: str | None = None  # order ids starting with it are cancellations
     product_item_pattern: str | None = None  # regex an item id must match to be a product
     missing_tokens: tuple[str, ...] = ()  # literal strings that mean "missing" (e.g. "nan")
@@ -80,7 +85,14 @@ class SourceSpec:
             return c.REQUIRED_FIELDS + c.OPTIONAL_FIELDS
         if self.kind == "feedback":
             return feedback.CANONICAL_FIELDS
-        return tuple(f for f in c.REQUIRED_FIELDS + c.OPTIONAL_FIELDS if f in self.columns)
+        provided = set(self.columns) | ({c.EVENT_TYPE} if self.rating_column else set())
+        return tuple(f for f in c.REQUIRED_FIELDS + c.OPTIONAL_FIELDS if f in provided)
+
+    @property
+    def read_columns(self) -> dict[str, str]:
+        """What is read from the file: label (canonical field or "rating") -> column."""
+        rating = {RATING: self.rating_column} if self.rating_column else {}
+        return {**self.columns, **rating}
 
     def describe(self) -> str:
         return f"synthetic source '{self.name}'" if self.kind == "synthetic" else str(self.path)
@@ -97,6 +109,8 @@ _SPEC_KEYS = {
     "timestamp_format",
     "timestamp_unit",
     "event_types",
+    "rating_column",
+    "positive_rating",
     "cancellation_prefix",
     "product_item_pattern",
     "missing_tokens",
@@ -104,6 +118,17 @@ _SPEC_KEYS = {
     "synthetic",
     "description",
     "license",
+}
+
+
+# Settings added after the first release (all of them for kind: file only).
+_LATER = {
+    "header",
+    "names",
+    "timestamp_unit",
+    "event_types",
+    "rating_column",
+    "positive_rating",
 }
 
 
@@ -170,7 +195,9 @@ def load_source_spec(config_path: str | Path) -> SourceSpec:
     if missing:
         raise SourceError(f"{config_path}: 'columns' must map the required field(s) {missing}")
     columns = {k: str(v) for k, v in columns.items()}
-    header, names = _parse_header(config_path, raw, fmt, columns)
+    rating_column, positive_rating = _parse_rating(config_path, raw, columns)
+    read = {**columns, **({RATING: rating_column} if rating_column else {})}
+    header, names = _parse_header(config_path, raw, fmt, read)
     return SourceSpec(
         **common,
         path=path,
@@ -181,6 +208,8 @@ def load_source_spec(config_path: str | Path) -> SourceSpec:
         timestamp_format=raw.get("timestamp_format"),
         timestamp_unit=_parse_timestamp_unit(config_path, raw),
         event_types=_parse_event_types(config_path, raw, columns),
+        rating_column=rating_column,
+        positive_rating=positive_rating,
         cancellation_prefix=raw.get("cancellation_prefix"),
         product_item_pattern=raw.get("product_item_pattern"),
     )
@@ -190,19 +219,7 @@ def _feedback_spec(
     config_path: Path, raw: dict[str, Any], common: dict[str, Any], path: Path
 ) -> SourceSpec:
     """A feedback log has a fixed schema: no format, column mapping or timestamp format."""
-    fixed = sorted(
-        {
-            "format",
-            "columns",
-            "header",
-            "names",
-            "timestamp_format",
-            "timestamp_unit",
-            "event_types",
-            "synthetic",
-        }
-        & set(raw)
-    )
+    fixed = sorted(({"format", "columns", "timestamp_format", "synthetic"} | _LATER) & set(raw))
     if fixed:
         raise SourceError(
             f"{config_path}: {fixed} cannot be set for kind: feedback (the log's schema is fixed)"
@@ -256,6 +273,28 @@ def _parse_event_types(
             f"{list(c.EVENT_TYPES)}"
         )
     return {str(k): str(v) for k, v in mapping.items()}
+
+
+def _parse_rating(
+    config_path: Path, raw: dict[str, Any], columns: dict[str, str]
+) -> tuple[str | None, float | None]:
+    """Explicit ratings: the rating column and the lowest rating that counts as a purchase."""
+    column, threshold = raw.get("rating_column"), raw.get("positive_rating")
+    if column is None and threshold is None:
+        return None, None
+    if column is None or threshold is None:
+        raise SourceError(
+            f"{config_path}: explicit ratings need both 'rating_column' and 'positive_rating' "
+            "(the lowest rating that counts as a purchase)"
+        )
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise SourceError(f"{config_path}: 'positive_rating' must be a number, got {threshold!r}")
+    if c.EVENT_TYPE in columns or "event_types" in raw:
+        raise SourceError(
+            f"{config_path}: with 'rating_column' the event type comes from the rating; "
+            "leave out 'columns.event_type' and 'event_types'"
+        )
+    return str(column), float(threshold)
 
 
 def _parse_header(
@@ -325,11 +364,7 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 # Settings added after the first release: left out of the hash while at their default, so a
 # config that does not use them keeps its hash (and its stored partitions stay current).
-_LATER_SETTINGS = {
-    f.name: f
-    for f in fields(SourceSpec)
-    if f.name in ("header", "names", "timestamp_unit", "event_types")
-}
+_LATER_SETTINGS = {f.name: f for f in fields(SourceSpec) if f.name in _LATER}
 
 
 def config_sha256(spec: SourceSpec) -> str:
@@ -435,7 +470,7 @@ def _synthetic_events(spec: SourceSpec) -> pd.DataFrame:
 def _read_file(spec: SourceSpec) -> pd.DataFrame:
     path = spec.path
     assert path is not None
-    wanted = list(dict.fromkeys(spec.columns.values()))
+    wanted = list(dict.fromkeys(spec.read_columns.values()))
     if not path.exists():
         raise SourceError(f"{path}: source file not found")
     if path.stat().st_size == 0:
@@ -475,7 +510,7 @@ def _read_file(spec: SourceSpec) -> pd.DataFrame:
 
 
 def _require_columns(spec: SourceSpec, available: list[str]) -> None:
-    missing = {f: col for f, col in spec.columns.items() if col not in available}
+    missing = {f: col for f, col in spec.read_columns.items() if col not in available}
     if missing:
         described = ", ".join(f"'{col}' (mapped to {f})" for f, col in missing.items())
         raise SourceError(
@@ -504,6 +539,8 @@ def to_canonical(frame: pd.DataFrame, spec: SourceSpec) -> pd.DataFrame:
             out[fld] = _to_text(frame[source_of[fld]], spec.missing_tokens, fld in ID_FIELDS)
             if fld == c.EVENT_TYPE and spec.event_types:
                 out[fld] = _map_event_types(out[fld], spec)
+        elif fld == c.EVENT_TYPE and spec.rating_column:
+            out[fld] = _rating_event_types(frame[spec.rating_column], spec)
         elif fld == c.EVENT_TYPE:
             out[fld] = pd.array([c.DEFAULT_EVENT_TYPE] * n, dtype="string")
         else:
@@ -545,6 +582,14 @@ def _parse_timestamps(values: pd.Series, spec: SourceSpec) -> pd.Series:
     return parsed.astype("datetime64[ns]").reset_index(drop=True)
 
 
+def _rating_event_types(values: pd.Series, spec: SourceSpec) -> pd.Series:
+    """Ratings >= ``positive_rating`` are purchases, lower ones views; no rating: null."""
+    ratings = _parse_numbers(values, spec, RATING, column=spec.rating_column)
+    types = np.where(ratings >= spec.positive_rating, c.PURCHASE, c.VIEW).astype(object)
+    types[np.isnan(ratings)] = None
+    return pd.Series(pd.array(types, dtype="string"))
+
+
 def _map_event_types(values: pd.Series, spec: SourceSpec) -> pd.Series:
     """Apply ``event_types``; a value it does not list fails the source (nulls stay null)."""
     mapped = values.map(spec.event_types)
@@ -575,7 +620,9 @@ def _parse_unix(values: pd.Series, spec: SourceSpec, column: str) -> pd.Series:
         ) from exc
 
 
-def _parse_numbers(values: pd.Series, spec: SourceSpec, fld: str) -> np.ndarray:
+def _parse_numbers(
+    values: pd.Series, spec: SourceSpec, fld: str, column: str | None = None
+) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
         return values.to_numpy(dtype="float64", na_value=np.nan)
     parsed = pd.to_numeric(values, errors="coerce")
@@ -583,7 +630,7 @@ def _parse_numbers(values: pd.Series, spec: SourceSpec, fld: str) -> np.ndarray:
     if spec.missing_tokens:
         bad &= ~values.astype("string").isin(spec.missing_tokens)
     if bad.any():
-        column = spec.columns[fld]
+        column = column or spec.columns[fld]
         examples = values[bad].astype("string").unique()[:5].tolist()
         raise SourceError(
             f"{spec.path}: column '{column}' ({fld}) must hold numbers, but "

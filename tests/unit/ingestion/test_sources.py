@@ -353,3 +353,55 @@ def test_bad_event_type_settings(write_source, columns, extra, message):
     config = write_source("visitor,item,ts,ev\n", columns=columns, extra=extra)
     with pytest.raises(SourceError, match=r"shop\.yaml: " + message):
         load_source_spec(config)
+
+
+# --- Explicit ratings ---------------------------------------------------------------------
+
+RATINGS = {"user_id": "user", "item_id": "movie", "event_ts": "ts"}
+RATED = "rating_column: stars\npositive_rating: 4\n"
+
+
+def test_high_ratings_are_purchases_and_low_ratings_views(write_source):
+    csv = (
+        "user,movie,ts,stars\n1,a,2011-01-01,5\n1,b,2011-01-01,4\n1,c,2011-01-01,3.5\n"
+        "2,a,2011-01-02,\n"
+    )
+    spec = load_source_spec(write_source(csv, columns=RATINGS, extra=RATED))
+    events = load_events(spec)
+    assert len(events) == 4  # low ratings are kept, as views
+    assert events[c.EVENT_TYPE].tolist()[:3] == ["purchase", "purchase", "view"]
+    assert pd.isna(events[c.EVENT_TYPE].iloc[3])  # no rating: null, quarantined as unknown type
+    assert c.EVENT_TYPE in spec.present_fields
+
+
+def test_ratings_that_are_not_numbers_fail(write_source):
+    csv = "user,movie,ts,stars\n1,a,2011-01-01,5\n1,b,2011-01-01,great\n"
+    config = write_source(csv, columns=RATINGS, extra=RATED)
+    with pytest.raises(
+        SourceError,
+        match=r"events\.csv: column 'stars' \(rating\) must hold numbers.*'great'.*row 1",
+    ):
+        load_events(load_source_spec(config))
+
+
+def test_missing_rating_column_fails(write_source):
+    config = write_source("user,movie,ts\n1,a,2011-01-01\n", columns=RATINGS, extra=RATED)
+    with pytest.raises(SourceError, match=r"events\.csv: column\(s\) 'stars' \(mapped to rating\)"):
+        load_events(load_source_spec(config))
+
+
+@pytest.mark.parametrize(
+    ("columns", "extra", "message"),
+    [
+        (RATINGS, "rating_column: stars\n",
+         r"explicit ratings need both 'rating_column' and 'positive_rating'"),
+        (RATINGS, "rating_column: stars\npositive_rating: high\n",
+         r"'positive_rating' must be a number"),
+        ({**RATINGS, "event_type": "ev"}, RATED,
+         r"with 'rating_column' the event type comes from the rating"),
+    ],
+)  # fmt: skip
+def test_bad_rating_settings(write_source, columns, extra, message):
+    config = write_source("user,movie,ts,stars\n", columns=columns, extra=extra)
+    with pytest.raises(SourceError, match=r"shop\.yaml: " + message):
+        load_source_spec(config)
