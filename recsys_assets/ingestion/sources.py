@@ -1,8 +1,9 @@
 """Event sources: a small YAML config maps any interactions file onto the canonical event table.
 
 A source is one of
-- ``kind: file``: a CSV or parquet export with a column mapping (the default UCI Online Retail
-  copy is just such a file, see ``data/sources/online_retail.yaml``);
+- ``kind: file``: a CSV (plain or gzip-compressed) or parquet export, or every file a glob pattern
+  matches, with a column mapping (the default UCI Online Retail copy is just such a file, see
+  ``data/sources/online_retail.yaml``);
 - ``kind: synthetic``: the seeded generator in :mod:`recsys_assets.ingestion.synthetic`;
 - ``kind: feedback``: the recommendation service's feedback log (JSON lines, fixed schema, see
   :mod:`recsys_assets.ingestion.feedback`): served traffic read back as events.
@@ -175,7 +176,11 @@ def load_source_spec(config_path: str | Path) -> SourceSpec:
     path = (config_path.parent / str(raw["path"])).resolve()
     if kind == "feedback":
         return _feedback_spec(config_path, raw, common, path)
-    fmt = raw.get("format") or path.suffix.lstrip(".").lower()
+    gzipped = path.name.lower().endswith(".gz")
+    fmt = raw.get("format") or Path(path.name[:-3] if gzipped else path.name).suffix
+    fmt = str(fmt).lstrip(".").lower()
+    if gzipped and fmt != "csv":
+        raise SourceError(f"{config_path}: gzip-compressed files must be csv, not {fmt}")
     if fmt not in SUPPORTED_FORMATS:
         raise SourceError(
             f"{config_path}: format {fmt!r} of {path.name} is not supported; "
@@ -353,7 +358,36 @@ def _default(spec_field: Any) -> Any:
     return spec_field.default
 
 
-@functools.lru_cache(maxsize=16)
+def is_pattern(path: Path) -> bool:
+    """Whether a source path is a glob pattern (``exports/*.csv``) rather than one file."""
+    return any(ch in part for part in path.parts for ch in "*?[")
+
+
+def _pattern_root(path: Path) -> Path:
+    """The folder a pattern starts from: its parts before the first with a wildcard."""
+    root = Path(path.anchor)
+    for part in path.relative_to(path.anchor).parts:
+        if any(ch in part for ch in "*?["):
+            break
+        root /= part
+    return root
+
+
+def source_files(spec: SourceSpec) -> list[Path]:
+    """The files a ``kind: file`` source reads: its path, or every file its pattern matches,
+    in order of their path below the pattern's folder."""
+    assert spec.path is not None
+    if not is_pattern(spec.path):
+        return [spec.path]
+    root = _pattern_root(spec.path)
+    pattern = spec.path.relative_to(root).as_posix()
+    matches = sorted((f for f in root.glob(pattern) if f.is_file()), key=lambda f: str(f))
+    if not matches:
+        raise SourceError(f"{spec.path}: no file matches this pattern")
+    return matches
+
+
+@functools.lru_cache(maxsize=256)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -388,6 +422,8 @@ def source_fingerprint(spec: SourceSpec) -> dict[str, Any]:
             "config_sha256": config_sha256(spec),
         }
     assert spec.path is not None
+    if spec.kind == "file" and is_pattern(spec.path):
+        return _pattern_fingerprint(spec)
     what = "feedback log" if spec.kind == "feedback" else "source file"
     try:
         stat = spec.path.stat()
@@ -400,6 +436,31 @@ def source_fingerprint(spec: SourceSpec) -> dict[str, Any]:
         "path": str(spec.path),
         "bytes": stat.st_size,
         "sha256": _file_sha256(str(spec.path), stat.st_size, stat.st_mtime_ns),
+        "config_sha256": config_sha256(spec),
+    }
+
+
+def _pattern_fingerprint(spec: SourceSpec) -> dict[str, Any]:
+    """Every matched file, in reading order: its path below the pattern's folder and sha256."""
+    assert spec.path is not None
+    root = _pattern_root(spec.path)
+    digest, names, total = hashlib.sha256(), [], 0
+    for path in source_files(spec):
+        try:
+            stat = path.stat()
+            sha = _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+        except OSError as exc:
+            raise SourceError(f"{path}: cannot read source file: {exc.strerror}") from exc
+        name = path.relative_to(root).as_posix()
+        digest.update(f"{name}\0{sha}\n".encode())
+        names.append(name)
+        total += stat.st_size
+    return {
+        "kind": spec.kind,
+        "path": str(spec.path),
+        "files": names,
+        "bytes": total,
+        "sha256": digest.hexdigest(),
         "config_sha256": config_sha256(spec),
     }
 
@@ -427,7 +488,13 @@ _EVENTS_CACHE_SIZE = 2
 
 
 def _file_events(spec: SourceSpec) -> pd.DataFrame:
-    return to_canonical(_read_file(spec), spec)
+    """Each matched file read and checked on its own (messages name it), rows numbered on."""
+    parts, first_row = [], 0
+    for path in source_files(spec):
+        one = replace(spec, path=path)
+        parts.append(to_canonical(_read_file(one), one, first_row=first_row))
+        first_row += len(parts[-1])
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 def _feedback_events(spec: SourceSpec) -> pd.DataFrame:
@@ -518,13 +585,17 @@ def _require_columns(spec: SourceSpec, available: list[str]) -> None:
         )
 
 
-def to_canonical(frame: pd.DataFrame, spec: SourceSpec) -> pd.DataFrame:
-    """Rename, type and complete a source frame; raises SourceError on wrong types."""
+def to_canonical(frame: pd.DataFrame, spec: SourceSpec, first_row: int = 0) -> pd.DataFrame:
+    """Rename, type and complete a source frame; raises SourceError on wrong types.
+
+    Rows are numbered from ``first_row`` (the rows of the files read before this one)."""
     source_of = spec.columns
     n = len(frame)
     out: dict[str, Any] = {
-        c.EVENT_ID: pd.array([f"{spec.name}:{i}" for i in range(n)], dtype="string"),
-        c.SOURCE_ROW: np.arange(n, dtype="int64"),
+        c.EVENT_ID: pd.array(
+            [f"{spec.name}:{i}" for i in range(first_row, first_row + n)], dtype="string"
+        ),
+        c.SOURCE_ROW: np.arange(first_row, first_row + n, dtype="int64"),
         c.EVENT_TS: _parse_timestamps(frame[source_of[c.EVENT_TS]], spec),
     }
     for fld in NUMERIC_FIELDS:

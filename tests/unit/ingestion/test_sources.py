@@ -405,3 +405,97 @@ def test_bad_rating_settings(write_source, columns, extra, message):
     config = write_source("user,movie,ts,stars\n", columns=columns, extra=extra)
     with pytest.raises(SourceError, match=r"shop\.yaml: " + message):
         load_source_spec(config)
+
+
+# --- Several files by glob, gzip-compressed CSV --------------------------------------------
+
+HEAD = "customer,sku,ts\n"
+
+
+def _exports(folder, files: dict[str, str]):
+    """Write files into ``folder``: names ending in .gz are gzip-compressed."""
+    import gzip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        data = gzip.compress(text.encode(), mtime=0) if name.endswith(".gz") else text.encode()
+        (folder / name).write_bytes(data)
+
+
+def _pattern_source(tmp_path, pattern="exports/*.csv*", extra="format: csv\n"):
+    config = tmp_path / "shop.yaml"
+    config.write_text(
+        f"name: shop\npath: {pattern}\ncolumns: {{user_id: customer, item_id: sku, event_ts: ts}}\n"
+        + extra
+    )
+    return config
+
+
+def test_gzip_csv_is_read_and_its_format_inferred(tmp_path):
+    _exports(tmp_path / "exports", {"2011.csv.gz": HEAD + "1,x,2011-01-01\n2,y,2011-01-02\n"})
+    spec = load_source_spec(_pattern_source(tmp_path, "exports/2011.csv.gz", extra=""))
+    assert spec.format == "csv"
+    assert load_events(spec)[c.USER_ID].tolist() == ["1", "2"]
+
+
+def test_glob_reads_every_matched_file_in_name_order(tmp_path):
+    _exports(
+        tmp_path / "exports",
+        {
+            "b.csv.gz": HEAD + "3,z,2011-02-01\n",
+            "a.csv": HEAD + "1,x,2011-01-01\n2,y,2011-01-02\n",
+            "notes.txt": "not an export",
+        },
+    )
+    events = load_events(load_source_spec(_pattern_source(tmp_path)))
+    assert events[c.USER_ID].tolist() == ["1", "2", "3"]  # a.csv, then b.csv.gz
+    assert events[c.EVENT_ID].tolist() == ["shop:0", "shop:1", "shop:2"]  # numbered on
+    assert events[c.SOURCE_ROW].tolist() == [0, 1, 2]
+
+
+def test_glob_fingerprint_covers_every_file_in_a_stable_order(tmp_path):
+    files = {"a.csv": HEAD + "1,x,2011-01-01\n", "b.csv": HEAD + "2,y,2011-02-01\n"}
+    _exports(tmp_path / "one" / "exports", files)
+    _exports(tmp_path / "two" / "exports", dict(reversed(files.items())))  # written b first
+    one = load_source_spec(_pattern_source(tmp_path / "one"))
+    two = load_source_spec(_pattern_source(tmp_path / "two"))
+    first = source_fingerprint(one)
+    assert first["files"] == ["a.csv", "b.csv"]
+    assert first["bytes"] == sum(len(text) for text in files.values())
+    assert source_fingerprint(two)["sha256"] == first["sha256"]  # order of writing is irrelevant
+
+    (tmp_path / "one" / "exports" / "b.csv").write_text(HEAD + "2,y,2011-02-02\n")
+    changed = source_fingerprint(one)["sha256"]
+    assert changed != first["sha256"]  # a change in the second file counts
+    _exports(tmp_path / "one" / "exports", {"c.csv": HEAD + "3,z,2011-03-01\n"})
+    assert source_fingerprint(one)["sha256"] not in (first["sha256"], changed)  # a new file too
+
+
+def test_glob_without_matches_fails(tmp_path):
+    (tmp_path / "exports").mkdir()
+    spec = load_source_spec(_pattern_source(tmp_path))
+    with pytest.raises(SourceError, match=r"exports/\*\.csv\*: no file matches this pattern"):
+        load_events(spec)
+
+
+def test_a_bad_file_among_matches_is_named_with_its_own_row(tmp_path):
+    _exports(
+        tmp_path / "exports",
+        {"a.csv": HEAD + "1,x,2011-01-01\n", "b.csv": HEAD + "2,y,2011-02-01\n3,z,soon\n"},
+    )
+    with pytest.raises(
+        SourceError, match=r"exports/b\.csv: column 'ts' \(event timestamp\).*'soon'.*row 1\)"
+    ):
+        load_events(load_source_spec(_pattern_source(tmp_path)))
+
+
+def test_corrupt_gzip_fails(tmp_path):
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "a.csv.gz").write_bytes(b"\x1f\x8b\x08 truncated")
+    with pytest.raises(SourceError, match=r"a\.csv\.gz: cannot read csv file"):
+        load_events(load_source_spec(_pattern_source(tmp_path)))
+
+
+def test_gzip_is_for_csv_only(tmp_path):
+    with pytest.raises(SourceError, match=r"shop\.yaml: gzip-compressed files must be csv"):
+        load_source_spec(_pattern_source(tmp_path, "exports/events.parquet.gz", extra=""))
