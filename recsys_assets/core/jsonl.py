@@ -42,6 +42,7 @@ import json
 import os
 import select
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +57,8 @@ Seal = Literal["mark", "newline"]
 # fragment stays a line of its own that readers recognise and skip.
 TORN_LINE_MARK = "\t<torn: a writer stopped mid-line; readers skip this line>"
 _MARK = TORN_LINE_MARK.encode("ascii")
+# How long a tail that looks torn must stay still before an unlocked log seals it.
+SETTLE_S = 0.01
 _SEALS: dict[str | None, bytes] = {"mark": _MARK + b"\n", "newline": b"\n"}
 
 # A single write of at most this many bytes is not interleaved with other appends.
@@ -225,9 +228,11 @@ class JsonlWriter(Generic[R]):
         seal = _SEALS.get(self.seal)
         if seal is None:
             return b""
-        size = os.fstat(fd).st_size
-        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-        return seal if torn else b""
+        if not _ends_torn(fd):
+            return b""
+        if self.lock != "always" and _tail_moves(fd):
+            return b""  # an unlocked writer was mid-write, not a writer that stopped
+        return seal
 
     def _descriptor(self) -> int:
         """The kept descriptor, opened (and the end sealed) first if needed."""
@@ -291,6 +296,22 @@ class LockedJsonl(Generic[R]):
             if self._writer.durable:
                 os.fsync(self._fd)
         return count
+
+
+def _ends_torn(fd: int) -> bool:
+    """Whether the file's last byte is not a newline (an empty file is not torn)."""
+    size = os.fstat(fd).st_size
+    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+
+
+def _tail_moves(fd: int) -> bool:
+    """Whether a tail that looks torn is only a write in progress. The kernel grows a file page
+    by page while one ``os.write`` copies, so a reader can see the middle of another process's
+    unlocked append; a line a crashed writer left stays as it is. Asked only when the tail looks
+    torn (at open, after a failed write of our own), so the pause is off the hot path."""
+    size = os.fstat(fd).st_size
+    time.sleep(SETTLE_S)
+    return os.fstat(fd).st_size != size or not _ends_torn(fd)
 
 
 @contextmanager

@@ -176,3 +176,29 @@ def test_options_that_do_not_go_together_are_refused():
     with pytest.raises(ValueError, match="seal is written under the lock"):
         JsonlWriter("x.jsonl", lock="never")  # the default seal needs the lock
     JsonlWriter("x.jsonl", lock="never", seal=None)  # the audit log: neither
+
+
+def test_an_unlocked_log_does_not_seal_another_writers_line_in_progress(tmp_path, monkeypatch):
+    """The kernel grows a file page by page while one write copies: a writer opening the log
+    may see half of another process's unlocked append. Sealing it then would add an empty
+    line; the tail is sealed only if it stays torn."""
+    path = tmp_path / "served.jsonl"
+    path.write_bytes(b'{"a":1}\n{"b":')  # another process's append, half copied
+
+    def the_other_write_finishes(seconds):
+        with path.open("ab") as handle:
+            handle.write(b"2}\n")
+
+    monkeypatch.setattr(jsonl.time, "sleep", the_other_write_finishes)
+    with jsonl.JsonlWriter(path, lock="large", seal="newline", keep_open=True) as log:
+        log.append([{"c": 3}])
+    assert path.read_bytes() == b'{"a":1}\n{"b":2}\n{"c":3}\n'
+
+
+def test_an_unlocked_log_seals_a_tail_that_stays_torn(tmp_path, monkeypatch):
+    path = tmp_path / "served.jsonl"
+    path.write_bytes(b'{"a":1}\n{"b":')  # a writer that stopped mid-line
+    monkeypatch.setattr(jsonl.time, "sleep", lambda seconds: None)
+    with jsonl.JsonlWriter(path, lock="large", seal="newline", keep_open=True) as log:
+        log.append([{"c": 3}])
+    assert path.read_bytes() == b'{"a":1}\n{"b":\n{"c":3}\n'
