@@ -22,15 +22,14 @@ No Dagster, no BentoML, no network: the analysis reads the counters and passes t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recsys_assets.core.files import write_json_atomically
 from recsys_assets.release.canary.routing import VARIANTS, CanaryConfig, CanaryState
 
 SUFFIX = ".baseline.json"
@@ -120,20 +119,7 @@ def read_baseline(path: str | os.PathLike[str]) -> ErrorBaseline | None:
 def write_baseline(path: str | os.PathLike[str], baseline: ErrorBaseline) -> None:
     """Write ``baseline`` to ``path`` atomically (a temporary file in the same folder, then
     renamed over the old one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(baseline.as_json(), indent=2, allow_nan=False) + "\n"
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    write_json_atomically(path, baseline.as_json())
 
 
 def error_deltas(counters: Counters, baseline: Counters) -> dict[str, int]:

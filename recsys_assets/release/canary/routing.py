@@ -23,12 +23,10 @@ No Dagster, no BentoML: the service and the offline analysis import the same fun
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -36,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys_assets.config import variables
+from recsys_assets.core.files import write_json_atomically
 
 VARIANT_CHAMPION = "champion"
 VARIANT_CHALLENGER = "challenger"
@@ -224,26 +223,7 @@ def write_canary_state(path: str | os.PathLike[str], state: CanaryState) -> None
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsynced,
     then renamed over the old one (and the folder fsynced), so a reader sees the old document
     or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(state.as_json(), indent=2, allow_nan=False) + "\n"
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; the service may be another user
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # the rename itself survives a crash
-    finally:
-        os.close(folder)
+    write_json_atomically(path, state.as_json())
 
 
 def current_config(
