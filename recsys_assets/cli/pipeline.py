@@ -106,13 +106,20 @@ def demo(args: argparse.Namespace) -> int:
         f"({check['mismatches']} mismatches)"
     )
 
-    print("\nmodels: fitting the candidate generators, evaluating on the fixed protocol ...")
+    print(
+        "\nmodels: fitting the ranker and the simple models, choosing on the validation period, "
+        "evaluating on the test period ..."
+    )
     ok, _, error = run_job("models_job")
     if not ok:
         print(f"models failed: {error}", file=sys.stderr)
         return 1
     report = json.loads((settings.reports_dir / "evaluation.json").read_text())
     print(f"  protocol: {report['protocol']}")
+    selection = report.get("selection") or {}
+    judged = "" if selection.get("judged", True) else " (not judged)"
+    print(f"  chosen on validation: {selection.get('chosen')}{judged}: {selection.get('rule')}")
+    print("  test period, after the choice:")
     print(headline_table(report))
 
     print("\nrelease: serving model, quality gate, BentoML model store, bento ...")
@@ -121,12 +128,19 @@ def demo(args: argparse.Namespace) -> int:
     challenger = release.get("challenger_model", {})
     if challenger:
         print(
-            f"  challenger {challenger['model_version']}: in-process latency p50 "
-            f"{challenger['latency_p50_ms']} ms, p99 {challenger['latency_p99_ms']} ms"
+            f"  challenger {challenger['model_version']} ({challenger.get('model', 'ranker')}): "
+            f"in-process latency p50 {challenger['latency_p50_ms']} ms, "
+            f"p99 {challenger['latency_p99_ms']} ms"
         )
     if gate is not None:
         reasons, warnings = gate.get("reasons") or [], gate.get("warnings") or []
         print(f"  quality gate: {'REFUSED' if reasons else 'passed'}")
+        figures = gate.get("figures") or {}
+        if figures.get("baseline"):
+            print(
+                f"    against the best simple model {figures['baseline']} "
+                f"({figures.get('baseline_rule')} rule: {figures.get('baseline_rule_why')})"
+            )
         for warning in warnings:
             print(f"    warning: {warning}")
         for reason in reasons:

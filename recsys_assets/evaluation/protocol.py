@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -78,6 +78,7 @@ __all__ = [
     "segment_summaries",
     "temporal_split",
     "user_segments",
+    "validation_split",
 ]
 
 DEFAULT_SPLIT = c.DEFAULT_SPLIT
@@ -112,7 +113,9 @@ class Split:
     - ``split_ts``: the split actually used (the fallback one if the requested date was outside
       the data);
     - ``description``: what was done, in sentences, for reports;
-    - ``has_prices``: whether purchase values exist (revenue metrics are computable).
+    - ``has_prices``: whether purchase values exist (revenue metrics are computable);
+    - ``end_ts``: the last purchase of the data (the test period is ``split_ts`` .. ``end_ts``);
+      None on splits stored before it was recorded.
     """
 
     train: pd.DataFrame
@@ -123,6 +126,14 @@ class Split:
     split_ts: pd.Timestamp
     description: str
     has_prices: bool = True
+    end_ts: pd.Timestamp | None = None
+
+    @property
+    def test_days(self) -> float | None:
+        """The length of the test period in days (None without ``end_ts``)."""
+        if self.end_ts is None:
+            return None
+        return (pd.Timestamp(self.end_ts) - pd.Timestamp(self.split_ts)) / pd.Timedelta(days=1)
 
 
 def purchases_only(
@@ -249,7 +260,26 @@ def temporal_split(
         split_ts=pd.Timestamp(cut),
         description="; ".join(parts),
         has_prices=has_prices,
+        end_ts=pd.Timestamp(last),
     )
+
+
+def validation_split(split: Split) -> Split | None:
+    """The same protocol one test period earlier, inside the training period: what a model is
+    chosen on, so that the choice never looks at the test period.
+
+    The validation period has the test period's length and ends where the test period begins
+    (training purchases before ``split_ts - test length`` train, the rest validate); where that
+    leaves no training time, :func:`temporal_split`'s fallback (the last 10% of the training
+    period) applies and the description says so. None when the split has no ``end_ts`` or no
+    training purchases."""
+    length = split.test_days
+    if length is None or split.train.empty:
+        return None
+    cut = pd.Timestamp(split.split_ts) - pd.Timedelta(days=length)
+    validation = temporal_split(split.train, cut)
+    return replace(validation, description="validation (inside the training period): "
+                   + validation.description)  # fmt: skip
 
 
 def user_segments(split: Split) -> pd.DataFrame:

@@ -32,18 +32,27 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def build_report(models: dict[str, dict[str, Any]], *, split_description: str) -> dict[str, Any]:
-    """The report's figures: per model metrics at K, metric@K curves, segments, robustness."""
+def build_report(
+    models: dict[str, dict[str, Any]],
+    *,
+    split_description: str,
+    selection: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The report's figures: per model metrics at K, metric@K curves, segments, robustness.
+    ``selection`` is the choice made on the validation period
+    (:meth:`~recsys_assets.evaluation.selection.Selection.as_dict`): the model to promote; the
+    ``best_model`` is only the best on the test period, reported after that choice."""
     best = max(models, key=lambda name: models[name]["ndcg"]) if models else None
-    return _clean(
-        {
-            "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "protocol": split_description,
-            "k": next(iter(models.values()))["k"] if models else None,
-            "best_model": best,
-            "models": models,
-        }
-    )
+    report = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "protocol": split_description,
+        "k": next(iter(models.values()))["k"] if models else None,
+        "best_model": best,
+        "models": models,
+    }
+    if selection is not None:
+        report["selection"] = selection
+    return _clean(report)
 
 
 def headline_table(report: dict[str, Any]) -> str:
@@ -141,10 +150,37 @@ def render_html(report: dict[str, Any]) -> str:
     body = (
         f"<p>{escape(report['generated_at'])}</p>"
         f"<p><b>Protocol.</b> {escape(report['protocol'])}</p>"
-        f"<p><b>Best model:</b> {escape(report['best_model'])}</p>{headline}"
+        f"{_selection_html(report.get('selection'), k)}"
+        f"<p><b>Best on the test period:</b> {escape(report['best_model'])}</p>{headline}"
         f"{_edge_case_table(models, names, k)}{figures_html(*figures)}"
     )
     return page("Evaluation report", body, plotly=True)
+
+
+def _selection_html(selection: dict[str, Any] | None, k: Any) -> str:
+    """The choice made on the validation period, before any test figure: model, rule, table."""
+    if not selection:
+        return "<p><b>Model to promote:</b> not recorded in this report</p>"
+    judged = "" if selection.get("judged") else " (not judged)"
+    rows = [
+        (
+            name,
+            _number(figures.get("ndcg"), ".4f"),
+            f"{_number(figures.get('low'), '.4f')} to {_number(figures.get('high'), '.4f')}",
+            figures.get("n_users", 0),
+            figures.get("reason", ""),
+        )
+        for name, figures in sorted(
+            selection.get("validation", {}).items(), key=lambda kv: -(kv[1].get("ndcg") or 0)
+        )
+    ]
+    validation = table(
+        ["model", f"validation NDCG@{k}", "5-95% band", "customers", "not scored because"], rows
+    )
+    return (
+        f"<p><b>Model to promote, chosen on the validation period:</b> "
+        f"{escape(selection['chosen'])}{judged}: {escape(selection['rule'])}</p>{validation}"
+    )
 
 
 def _number(value: Any, spec: str = ".3f") -> str:

@@ -4,7 +4,10 @@ A :class:`ServingModel` is what gets promoted: the ranker's booster and feature 
 candidates of every known customer precomputed from the candidate generators refitted on all
 purchases up to the model's data end (batch retrieval, real-time ranking: no matrix
 factorisation runs per request), a popularity fallback (global and per country) and the
-catalogue with product names.
+catalogue with product names. Where a simple model was chosen over the ranker
+(:mod:`recsys_assets.evaluation.selection`), the serving model has no booster: its candidates
+are that model's own top N and its score is their order (:func:`build_simple_serving_model`);
+the request path, the business filters and the fallbacks are the same.
 
 Per request (:func:`recommend`): the customer's candidates -> their stored features as of now
 from a :class:`FeatureReader` (in the service: Feast's online store; customer and
@@ -34,6 +37,7 @@ from recsys_assets.core import constants as c
 from recsys_assets.evaluation.protocol import Split, evaluate, per_user_ndcg
 from recsys_assets.features.store import expired, view_ttls
 from recsys_assets.observability.telemetry import mark_error, span_factory
+from recsys_assets.training.baselines import make_simple_model
 from recsys_assets.training.candidates import CandidateGenerator, Popularity
 from recsys_assets.training.ranker import (
     RAW_FEATURES,
@@ -59,6 +63,7 @@ __all__ = [
     "ServingModel",
     "TableReader",
     "build_serving_model",
+    "build_simple_serving_model",
     "recommend",
     "sample_latency",
     "score_candidates",
@@ -157,7 +162,7 @@ class ServingModel:
     """Everything the service needs to rank, in one picklable object (see the module notes)."""
 
     version: str
-    booster: Any  # xgboost.Booster
+    booster: Any  # xgboost.Booster; None for a simple model (its score column ranks)
     features: list[str]
     candidates: CandidateIndex
     catalogue: dict[str, str]  # item id -> product name; nothing outside it is ever served
@@ -168,10 +173,19 @@ class ServingModel:
     ranker_config: RankerConfig | None = None  # to re-evaluate the booster on another split
     metrics: dict[str, Any] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
+    simple_model: str | None = None  # the simple model served instead of a ranker, by name
+
+    @property
+    def model_kind(self) -> str:
+        """``ranker`` or the simple model's name: what ranks the candidates."""
+        return self.simple_model or "ranker"
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Booster scores for rows of ``self.features`` (float32, NaN = missing), on one
-        thread: a request is small, and threads would fight over the cores between requests."""
+        thread: a request is small, and threads would fight over the cores between requests.
+        A simple model's score is its one feature, its own score column."""
+        if self.booster is None:
+            return matrix[:, 0].astype(np.float64)
         if not getattr(self, "_single_thread", False):
             self.booster.set_param({"nthread": 1})
             self._single_thread = True
@@ -212,14 +226,78 @@ def build_serving_model(
     ``purchases`` from ``generators`` (default: the ranker's own, fitted before its split; pass
     generators refitted on all of ``purchases`` for production)."""
     generators = generators if generators is not None else ranker.generators
+    frame = _candidates(generators, purchases, ranker.config.candidates, product_pattern, batch)
+    return ServingModel(
+        version=version,
+        booster=ranker.booster,
+        features=list(ranker.features),
+        ranker_config=ranker.config,
+        **_catalogue_parts(
+            frame, purchases, product_pattern, ranker.config.popularity_half_life_days, fallback_n
+        ),
+        metrics=dict(metrics or {}),
+        lineage=dict(lineage or {}),
+    )
+
+
+def build_simple_serving_model(
+    name: str,
+    purchases: pd.DataFrame,
+    *,
+    version: str,
+    product_pattern: str | None = None,
+    metrics: dict[str, Any] | None = None,
+    lineage: dict[str, Any] | None = None,
+    depth: int = c.MAX_K,
+    fallback_n: int = c.MAX_K,
+    batch: int = 2_000,
+) -> ServingModel:
+    """A serving model for the simple model ``name`` (:data:`~recsys_assets.training.baselines.
+    SIMPLE_MODELS`), refitted on all of ``purchases``: its top ``depth`` per customer are the
+    candidates and its score ranks them; no booster. The popularity fallback and the catalogue
+    are built as for the ranker."""
+    generator = make_simple_model(name).fit(purchases)
+    frame = _candidates({name: generator}, purchases, ((name, depth),), product_pattern, batch)
+    half_life = RankerConfig().popularity_half_life_days  # the same fallback as a ranker's
+    return ServingModel(
+        version=version,
+        booster=None,
+        features=[f"{name}_score"],
+        **_catalogue_parts(frame, purchases, product_pattern, half_life, fallback_n),
+        metrics=dict(metrics or {}),
+        lineage=dict(lineage or {}),
+        simple_model=name,
+    )
+
+
+def _candidates(
+    generators: Mapping[str, CandidateGenerator],
+    purchases: pd.DataFrame,
+    depths: Sequence[tuple[str, int]],
+    product_pattern: str | None,
+    batch: int,
+) -> pd.DataFrame:
+    """Every customer's candidates from ``generators`` (products only), in batches."""
     users = sorted(purchases[c.USER_ID].astype(str).unique())
     parts = [
-        candidate_frame(generators, users[i : i + batch], ranker.config.candidates)
+        candidate_frame(generators, users[i : i + batch], depths)
         for i in range(0, len(users), batch)
     ]
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if product_pattern is not None and len(frame):  # non-products are never candidates
         frame = frame.loc[frame[c.ITEM_ID].astype(str).str.match(product_pattern)]
+    return frame
+
+
+def _catalogue_parts(
+    frame: pd.DataFrame,
+    purchases: pd.DataFrame,
+    product_pattern: str | None,
+    half_life_days: float,
+    fallback_n: int,
+) -> dict[str, Any]:
+    """What every serving model holds beside its ranking: the candidate index, the catalogue
+    with names, the popularity fallbacks, the data end and the product pattern."""
     names = (
         purchases.dropna(subset=[c.DESCRIPTION]).drop_duplicates(c.ITEM_ID, keep="last")
         if c.DESCRIPTION in purchases.columns
@@ -238,24 +316,16 @@ def build_serving_model(
     products = purchases
     if product_pattern is not None:
         products = purchases.loc[purchases[c.ITEM_ID].astype(str).str.match(product_pattern)]
-    popular, by_country = _fallback_lists(
-        products, ranker.config.popularity_half_life_days, fallback_n
-    )
+    popular, by_country = _fallback_lists(products, half_life_days, fallback_n)
     end = pd.Timestamp(purchases[c.EVENT_TS].max())
-    return ServingModel(
-        version=version,
-        booster=ranker.booster,
-        features=list(ranker.features),
-        candidates=CandidateIndex.from_frame(frame, purchases[[c.USER_ID, c.ITEM_ID]]),
-        catalogue=catalogue,
-        popular=popular,
-        popular_by_country=by_country,
-        data_end=end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC"),
-        product_pattern=product_pattern,
-        ranker_config=ranker.config,
-        metrics=dict(metrics or {}),
-        lineage=dict(lineage or {}),
-    )
+    return {
+        "candidates": CandidateIndex.from_frame(frame, purchases[[c.USER_ID, c.ITEM_ID]]),
+        "catalogue": catalogue,
+        "popular": popular,
+        "popular_by_country": by_country,
+        "data_end": end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC"),
+        "product_pattern": product_pattern,
+    }
 
 
 # --- Feature readers ----------------------------------------------------------------------------
@@ -581,7 +651,14 @@ def evaluate_on_split(
     generators refitted on the split's training purchases, features as of the split date from
     training data only, the top N of each evaluated customer through the protocol's
     :func:`~recsys_assets.evaluation.protocol.evaluate`. The gate uses it to compare a champion with
-    a challenger on the same test window."""
+    a challenger on the same test window. A simple model is refitted on the split's training
+    purchases and its own top N evaluated the same way."""
+    simple = getattr(model, "simple_model", None)
+    if simple is not None:
+        generator = make_simple_model(simple).fit(split.train)
+        report = evaluate(generator.recommend(list(split.users), n=c.CANDIDATES_N), split)
+        report["per_user_ndcg"] = per_user_ndcg(report.pop("per_user"))
+        return report
     if model.ranker_config is None:
         raise ValueError(f"model {model.version} has no ranker config to re-evaluate with")
     purchases = train_purchases(split.train, split.split_ts)

@@ -2,11 +2,11 @@
 per-customer NDCG decides the promotion, the check says which rule decided and why, and a
 refused challenger is never promoted.
 
-Each test copies the stores of the README's demo on the example shop (59 evaluated customers;
-the demo promoted the ranker), records a champion in the copy's BentoML store and runs
-``release_job`` there in a subprocess (BentoML reads ``BENTOML_HOME`` once per process). The
-challenger is the demo's ranker again, so its per-customer NDCG is known before the run: the
-``ranker_model`` the demo stored. The champion is the demo's serving model under a new
+Each test copies the stores of the README's demo on the example shop (59 evaluated customers),
+records a champion in the copy's BentoML store and runs ``release_job`` there in a subprocess
+(BentoML reads ``BENTOML_HOME`` once per process). The challenger is the model the demo chose
+on the validation period again, so its per-customer NDCG is known before the run: the
+``selected_model`` the demo stored. The champion is the demo's serving model under a new
 version, with figures recorded as stated in each test.
 """
 
@@ -70,9 +70,9 @@ def shop(example_shop_demo, tmp_path):
 
 
 def challenger_per_user(workdir: Path) -> dict[str, float]:
-    """The per-customer NDCG of the ranker the demo trained: the challenger's in every run."""
-    with (workdir / "models" / "ranker_model").open("rb") as handle:
-        return pickles.load(handle).metrics["per_user_ndcg"]
+    """The per-customer NDCG of the model the demo chose: the challenger's in every run."""
+    with (workdir / "models" / "selected_model").open("rb") as handle:
+        return pickles.load(handle).trained.metrics["per_user_ndcg"]
 
 
 def record_and_release(env: dict[str, str], workdir: Path, spec: dict) -> dict:

@@ -5,6 +5,7 @@ import dagster as dg
 from recsys_assets.defs.monitoring.assets import MONITORS, mlops_kpis
 from recsys_assets.defs.monitoring.dashboard import UPSTREAM_RELEASE, ops_dashboard
 from recsys_assets.defs.monitoring.sensors import MONITORING_JOB, RETRAINING_JOB, retraining_sensor
+from recsys_assets.training.baselines import SIMPLE_MODELS
 
 monitoring_job = dg.define_asset_job(
     MONITORING_JOB,
@@ -18,16 +19,24 @@ monitoring_job = dg.define_asset_job(
 
 retraining_job = dg.define_asset_job(
     RETRAINING_JOB,
-    # Features first (the new model is served over them), then only what the served model
-    # needs: split, ranker, challenger with its blocking gate, promotion and bento. The six
-    # stand-alone generators and the evaluation report are for comparing models, not serving.
+    # Features first (the new model is served over them), then what the served model needs:
+    # split, the ranker and every simple model (the model to serve is chosen among them on the
+    # validation period, and the gate holds it to the best simple one), the selection, the
+    # challenger with its blocking gate, promotion and bento. The evaluation report is for
+    # reading, not serving.
     selection=dg.AssetSelection.groups("features")
     | dg.AssetSelection.assets(
-        "evaluation_split", "ranker_model", "challenger_model", "promoted_model", "bento"
+        "evaluation_split",
+        *(f"{name}_model" for name in SIMPLE_MODELS),
+        "ranker_model",
+        "selected_model",
+        "challenger_model",
+        "promoted_model",
+        "bento",
     ),
     description="Retrain on the landed data and release through the same quality gate as "
-    "always: features, ranker, challenger, gate, promotion, bento. Requested by "
-    "retraining_sensor.",
+    "always: features, ranker and simple models, the choice on the validation period, "
+    "challenger, gate, promotion, bento. Requested by retraining_sensor.",
 )
 
 daily_refresh = dg.ScheduleDefinition(

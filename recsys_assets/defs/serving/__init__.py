@@ -15,9 +15,9 @@ release_job = dg.define_asset_job(
     # The ledger asset (`releases`) is the release domain's (defs/release/ledger.py), by key.
     selection=dg.AssetSelection.assets(challenger_model, promoted_model, bento)
     | dg.AssetSelection.assets("releases"),
-    description="Make the evaluated ranker servable, gate it against the champion and the "
-    "latency budget, promote it to the BentoML model store, build its bento, record the release "
-    "and show the release ledger.",
+    description="Make the model chosen on the validation period servable, gate it against the "
+    "champion, the best simple model and the latency budget, promote it to the BentoML model "
+    "store, build its bento, record the release and show the release ledger.",
 )
 
 defs = dg.Definitions(

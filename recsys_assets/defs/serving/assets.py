@@ -1,9 +1,12 @@
 """Serving: the challenger, its blocking quality gate, the promoted model and its bento.
 
-``challenger_model`` turns the evaluated ranker into a serving model (its booster, with
-candidates precomputed for every customer from generators refitted on all purchases) and
-measures its in-process latency against the Feast online store. The blocking ``quality_gate``
-check holds it against the current champion in the BentoML model store and the latency budget;
+``challenger_model`` turns the model chosen on the validation period (``selected_model``: the
+ranker, or a simple model that beat it beyond noise) into a serving model (the ranker's booster
+with candidates precomputed for every customer from generators refitted on all purchases, or
+the simple model refitted on all purchases) and measures its in-process latency against the
+Feast online store. The blocking ``quality_gate`` check holds it against the current champion
+in the BentoML model store, against the best simple model on the same customers, and against
+the latency budget;
 only when it passes do ``promoted_model`` (save to the BentoML store with labels and lineage)
 and ``bento`` (``bentoml build``, one bento per promoted model) run. A challenger that fails
 stays in the model store (``model_store`` IO manager) for inspection.
@@ -29,8 +32,9 @@ from recsys_assets.config import get_settings, variables
 from recsys_assets.config.settings import PROJECT_ROOT
 from recsys_assets.core import constants as c
 from recsys_assets.core.versioning import data_version
-from recsys_assets.defs.training.assets import TrainedModel
+from recsys_assets.defs.evaluation.assets import SelectedModel
 from recsys_assets.evaluation.protocol import Split, purchases_only
+from recsys_assets.evaluation.selection import RANKER
 from recsys_assets.features.store import FeatureRepo, quiet_feast
 from recsys_assets.features.tables import returns_from_quarantine
 from recsys_assets.ingestion.sources import load_source_spec
@@ -42,6 +46,7 @@ from recsys_assets.serving.model import (
     FeastOnlineReader,
     ServingModel,
     build_serving_model,
+    build_simple_serving_model,
     evaluate_on_split,
     sample_latency,
 )
@@ -70,9 +75,10 @@ def serving_asset(**kwargs):
     )
 
 
-def serving_version(ranker_version: str, purchases: pd.DataFrame) -> str:
-    """The serving model's version: the ranker's version and the data its candidates came from."""
-    payload = f"{ranker_version}:{data_version(purchases)}".encode()
+def serving_version(model_version: str, purchases: pd.DataFrame) -> str:
+    """The serving model's version: the chosen model's version and the data its candidates
+    came from."""
+    payload = f"{model_version}:{data_version(purchases)}".encode()
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
@@ -83,39 +89,51 @@ def numeric(figures: dict) -> dict:
 
 @serving_asset(
     io_manager_key="model_store",
-    ins={"ranker_model": dg.AssetIn(), "validated_events": dg.AssetIn()},
+    ins={"selected_model": dg.AssetIn(), "validated_events": dg.AssetIn()},
     deps=["online_features"],
     kinds={"xgboost", "feast"},
 )
 def challenger_model(
-    context: dg.AssetExecutionContext, ranker_model: TrainedModel, validated_events: pd.DataFrame
+    context: dg.AssetExecutionContext, selected_model: SelectedModel, validated_events: pd.DataFrame
 ) -> dg.Output[ServingModel]:
-    """The evaluated ranker made servable: its booster, candidates for every customer from its
-    generators refitted on all purchases, a popularity fallback (global and per country), the
-    catalogue with names; in-process latency measured on the Feast online store."""
+    """The model chosen on the validation period made servable: the ranker's booster with
+    candidates for every customer from its generators refitted on all purchases, or the simple
+    model that beat it refitted on all purchases; a popularity fallback (global and per
+    country), the catalogue with names; in-process latency measured on the Feast online store.
+    It carries the best simple model's test figures, which the gate holds it to."""
     settings = get_settings()
     events = restore_event_dtypes(validated_events)
     purchases, _ = purchases_only(events)
-    ranker = ranker_model.model
+    chosen = selected_model.trained
+    selection = selected_model.selection
     started = time.perf_counter()
-    generators = {name: g.fit(purchases) for name, g in make_generators(ranker.config).items()}
     spec = load_source_spec(settings.data_config)
-    model = build_serving_model(
-        ranker,
-        purchases,
-        version=serving_version(ranker_model.version, purchases),
-        generators=generators,
-        product_pattern=spec.product_item_pattern,
-        metrics={
-            **numeric(ranker_model.metrics),
-            "per_user_ndcg": ranker_model.metrics.get("per_user_ndcg", {}),  # the gate's pairs
-        },
-        lineage={
-            **ranker_model.lineage,
-            "ranker_version": ranker_model.version,
-            "train_data_version": ranker_model.train_data_version,
-        },
-    )
+    metrics = {
+        **numeric(chosen.metrics),
+        "per_user_ndcg": chosen.metrics.get("per_user_ndcg", {}),  # the gate's pairs
+        "selection": {k: v for k, v in selection.as_dict().items() if k != "validation"},
+        "baseline": selected_model.baseline or {},
+    }
+    lineage = {
+        **chosen.lineage,
+        "model": chosen.name,
+        "ranker_version": chosen.version,  # the chosen model's version (kept name: ledgers)
+        "train_data_version": chosen.train_data_version,
+    }
+    version = serving_version(chosen.version, purchases)
+    if chosen.name == RANKER:
+        ranker = chosen.model
+        generators = {name: g.fit(purchases) for name, g in make_generators(ranker.config).items()}
+        model = build_serving_model(
+            ranker, purchases, version=version, generators=generators,
+            product_pattern=spec.product_item_pattern, metrics=metrics, lineage=lineage,
+        )  # fmt: skip
+    else:
+        model = build_simple_serving_model(
+            chosen.name, purchases, version=version,
+            product_pattern=spec.product_item_pattern, metrics=metrics, lineage=lineage,
+        )  # fmt: skip
+        context.log.warning("serving the simple model %s: %s", chosen.name, selection.rule)
     build_seconds = time.perf_counter() - started
     store = FeatureRepo(settings.feature_repo, settings.feature_store_yaml).store()
     reader = FeastOnlineReader(store, list(model.catalogue))
@@ -138,8 +156,10 @@ def challenger_model(
         data_version=dg.DataVersion(model.version),
         metadata={
             "model_version": model.version,
-            "ranker_version": ranker_model.version,
-            f"ndcg@{c.DEFAULT_K}": float(ranker_model.metrics["ndcg"]),
+            "model": chosen.name,
+            "selection_rule": selection.rule,
+            "ranker_version": chosen.version,
+            f"ndcg@{c.DEFAULT_K}": float(chosen.metrics["ndcg"]),
             "customers_with_candidates": len(model.candidates),
             "candidate_rows": len(model.candidates.items),
             "catalogue_items": len(model.catalogue),

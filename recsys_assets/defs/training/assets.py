@@ -1,9 +1,11 @@
-"""Training: the fixed evaluation split and one asset per candidate generator.
+"""Training: the evaluation split and one asset per model (each simple model and the ranker).
 
-Each model asset fits on the training period, recommends for the evaluated customers and
-records fit time, metrics and lineage as metadata. The fitted model is pickled by the
-`model_store` IO manager, so the report (and later a promotion step) can load it. The ranker
-fits its own candidate generators at each training cutoff.
+Each model asset first fits on the purchases before the validation period and scores there
+(the figures the model to promote is chosen on, :mod:`recsys_assets.evaluation.selection`),
+then fits on the whole training period, recommends for the evaluated customers and records
+fit time, test metrics and lineage as metadata. The fitted model is pickled by the
+`model_store` IO manager, so the selection, the report and the promotion can load it. The
+ranker fits its own candidate generators at each training cutoff.
 """
 
 import pickle
@@ -22,13 +24,20 @@ from recsys_assets.core import pickles
 from recsys_assets.core.versioning import data_version
 from recsys_assets.defs.ingestion.assets import event_partitions
 from recsys_assets.defs.lineage import model_lineage, model_version
-from recsys_assets.evaluation.protocol import Split, evaluate, per_user_ndcg, temporal_split
+from recsys_assets.evaluation.protocol import (
+    Split,
+    evaluate,
+    per_user_ndcg,
+    temporal_split,
+    validation_split,
+)
 from recsys_assets.features.store import FEATURE_SERVICE
 from recsys_assets.features.tables import returns_from_quarantine
 from recsys_assets.ingestion.validation import restore_event_dtypes
-from recsys_assets.training import candidates
+from recsys_assets.training.baselines import SIMPLE_MODELS
 from recsys_assets.training.ranker import Ranker, RankerConfig, feature_lineage, fit_ranker
 from recsys_assets.training.reduction import fit_reduced_ranker
+from recsys_assets.training.schedule import RankerSchedule, ranker_schedule
 
 TAGS = {"domain": "training"}
 CODE_VERSION = "1"
@@ -47,8 +56,10 @@ HEADLINE = ("ndcg", "map", "recall", "hit_rate", "mrr", "coverage")
 def evaluation_split(validated_events: pd.DataFrame) -> dg.Output[Split]:
     """The fixed temporal protocol: purchases before 2011-11-01 train, from then on test;
     customers with purchases in both periods are evaluated (docs in evaluation/protocol.py). Other
-    data without that date uses its last 10% of time as test, and the description says so."""
+    data without that date uses its last 10% of time as test, and the description says so. The
+    validation period (the test period's length, just before it) is where models are chosen."""
     split = temporal_split(restore_event_dtypes(validated_events))
+    validation = validation_split(split)
     return dg.Output(
         split,
         data_version=dg.DataVersion(data_version(split.train)),
@@ -61,6 +72,10 @@ def evaluation_split(validated_events: pd.DataFrame) -> dg.Output[Split]:
             "split_ts": str(split.split_ts),
             "has_prices": split.has_prices,
             "train_data_version": data_version(split.train),
+            "test_days": round(split.test_days or 0.0, 2),
+            "validation": validation.description if validation else "no validation period",
+            "validation_customers": len(validation.users) if validation else 0,
+            "ranker_schedule": ranker_schedule(split).description,
         },
     )
 
@@ -77,16 +92,43 @@ class TrainedModel:
     version: str = ""
 
 
-def evaluate_generator(name: str, model: candidates.CandidateGenerator, split: Split):
-    """Fit, recommend the top N for the evaluated customers, evaluate; metrics without rows."""
-    model.fit(split.train)
+def validation_figures(recommendations: pd.DataFrame, validation: Split) -> dict[str, Any]:
+    """A model's figures on the validation period: NDCG@K and each customer's (the choice)."""
+    report = evaluate(recommendations, validation, n_bootstrap=1)
+    return {
+        "ndcg": float(report["ndcg"]),
+        "n_users": int(report["n_users"]),
+        "split_ts": str(validation.split_ts),
+        "per_user_ndcg": per_user_ndcg(report["per_user"]),
+    }
+
+
+def not_judged(reason: str) -> dict[str, Any]:
+    """The validation entry of a model that could not be scored there, and why."""
+    return {"ndcg": None, "n_users": 0, "per_user_ndcg": {}, "reason": reason}
+
+
+def evaluate_generator(name: str, factory, split: Split) -> TrainedModel:
+    """Fit on the validation period's training data and score there, then fit on the whole
+    training period, recommend the top N for the evaluated customers, evaluate; no rows kept."""
+    validation = validation_split(split)
+    if validation is None or not len(validation.users):
+        checked = not_judged("no customer bought in both the validation period and before it")
+    else:
+        early = factory().fit(validation.train)
+        checked = validation_figures(
+            early.recommend(list(validation.users), n=c.CANDIDATES_N), validation
+        )
+    model = factory().fit(split.train)
     started = time.perf_counter()
     recommendations = model.recommend(list(split.users), n=c.CANDIDATES_N)
-    return scored_model(
+    trained = scored_model(
         name, model, recommendations, split,
         fit_seconds=model.fit_seconds, recommend_seconds=time.perf_counter() - started,
         params=model.params(),
     )  # fmt: skip
+    trained.metrics["validation"] = checked
+    return trained
 
 
 def scored_model(
@@ -158,51 +200,45 @@ def _model_asset(name: str, factory, description: str) -> dg.AssetsDefinition:
     def _asset(
         context: dg.AssetExecutionContext, evaluation_split: Split
     ) -> dg.Output[TrainedModel]:
-        return _model_output(context, evaluate_generator(name, factory(), evaluation_split))
+        trained = evaluate_generator(name, factory, evaluation_split)
+        return _model_output(
+            context, trained, validation_ndcg=_validation_ndcg(trained.metrics["validation"])
+        )
 
     return _asset
 
 
-GENERATORS = {
-    "popularity": (
-        lambda: candidates.Popularity(half_life_days=30),
-        "Time-decayed popularity (30-day half-life): the fallback for anyone.",
-    ),
-    "repeat_then_popular": (
-        candidates.RepeatThenPopular,
-        "The customer's own past items by number of orders, then popular items.",
-    ),
-    "als": (
-        lambda: candidates.ImplicitALS(factors=64),
-        "Implicit ALS matrix factorisation (64 factors) on orders per customer-item.",
-    ),
-    "bpr": (
-        lambda: candidates.ImplicitBPR(factors=64),
-        "Implicit BPR matrix factorisation (64 factors, pairwise ranking loss).",
-    ),
-    "item_knn": (
-        lambda: candidates.ItemKNN(similarity="bm25"),
-        "Item-to-item nearest neighbours with BM25 weighting.",
-    ),
-    "coclustering": (
-        lambda: candidates.CoClustering(n_clusters=8),
-        "Spectral co-clustering of customers and items; popularity inside the co-cluster.",
-    ),
-}
-
-model_assets = [_model_asset(name, f, d) for name, (f, d) in GENERATORS.items()]
+model_assets = [_model_asset(name, m.factory, m.description) for name, m in SIMPLE_MODELS.items()]
 
 
-def ranker_cutoffs(split: Split, count: int = 3, step_days: int = 30) -> tuple[str, ...]:
-    """Training cutoffs every `step_days` before the split (2011-10-01, 09-01, 08-01 on UCI),
-    keeping only those with at least two weeks of history before them."""
-    first = split.train[c.EVENT_TS].min()
-    split_day = pd.Timestamp(split.split_ts).normalize()
-    cutoffs = [split_day - pd.DateOffset(months=i) for i in range(1, count + 1)]
-    if split_day.day != 1:  # a fallback split inside a month: step back in days instead
-        cutoffs = [split_day - pd.Timedelta(days=step_days * i) for i in range(1, count + 1)]
-    kept = [t for t in cutoffs if t - first >= pd.Timedelta(days=14)]
-    return tuple(t.strftime("%Y-%m-%d") for t in kept)
+def _validation_ndcg(figures: dict[str, Any]) -> float | str:
+    """The validation NDCG for metadata: the number, or why there is none."""
+    ndcg = figures.get("ndcg")
+    return float(ndcg) if ndcg is not None else f"not judged: {figures.get('reason')}"
+
+
+def ranker_config_for(split: Split) -> tuple[RankerConfig, RankerSchedule]:
+    """The ranker's configuration on ``split``: cutoffs and label window from its time scale."""
+    schedule = ranker_schedule(split)
+    return RankerConfig(cutoffs=schedule.cutoffs, label_days=schedule.label_days), schedule
+
+
+def ranker_validation(split: Split, returns: pd.DataFrame | None) -> dict[str, Any]:
+    """The ranker fitted before the validation period and scored there (a full fit, always:
+    its figures choose the model to promote)."""
+    validation = validation_split(split)
+    if validation is None or not len(validation.users):
+        return not_judged("no customer bought in both the validation period and before it")
+    config, schedule = ranker_config_for(validation)
+    if not config.cutoffs:
+        return not_judged(
+            f"not enough history before the validation period: {schedule.description}"
+        )
+    ranker = fit_ranker(validation.train, validation.split_ts, config, returns=returns)
+    recommendations = ranker.recommend(
+        list(validation.users), n=c.CANDIDATES_N, as_of=validation.split_ts
+    )
+    return validation_figures(recommendations, validation) | {"schedule": schedule.description}
 
 
 class RankerRunConfig(dg.Config):
@@ -246,15 +282,17 @@ def ranker_model(
     (repeat, popularity, item-KNN, ALS) with their scores and ranks and point-in-time customer,
     item and customer-item features, trained on several monthly cutoffs before the split with
     next-period purchases as labels (training/ranker.py)."""
-    cutoffs = ranker_cutoffs(evaluation_split)
+    ranker_config, schedule = ranker_config_for(evaluation_split)
+    cutoffs = ranker_config.cutoffs
     if not cutoffs:
         raise dg.Failure(
             description="not enough history before the split to train the ranker: it needs at "
-            "least two weeks of purchases before its first training cutoff"
+            "least two weeks of purchases before its first training cutoff "
+            f"({schedule.description})"
         )
-    ranker_config = RankerConfig(cutoffs=cutoffs)
     # Returns (cancellations) feed the return-rate features; fit_ranker uses those before the split.
     returns = returns_from_quarantine(restore_event_dtypes(quarantined_events))
+    checked = ranker_validation(evaluation_split, returns)
     mode = "full fit"
     previous = previous_ranker(get_settings().model_dir) if config.warm_start else None
     ranker = None
@@ -281,11 +319,12 @@ def ranker_model(
     trained = scored_model(
         "ranker", ranker, recommendations, evaluation_split,
         fit_seconds=ranker.fit_seconds, recommend_seconds=time.perf_counter() - started,
-        params={"cutoffs": list(cutoffs),
+        params={"cutoffs": list(cutoffs), "label_days": ranker_config.label_days,
                 "candidates": [list(x) for x in ranker_config.candidates],
                 "xgb_params": dict(ranker_config.xgb_params),
                 "rounds": ranker_config.num_boost_round},
     )  # fmt: skip
+    trained.metrics["validation"] = checked
     importance = ranker.feature_importance()
     top = dict(sorted(importance.items(), key=lambda kv: -kv[1])[:15])
     return _model_output(
@@ -297,4 +336,6 @@ def ranker_model(
         feature_importance=dg.MetadataValue.json({k: round(v, 4) for k, v in top.items()}),
         training_rows=int(ranker.train_stats.get("rows", 0)),
         training_mode=mode,
+        schedule=schedule.description,
+        validation_ndcg=_validation_ndcg(checked),
     )

@@ -19,11 +19,11 @@ import dagster as dg
 import pandas as pd
 
 from recsys_assets.core import constants as c
-from recsys_assets.defs.training.assets import ranker_cutoffs
+from recsys_assets.defs.training.assets import ranker_config_for
 from recsys_assets.evaluation.protocol import Split
 from recsys_assets.features.tables import returns_from_quarantine
 from recsys_assets.ingestion.validation import restore_event_dtypes
-from recsys_assets.training.ranker import LABEL, QID, RankerConfig, feature_columns, train_purchases
+from recsys_assets.training.ranker import LABEL, QID, feature_columns, train_purchases
 from recsys_assets.training.reduction import (
     ReductionConfig,
     quick_importance,
@@ -80,7 +80,7 @@ def reduced_training_set(
     if config.history:
         events, history_report = reduce_history(split.train, split.split_ts, config)
     returns = returns_from_quarantine(restore_event_dtypes(quarantined_events))
-    ranker_config = RankerConfig(cutoffs=ranker_cutoffs(split))
+    ranker_config, _ = ranker_config_for(split)
     if not ranker_config.cutoffs:
         raise dg.Failure(description="not enough history before the split to train the ranker")
     rows: dict[str, int] = {}

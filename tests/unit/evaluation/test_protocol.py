@@ -30,6 +30,7 @@ from recsys_assets.evaluation.protocol import (
     evaluate,
     temporal_split,
     user_segments,
+    validation_split,
 )
 
 D2 = 1 / math.log2(3)  # discount of rank 2
@@ -328,3 +329,23 @@ def test_bootstrap_by_segment_is_seeded_and_matches_bootstrap_ndcg_per_segment()
     assert one == bootstrap_ndcg(per_user.loc[rows], n=40, seed=7)
     assert one["n_users"] == 5 and one["p5"] <= one["mean"] <= one["p95"] and one["std"] > 0
     assert first[SEGMENT_COUNTRY][UK]["n_users"] == 10
+
+
+def test_the_validation_period_has_the_test_periods_length_just_before_it():
+    day = pd.Timestamp("2024-01-01")
+    rows = [  # customers a and b buy on days 0, 10, 20 and 30
+        {c.USER_ID: u, c.ITEM_ID: f"i{d}", c.EVENT_TS: day + pd.Timedelta(days=d),
+         c.EVENT_TYPE: c.PURCHASE, c.QUANTITY: 1}
+        for u in ("a", "b") for d in (0, 10, 20, 30)
+    ]  # fmt: skip
+    split = temporal_split(pd.DataFrame(rows), day + pd.Timedelta(days=25))
+    assert split.end_ts == day + pd.Timedelta(days=30)
+    assert split.test_days == pytest.approx(5.0)
+    validation = validation_split(split)
+    # test period 5 days: validation from day 20 on, trained on days 0 and 10
+    assert validation.split_ts == day + pd.Timedelta(days=20)
+    assert sorted(validation.train[c.ITEM_ID].unique()) == ["i0", "i10"]
+    assert sorted(validation.relevant[c.ITEM_ID].unique()) == ["i20"]
+    assert list(validation.users) == ["a", "b"]
+    assert validation.description.startswith("validation (inside the training period)")
+    assert "i30" not in set(validation.train[c.ITEM_ID]) | set(validation.test[c.ITEM_ID])

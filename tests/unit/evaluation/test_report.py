@@ -89,14 +89,24 @@ def test_report_shows_edge_cases_and_segment_bands_and_stays_json_safe(tmp_path)
 def test_the_page_escapes_what_comes_from_data(tmp_path):
     robust = _robust_model(0.3)
     robust["edge_cases"]["<i>group</i>"] = robust["edge_cases"].pop("one_order")
+    selection = {
+        "chosen": "<b>x</b>",
+        "judged": True,
+        "rule": "<em>rule</em>",
+        "validation": {"<b>x</b>": {"ndcg": 0.3, "low": 0.2, "high": 0.4, "n_users": 3}},
+    }
     report = build_report(
-        {"<b>x</b>": robust, "a & b": _model(0.2, 1.0)}, split_description="<script>s</script>"
+        {"<b>x</b>": robust, "a & b": _model(0.2, 1.0)},
+        split_description="<script>s</script>",
+        selection=selection,
     )
     _, html_path = write_report(report, tmp_path, "escaped")
     html = html_path.read_text()
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html  # model names
     assert "<td>&lt;b&gt;x&lt;/b&gt;</td>" in html and "<td>a &amp; b</td>" in html
-    assert "<b>Best model:</b> &lt;b&gt;x&lt;/b&gt;" in html
+    assert "<b>Best on the test period:</b> &lt;b&gt;x&lt;/b&gt;" in html
+    assert "<em>rule</em>" not in html and "&lt;em&gt;rule&lt;/em&gt;" in html
+    assert "chosen on the validation period:</b> &lt;b&gt;x&lt;/b&gt;: " in html
     assert "<script>s</script>" not in html and "&lt;script&gt;s&lt;/script&gt;" in html
     assert "<td>&lt;i&gt;group&lt;/i&gt;</td>" in html  # edge-case groups
     assert "&ge; 37 distinct relevant items" in html  # the notes' own markup stays

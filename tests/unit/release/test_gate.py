@@ -179,3 +179,60 @@ def test_the_rule_without_a_champion_is_none():
         "none",
         "no champion yet",
     )
+
+
+def _with_baseline(ours: dict, theirs: dict, *, chosen: str = "ranker", name="popularity"):
+    figures = challenger(ndcg=sum(ours.values()) / len(ours))
+    figures["per_user_ndcg"] = ours
+    figures["selection"] = {"chosen": chosen}
+    figures["baseline"] = {
+        "name": name, "ndcg": sum(theirs.values()) / len(theirs), "per_user_ndcg": theirs,
+    }  # fmt: skip
+    return figures
+
+
+def test_a_challenger_worse_than_the_best_simple_model_beyond_doubt_is_refused():
+    theirs = {f"u{i}": 0.5 for i in range(30)}
+    ours = {u: 0.4 for u in theirs}  # -20% on every customer
+    decision = quality_gate_decision(_with_baseline(ours, theirs), None, **BUDGET)
+    assert not decision.passed
+    assert (
+        "against the best simple model popularity on the same 30 customers" in (decision.reasons[0])
+    )
+    assert decision.figures["baseline_rule"] == "paired"
+    assert decision.figures["baseline_paired"]["relative"] == pytest.approx(-0.2)
+
+
+def test_a_challenger_level_with_the_best_simple_model_passes():
+    theirs = {f"u{i}": 0.5 for i in range(30)}
+    ours = {u: 0.5 for u in theirs}
+    decision = quality_gate_decision(_with_baseline(ours, theirs), None, **BUDGET)
+    assert decision.passed
+    assert decision.figures["baseline"] == "popularity"
+    assert decision.figures["baseline_ndcg"] == pytest.approx(0.5)
+
+
+def test_the_simple_model_itself_passes_the_baseline_rule_by_definition():
+    theirs = {f"u{i}": 0.5 for i in range(30)}
+    figures = _with_baseline(theirs, theirs, chosen="popularity")
+    decision = quality_gate_decision(figures, None, **BUDGET)
+    assert decision.passed
+    assert decision.figures["baseline_rule"] == "none"
+    assert decision.figures["baseline_rule_why"] == "the challenger is popularity"
+
+
+def test_the_baseline_on_other_customers_falls_back_to_the_point_rule():
+    ours = {"u1": 0.3, "u2": 0.3}
+    theirs = {"u1": 0.5, "u3": 0.5}
+    decision = quality_gate_decision(_with_baseline(ours, theirs), None, **BUDGET)
+    assert not decision.passed
+    assert decision.figures["baseline_rule"] == "point"
+    assert "best simple model 2, 1 in common" in decision.figures["baseline_rule_why"]
+    assert decision.figures["baseline_floor"] == pytest.approx(0.49)
+    assert "below the best simple model popularity's 0.5000" in decision.reasons[0]
+
+
+def test_without_a_baseline_the_rule_does_not_apply_and_says_so():
+    decision = quality_gate_decision(challenger(), None, **BUDGET)
+    assert decision.figures["baseline_rule"] == "none"
+    assert decision.figures["baseline_rule_why"] == "no simple model was scored"

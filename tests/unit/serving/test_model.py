@@ -21,9 +21,11 @@ from recsys_assets.serving.model import (
     FeatureReader,
     TableReader,
     build_serving_model,
+    build_simple_serving_model,
     evaluate_on_split,
     recommend,
 )
+from recsys_assets.training.baselines import make_simple_model
 from recsys_assets.training.ranker import fit_ranker
 from tests.unit.training.test_ranker import CONFIG, SPLIT, _synthetic
 
@@ -187,3 +189,32 @@ def test_re_evaluation_on_a_split_reproduces_the_rankers_own_figures(fitted):
     assert again["n_users"] == own["n_users"] > 0
     assert again["ndcg"] == pytest.approx(own["ndcg"])
     assert again["recall"] == pytest.approx(own["recall"])
+
+
+def test_a_simple_model_is_served_in_its_own_order(fitted):
+    ranker, _, train = fitted
+    simple = build_simple_serving_model(
+        "repeat_then_popular", train, version="v-simple", fallback_n=5
+    )
+    assert simple.booster is None and simple.model_kind == "repeat_then_popular"
+    own = make_simple_model("repeat_then_popular").fit(train)
+    customer = sorted(simple.candidates.offsets)[0]
+    expected = own.recommend([customer], n=5)
+    got = recommend(simple, TableReader(ranker.tables), customer, k=5, as_of=SPLIT)
+    assert not got.fallback
+    assert got.items == list(expected[c.ITEM_ID].astype(str))
+    assert got.scores == pytest.approx(list(expected[c.SCORE]))
+    cold = recommend(simple, TableReader({}), "never-seen", k=3)
+    assert cold.fallback and cold.fallback_reason == FALLBACK_UNKNOWN_CUSTOMER
+
+
+def test_a_simple_model_is_re_evaluated_as_it_was_first_evaluated(fitted):
+    _, _, train = fitted
+    events = train.copy()
+    split = temporal_split(events, events[c.EVENT_TS].max() - pd.Timedelta(days=14))
+    simple = build_simple_serving_model("popularity", train, version="v-simple")
+    own = make_simple_model("popularity").fit(split.train)
+    direct = evaluate(own.recommend(list(split.users), n=c.CANDIDATES_N), split)
+    again = evaluate_on_split(simple, split)
+    assert again["ndcg"] == pytest.approx(direct["ndcg"])
+    assert set(again["per_user_ndcg"]) == set(split.users)
