@@ -1,10 +1,9 @@
 """Feature views: one definition of every feature, read offline for training sets (point in
 time) and online for serving. Field descriptions come from recsys_assets.core.constants."""
 
-from datetime import timedelta
-
 import pandas as pd
 from data_sources import (
+    FEATURE_TABLES_DIR,
     customer_item_source,
     customer_profile_source,
     item_popularity_source,
@@ -16,11 +15,15 @@ from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, String, UnixTimestamp
 
 from recsys_assets.core import constants as c
+from recsys_assets.features.ttl import TTL_FILE, read_ttls
 
 OWNER = "recsys-data@example.com"
 TAGS = {"team": "recsys-data", "domain": "features"}
-# Cumulative values (counts to date) stay true until the next change: never expire them.
-FOREVER = timedelta(days=3650)
+# Each view's TTL follows the data (recsys_assets/features/ttl.py): FeatureRepo.apply derives
+# them from the feature tables and writes them beside the tables just before `feast apply`.
+# Without that file (a repository applied by hand before any), today's fixed values: 3,650 days
+# for the values to date, 7 days for the daily item snapshot, 1 day for session context.
+TTLS = read_ttls(FEATURE_TABLES_DIR / TTL_FILE)
 
 
 def fields(dtypes: dict[str, object]) -> list[Field]:
@@ -34,7 +37,7 @@ def fields(dtypes: dict[str, object]) -> list[Field]:
 customer_profile = FeatureView(
     name="customer_profile",
     entities=[customer],
-    ttl=FOREVER,
+    ttl=TTLS["customer_profile"],  # values to date: never expire within the data
     schema=fields(
         {
             c.ORDERS_TOTAL: Int64,
@@ -60,7 +63,7 @@ customer_profile = FeatureView(
 item_popularity = FeatureView(
     name="item_popularity",
     entities=[item],
-    ttl=timedelta(days=7),  # a daily snapshot older than a week is stale
+    ttl=TTLS["item_popularity"],  # a snapshot older than the shop's quiet spells is stale
     schema=fields(
         {
             c.SALES_7D: Float64,
@@ -85,7 +88,7 @@ item_popularity = FeatureView(
 customer_item = FeatureView(
     name="customer_item",
     entities=[customer, item],
-    ttl=FOREVER,
+    ttl=TTLS["customer_item"],  # values to date: never expire within the data
     schema=fields({c.TIMES_BOUGHT: Int64, c.UNITS_BOUGHT: Float64, c.LAST_BOUGHT_TS: Float64}),
     source=customer_item_source,
     online=True,
@@ -97,7 +100,7 @@ customer_item = FeatureView(
 session_context = FeatureView(
     name="session_context",
     entities=[customer],
-    ttl=timedelta(days=1),  # context belongs to the current session
+    ttl=TTLS["session_context"],  # context belongs to the current session
     schema=fields({c.DEVICE: String, c.COUNTRY: String}),
     source=session_context_push,
     online=True,

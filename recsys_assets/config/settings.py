@@ -13,7 +13,8 @@ declared in :mod:`recsys_assets.config.variables`, with their defaults: docs/con
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ class Settings:
     max_quarantine_share: float  # above this share of quarantined rows a partition warns
     feature_repo: Path  # the Feast repository (feature_repo/)
     feature_store_yaml: str  # its config file for this environment, relative to feature_repo
+    features: FeatureSettings  # the feature views' TTLs (derived from the data unless set)
     model_dir: Path  # fitted models (pickled by the model_store IO manager)
     reports_dir: Path  # evaluation reports; the latest JSON is reports_dir/evaluation.json
     feedback_log: Path  # the service's feedback events (JSON lines), read back as a source
@@ -61,6 +63,34 @@ class Settings:
     def warehouse_path(self) -> Path | None:
         """The DuckDB file when it is a plain local path (None when it comes from a secret)."""
         return None if isinstance(self.warehouse, SecretRef) else Path(self.warehouse)
+
+
+# The Feast feature views (feature_repo/feature_views.py) a TTL may be set for.
+FEATURE_VIEWS = ("customer_profile", "item_popularity", "customer_item", "session_context")
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """The feature views, per environment (docs/architecture.md, "Point in time").
+
+    ``ttl_days``: a TTL in days for some views of :data:`FEATURE_VIEWS`; a view not named gets
+    the TTL derived from the data (``recsys_assets.features.ttl``), the default for every view.
+    """
+
+    ttl_days: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ttl_days, Mapping):
+            raise ValueError(f"features.ttl_days must map views to days, not {self.ttl_days!r}")
+        for view, days in self.ttl_days.items():
+            if view not in FEATURE_VIEWS:
+                raise ValueError(
+                    f"features.ttl_days: unknown view {view!r}; views: {list(FEATURE_VIEWS)}"
+                )
+            if isinstance(days, bool) or not isinstance(days, int | float) or not days > 0:
+                raise ValueError(
+                    f"features.ttl_days.{view} must be a positive number of days, not {days!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -143,6 +173,7 @@ def get_settings(environment: str | None = None) -> Settings:
             variables.FEATURE_REPO.read() or str(variables.FEATURE_REPO.default)
         ),
         feature_store_yaml=variables.FEATURE_STORE.read() or raw["feature_store"],
+        features=_features(raw.get("features") or {}),
         model_dir=_project_path(variables.MODELS.read() or f"data/models/{env.value}"),
         # dev writes the stable reports/evaluation.json; other environments keep their own.
         reports_dir=_project_path(
@@ -161,6 +192,15 @@ def get_settings(environment: str | None = None) -> Settings:
         ),
         canary=_canary(raw.get("canary"), ENVIRONMENTS_DIR / f"{env.value}.yaml"),
     )
+
+
+def _features(raw: dict[str, Any]) -> FeatureSettings:
+    known = set(FeatureSettings.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"unknown features setting(s) {unknown}; known: {sorted(known)}")
+    ttl_days = raw.get("ttl_days")
+    return FeatureSettings(ttl_days={} if ttl_days is None else ttl_days)
 
 
 def _monitoring(raw: dict[str, Any]) -> MonitoringSettings:

@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,6 +22,7 @@ import pandas as pd
 
 from recsys_assets.config import variables
 from recsys_assets.core import constants as c
+from recsys_assets.features.ttl import TTL_FILE, read_ttls, table_ttls, write_ttls
 
 # Views whose values are stored (batch) and must read the same offline and online.
 STORED_VIEWS = ("customer_profile", "item_popularity", "customer_item")
@@ -56,6 +57,26 @@ class FeatureRepo:
     def table_path(self, name: str) -> Path:
         return self.tables_dir / f"{name}.parquet"
 
+    @property
+    def ttl_path(self) -> Path:
+        """The views' TTLs that ``feature_views.py`` declares (written by :meth:`apply`)."""
+        return self.tables_dir / TTL_FILE
+
+    def derived_ttls(self, ttl_days: Mapping[str, float] | None = None) -> dict[str, timedelta]:
+        """Each view's TTL derived from the stored tables in the data folder
+        (:func:`~recsys_assets.features.ttl.table_ttls`, from their stamps), with ``ttl_days``
+        (days per view, the setting ``features.ttl_days``) replacing the derived values."""
+        tables = {
+            name: pd.read_parquet(self.table_path(name), columns=[c.FEATURE_TS])
+            for name in STORED_VIEWS
+        }
+        return table_ttls(tables, ttl_days)
+
+    def declared_ttls(self) -> dict[str, timedelta]:
+        """The TTLs ``feast apply`` gives the views: the last ones :meth:`apply` wrote, today's
+        defaults before any was written."""
+        return read_ttls(self.ttl_path)
+
     def missing_settings(self) -> list[str]:
         """Environment variables the config file refers to (``${NAME}``) that are not set."""
         text = (self.path / self.config_file).read_text()
@@ -76,8 +97,12 @@ class FeatureRepo:
         self._require_settings()
         return FeatureStore(repo_path=str(self.path), fs_yaml_file=self.path / self.config_file)
 
-    def apply(self, timeout_s: float = 300) -> str:
+    def apply(self, timeout_s: float = 300, ttl_days: Mapping[str, float] | None = None) -> str:
         """Run `feast apply` in a child process; raise FeatureRepoError with Feast's message.
+
+        First the views' TTLs are derived from the feature tables (:meth:`derived_ttls`, with
+        the overrides ``ttl_days``) and written to :attr:`ttl_path`, which
+        ``feature_views.py`` reads: the registry holds the TTLs of the data it serves.
 
         A child process keeps Feast's chdir and sys.exit away from the caller. Feast parses and
         validates the whole repository before it writes the registry, so a broken repository
@@ -91,6 +116,7 @@ class FeatureRepo:
                 f"feast apply refused in {self.path}: feature table(s) {missing} not found in "
                 f"{self.tables_dir}; materialise the feature tables first"
             )
+        write_ttls(self.ttl_path, self.derived_ttls(ttl_days))
         command = [sys.executable, "-m", "feast.cli.cli", "-f", self.config_file, "apply"]
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
         done = subprocess.run(
@@ -159,7 +185,8 @@ def expired(stamps_s, at: datetime | pd.Timestamp, ttl: timedelta | None) -> np.
 
 
 def view_ttls(store, views: Iterable[str]) -> dict[str, timedelta | None]:
-    """Each view's TTL as registered (declared in ``feature_repo/feature_views.py``)."""
+    """Each view's TTL as registered: what ``feature_repo/feature_views.py`` declared at the
+    last apply, derived from the data (:meth:`FeatureRepo.apply`)."""
     return {view: store.get_feature_view(view).ttl for view in views}
 
 

@@ -21,10 +21,12 @@ purchase before the split date and candidates are ranked with features as of the
 
 Features (:func:`training_frame`) come AS OF each row's ``event_timestamp`` through one of two
 equivalent paths: :func:`via_feast` (the Feast offline store, DuckDB, point-in-time join) or
-:func:`via_pandas` (``pd.merge_asof`` backward, exact matches allowed, within each view's TTL:
-3650 days for ``customer_profile`` and ``customer_item``, 7 days for ``item_popularity``). The
-feature tables stamp a day's values at the close of the day, so an event on the cutoff day is
-never visible at the cutoff. Timestamps inside the tables (``last_order_ts`` ...) are Unix
+:func:`via_pandas` (``pd.merge_asof`` backward, exact matches allowed, within each view's TTL,
+derived from the tables by :func:`~recsys_assets.features.ttl.table_ttls`, the function that
+gives the Feast views theirs, with ``RankerConfig.ttl_days`` replacing it for the views named
+there, as the setting ``features.ttl_days`` does for the registry). The feature tables stamp a
+day's values at the close of the day, so an event on the cutoff day is never visible at the
+cutoff. Timestamps inside the tables (``last_order_ts`` ...) are Unix
 seconds, as in the Feast tables (:func:`~recsys_assets.features.store.to_feast_table`).
 """
 
@@ -48,6 +50,7 @@ from recsys_assets.features.tables import (
     customer_item_features,
     item_features,
 )
+from recsys_assets.features.ttl import table_ttls
 from recsys_assets.training.candidates import (
     CandidateGenerator,
     ImplicitALS,
@@ -65,7 +68,6 @@ __all__ = [
     "QID",
     "STORED",
     "VIEW_KEYS",
-    "VIEW_TTL",
     "Ranker",
     "RankerConfig",
     "candidate_frame",
@@ -92,8 +94,8 @@ QID = "qid"
 N_SOURCES = "n_sources"
 GENERATOR_NAMES = ("repeat", "popularity", "item_knn", "als")
 
-# The stored Feast views the ranker reads, their join keys, features and TTLs (as declared in
-# feature_repo/feature_views.py).
+# The stored Feast views the ranker reads, their join keys and features (as declared in
+# feature_repo/feature_views.py; their TTLs follow the data: recsys_assets/features/ttl.py).
 VIEW_KEYS: dict[str, tuple[str, ...]] = {
     "customer_profile": (c.USER_ID,),
     "item_popularity": (c.ITEM_ID,),
@@ -103,11 +105,6 @@ VIEW_FEATURES: dict[str, tuple[str, ...]] = {
     "customer_profile": c.CUSTOMER_FEATURES,
     "item_popularity": c.ITEM_FEATURES,
     "customer_item": c.CUSTOMER_ITEM_FEATURES,
-}
-VIEW_TTL: dict[str, timedelta] = {
-    "customer_profile": timedelta(days=3650),
-    "item_popularity": timedelta(days=7),
-    "customer_item": timedelta(days=3650),
 }
 RAW_FEATURES: tuple[str, ...] = tuple(f for view in VIEW_FEATURES.values() for f in view)
 STRING_FEATURES = (c.PRICE_BAND, c.HOME_COUNTRY)
@@ -213,7 +210,10 @@ class RankerConfig:
     - ``cutoffs``: training cutoffs (each must be before the split date);
     - ``label_days``: length of each cutoff's label window (clipped at the split date);
     - ``xgb_params`` / ``num_boost_round``: the booster (``seed`` and ``nthread`` are added);
-    - ``seed``, ``nthread``: for reproducibility (``nthread`` also caps XGBoost's threads).
+    - ``seed``, ``nthread``: for reproducibility (``nthread`` also caps XGBoost's threads);
+    - ``ttl_days``: (view, days) TTLs of the pandas point-in-time join for some views (the
+      setting ``features.ttl_days``, which the registry gets too); the others are derived from
+      the feature tables (:func:`~recsys_assets.features.ttl.table_ttls`).
     """
 
     candidates: tuple[tuple[str, int], ...] = (
@@ -231,6 +231,7 @@ class RankerConfig:
     num_boost_round: int = 300
     seed: int = c.SEED
     nthread: int = 2
+    ttl_days: tuple[tuple[str, float], ...] = ()
 
     def generator_names(self) -> list[str]:
         return [name for name, _ in self.candidates]
@@ -358,10 +359,17 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def via_pandas(tables: Mapping[str, pd.DataFrame], entity_df: pd.DataFrame) -> pd.DataFrame:
+def via_pandas(
+    tables: Mapping[str, pd.DataFrame],
+    entity_df: pd.DataFrame,
+    ttls: Mapping[str, timedelta] | None = None,
+) -> pd.DataFrame:
     """Point-in-time features for (user_id, item_id, event_timestamp) rows, by
     ``pd.merge_asof`` (backward, exact matches allowed, within each view's TTL): the latest row
-    of each view stamped at or before the row's time. Rows keep the input's order."""
+    of each view stamped at or before the row's time. Rows keep the input's order. ``ttls``
+    default: derived from ``tables`` (:func:`~recsys_assets.features.ttl.table_ttls`), as
+    the Feast views' are from the tables they are applied with."""
+    ttls = table_ttls(tables) if ttls is None else ttls
     out = _entity(entity_df)
     out["_row"] = np.arange(len(out))
     for view, keys in VIEW_KEYS.items():
@@ -382,7 +390,7 @@ def via_pandas(tables: Mapping[str, pd.DataFrame], entity_df: pd.DataFrame) -> p
             by=list(keys),
             direction="backward",
             allow_exact_matches=True,
-            tolerance=pd.Timedelta(VIEW_TTL[view]),
+            tolerance=pd.Timedelta(ttls[view]),
         )
         joined = joined.sort_values("_row", kind="mergesort")
         for name in names:
@@ -466,15 +474,17 @@ def training_frame(
     *,
     tables: Mapping[str, pd.DataFrame] | None = None,
     store: Any = None,
+    ttls: Mapping[str, timedelta] | None = None,
 ) -> pd.DataFrame:
     """``pairs`` (user_id, item_id, event_timestamp = the cutoff, any other columns) with the
     customer, item and customer-item features AS OF each row's timestamp, and the derived
     features. Features come from the Feast offline store when ``store`` is given
-    (:func:`via_feast`), else from ``tables`` by the pandas as-of join (:func:`via_pandas`);
-    both give the same values. Rows keep the order of ``pairs``."""
+    (:func:`via_feast`, under the registered TTLs), else from ``tables`` by the pandas as-of
+    join (:func:`via_pandas`, under ``ttls``, default derived from ``tables``); both give the
+    same values. Rows keep the order of ``pairs``."""
     if (store is None) == (tables is None):
         raise ValueError("pass exactly one of tables= (pandas as-of join) or store= (Feast)")
-    joined = via_feast(store, pairs) if store is not None else via_pandas(tables, pairs)
+    joined = via_feast(store, pairs) if store is not None else via_pandas(tables, pairs, ttls)
     extra = pairs.drop(columns=[c.USER_ID, c.ITEM_ID, c.FEATURE_TS]).reset_index(drop=True)
     joined = pd.concat([joined.reset_index(drop=True), extra], axis=1)
     return derive_features(joined)
@@ -513,7 +523,8 @@ class Ranker:
         stamp = _utc(self.split_ts if as_of is None else as_of)
         pairs = self.candidates(users).assign(**{c.FEATURE_TS: stamp})
         if store is None:
-            frame = training_frame(pairs, tables=self.tables)
+            ttls = table_ttls(self.tables, dict(self.config.ttl_days))
+            frame = training_frame(pairs, tables=self.tables, ttls=ttls)
         else:
             frame = training_frame(pairs, store=store)
         frame[c.SCORE] = self.predict(frame)
@@ -638,7 +649,8 @@ def training_set(
     if store is not None:
         frame = training_frame(pairs, store=store)
     else:
-        frame = training_frame(pairs, tables=tables)
+        ttls = table_ttls(tables, dict(config.ttl_days))
+        frame = training_frame(pairs, tables=tables, ttls=ttls)
     frame[QID] = frame.groupby([c.FEATURE_TS, c.USER_ID], sort=True).ngroup()
     frame = frame.sort_values([QID, c.ITEM_ID], kind="mergesort").reset_index(drop=True)
     return frame, tables

@@ -90,6 +90,28 @@ def test_registry_lists_every_view_and_a_versioned_service(built):
         assert all(field.description for field in view.features), view.name
 
 
+def test_the_registry_holds_the_ttls_the_asset_derived_from_the_tables(built):
+    """feature_registry applies the repository with the TTLs derived from the tables it wrote
+    (40 days of daily synthetic trading: today's values) and records them."""
+    from recsys_assets.features.store import STORED_VIEWS
+    from recsys_assets.features.ttl import DEFAULT_TTL_DAYS, table_ttls, ttl_days
+
+    repo = built["repo"]
+    tables = {name: pd.read_parquet(repo.table_path(name)) for name in STORED_VIEWS}
+    derived = table_ttls(tables)
+    assert ttl_days(derived) == DEFAULT_TTL_DAYS
+    store = repo.store()
+    assert {view: store.get_feature_view(view).ttl for view in derived} == derived
+    assert repo.declared_ttls() == derived
+    [registry] = [
+        m.materialization
+        for m in built["result"].get_asset_materialization_events()
+        if m.asset_key == dg.AssetKey("feature_registry")
+    ]
+    assert registry.metadata["ttl_days"].value == ttl_days(derived)
+    assert registry.metadata["ttl_overrides"].value == {}
+
+
 def test_unknown_entities_get_defaults_and_a_flag(built):
     store = built["repo"].store()
     known = built["customer_profile"][c.USER_ID].iloc[0]
@@ -292,19 +314,19 @@ def test_redis_config_without_its_secret_is_a_clear_error(tmp_path, monkeypatch)
         repo.store()
 
 
-def _ttl_case_tables() -> dict[str, pd.DataFrame]:
-    """A customer last seen in 2000, more than 3,650 days (the customer views' TTL) before the
-    end of the tables, and one seen in 2011, both buying the same item; Feast-form tables."""
+def _sparse_decade_tables() -> dict[str, pd.DataFrame]:
+    """A decade of sparse history in Feast form: one purchase on the first of every month from
+    2000-01 to 2011-01, each by a customer never seen again (c000 in 2000, c132 on 2011-01-01),
+    and a customer "new" buying two items on the last day; three items."""
     import numpy as np
 
     from recsys_assets.features import tables as f
     from recsys_assets.features.store import to_feast_table
 
-    rows = [  # ts, user, item, quantity, price, order
-        ("2000-01-10 10:00", "old", "I1", 2.0, 3.0, "o1"),
-        ("2011-01-10 10:00", "new", "I1", 1.0, 3.0, "o2"),
-        ("2011-01-10 10:00", "new", "I2", 4.0, 1.5, "o2"),
-    ]
+    months = pd.date_range("2000-01-01", "2011-01-01", freq="MS") + pd.Timedelta(hours=10)
+    rows = [(ts, f"c{k:03d}", f"I{k % 3 + 1}", 1.0, 3.0, f"o{k}") for k, ts in enumerate(months)]
+    last = months[-1] + pd.Timedelta(hours=1)
+    rows += [(last, "new", "I1", 1.0, 3.0, "o-new"), (last, "new", "I2", 4.0, 1.5, "o-new")]
     events = pd.DataFrame(
         rows, columns=[c.EVENT_TS, c.USER_ID, c.ITEM_ID, c.QUANTITY, c.UNIT_PRICE, c.ORDER_ID]
     )
@@ -321,73 +343,135 @@ def _ttl_case_tables() -> dict[str, pd.DataFrame]:
     return {name: to_feast_table(frame) for name, frame in built.items()}
 
 
-def test_the_check_and_the_service_apply_the_views_ttl_like_training(tmp_path):
-    """Online rows older than the view's TTL at the check's time are served as missing, as the
-    point-in-time join (and so training) gives them: the check passes on this healthy data, and
-    what the service's reader serves equals what training joins, for both customers."""
-    import numpy as np
+CATALOGUE = ["I1", "I2", "I3"]
 
-    from recsys_assets.features.store import (
-        STORED_VIEWS,
-        consistency_report,
-        materialize,
-        write_table,
-    )
-    from recsys_assets.serving.model import FeastOnlineReader, TableReader
-    from recsys_assets.training.ranker import RAW_FEATURES
+
+def _sparse_decade_store(tmp_path, ttl_days=None):
+    """A scratch repository applied (with ``ttl_days`` set) and materialised over the sparse
+    decade; returns the repository, the stored tables and the end of the data."""
+    from recsys_assets.features.store import STORED_VIEWS, materialize, write_table
 
     repo = FeatureRepo(copy_feature_repo(tmp_path / "repo"))
-    tables = _ttl_case_tables()
+    tables = _sparse_decade_tables()
     for name, table in tables.items():
         write_table(table, repo.table_path(name))
-    repo.apply()
-    store = repo.store()
+    repo.apply(ttl_days=ttl_days)
     stored = {name: tables[name] for name in STORED_VIEWS}
     start = min(t[c.FEATURE_TS].min() for t in stored.values()).to_pydatetime()
     end = max(t[c.FEATURE_TS].max() for t in stored.values()).to_pydatetime()
+    store = repo.store()
     materialize(store, start - pd.Timedelta(seconds=1), end + pd.Timedelta(seconds=1), STORED_VIEWS)
-    ttl = store.get_feature_view("customer_profile").ttl
-    assert pd.Timestamp("2000-01-11", tz="UTC") < pd.Timestamp(end) - ttl  # "old" has expired
+    assert end == pd.Timestamp("2011-01-02", tz="UTC")
+    return repo, stored, end
+
+
+def _served_equals_trained(reader, trained, customer: str, when: pd.Timestamp) -> None:
+    """What the service's reader serves equals what the training join gives, feature by
+    feature (``trained``: a ``(customer, items, when)`` read of the pandas join)."""
+    import numpy as np
+
+    from recsys_assets.training.ranker import RAW_FEATURES
+
+    items = np.array(CATALOGUE, dtype=object)
+    served = reader.read(customer, items, when, None)
+    expected = trained(customer, items, when)
+    for name in RAW_FEATURES:
+        for got, want in zip(served[name], expected[name], strict=True):
+            same = (pd.isna(got) and pd.isna(want)) or got == want
+            assert same, (customer, str(when), name, got, want)
+
+
+def test_a_sparse_decade_keeps_its_customers_known_on_both_sides(tmp_path):
+    """A customer last seen more than ten years before the check is known: the registry holds
+    the TTLs derived from the tables (23 years for the values to date, the monthly cadence for
+    the item snapshot), the check passes comparing real values, and the service's reader serves
+    what the training join gives, before and after the item snapshot expires."""
+    import numpy as np
+
+    from recsys_assets.features.store import consistency_report
+    from recsys_assets.features.ttl import table_ttls
+    from recsys_assets.serving.model import FeastOnlineReader, TableReader
+
+    repo, stored, end = _sparse_decade_store(tmp_path)
+    store = repo.store()
+    derived = table_ttls(stored)
+    assert {view: store.get_feature_view(view).ttl for view in derived} == derived
+    assert repo.declared_ttls() == derived  # what feature_views.py read at apply
+    assert derived["customer_profile"] == derived["customer_item"] == pd.Timedelta(days=23 * 365)
+    assert derived["item_popularity"] == pd.Timedelta(days=31)  # one sale day a month
+    at = pd.Timestamp(end)
+    assert pd.Timestamp("2000-01-02", tz="UTC") < at - pd.Timedelta(days=3650)  # over 10 years
+
+    reader = FeastOnlineReader(store, CATALOGUE)
+    report = consistency_report(store, stored, end, reader=reader)
+    assert report.passed, report.examples
+    assert report.compared > 50 and report.values > 0 and report.served_values > 0
+    items = np.array(CATALOGUE, dtype=object)
+    assert (reader.read("c000", items, at)[c.ORDERS_TOTAL] == 1).all()  # 2000: still known
+    assert reader.read("c000", items, at)[c.TIMES_BOUGHT].tolist()[0] == 1
+    frame = read(store, [{c.USER_ID: "c000", c.ITEM_ID: "I1", c.REQUEST_TS: at}], as_of=end)
+    assert bool(frame.loc[0, "customer_profile_known"]) and frame.loc[0, c.ORDERS_TOTAL] == 1
+
+    trained = TableReader(stored)  # the ranker's point-in-time join (via_pandas)
+    expiry = at + derived["item_popularity"] + pd.Timedelta(days=1)  # the snapshot expired
+    for customer in ("c000", "c066", "new"):
+        for when in (at, at + pd.Timedelta(days=8), expiry):
+            _served_equals_trained(reader, lambda u, i, w: trained.read(u, i, w), customer, when)
+    assert reader.read("new", items, at + pd.Timedelta(days=8))[c.SALES_30D].tolist() == [2, 1, 0]
+    assert np.isnan(reader.read("new", items, expiry)[c.SALES_30D]).all()
+
+
+def test_a_ttl_set_in_the_settings_reaches_the_registry_and_both_sides(tmp_path):
+    """``features.ttl_days`` replaces the derived TTL: with today's 3,650 days the customer of
+    2000 has expired at the check, as missing on both sides, and a reader serving expired
+    rows fails the check."""
+    import numpy as np
+
+    from recsys_assets.features.store import consistency_report, view_ttls
+    from recsys_assets.serving.model import FeastOnlineReader
+    from recsys_assets.training.ranker import RAW_FEATURES, via_pandas
+
+    decade = {"customer_profile": 3650, "customer_item": 3650}
+    repo, stored, end = _sparse_decade_store(tmp_path, ttl_days=decade)
+    store = repo.store()
+    registered = view_ttls(store, ["customer_profile", "customer_item", "item_popularity"])
+    assert registered["customer_profile"] == registered["customer_item"] == pd.Timedelta(days=3650)
+    assert registered["item_popularity"] == pd.Timedelta(days=31)  # still derived
+    at = pd.Timestamp(end)
     online = store.get_online_features(
         features=[f"customer_profile:{c.ORDERS_TOTAL}"],
-        entity_rows=[{c.USER_ID: "old"}, {c.USER_ID: "new"}],
+        entity_rows=[{c.USER_ID: "c000"}, {c.USER_ID: "new"}],
     ).to_dict()
     assert online[c.ORDERS_TOTAL] == [1, 1]  # the online store still holds the expired row
 
-    catalogue = ["I1", "I2"]
-    reader = FeastOnlineReader(store, catalogue)
+    reader = FeastOnlineReader(store, CATALOGUE)
     report = consistency_report(store, stored, end, reader=reader)
-    assert report.passed, report.examples
-    assert report.mismatches == 0 and report.served_mismatches == 0
-    assert report.values > 0 and report.served_values > 0
+    assert report.passed and report.values > 0 and report.served_values > 0, report.examples
 
-    trained = TableReader(stored)  # the ranker's point-in-time join (via_pandas)
-    items = np.array(catalogue, dtype=object)
-    at = pd.Timestamp(end)
-    week_later = at + pd.Timedelta(days=8)  # item snapshots past their 7-day TTL
-    for customer, when in [("old", at), ("new", at), ("old", week_later), ("new", week_later)]:
-        served = reader.read(customer, items, when, None)
-        expected = trained.read(customer, items, when, None)
-        for name in RAW_FEATURES:
-            for got, want in zip(served[name], expected[name], strict=True):
-                same = (pd.isna(got) and pd.isna(want)) or got == want
-                assert same, (customer, str(when), name, got, want)
-    assert np.isnan(reader.read("new", items, week_later)[c.SALES_30D]).all()
+    def trained(customer, items, when):  # the training join under the same TTLs
+        rows = pd.DataFrame({c.USER_ID: customer, c.ITEM_ID: items, c.FEATURE_TS: when})
+        frame = via_pandas(stored, rows, registered)
+        return {name: frame[name].to_numpy() for name in RAW_FEATURES}
+
+    for customer in ("c000", "c125", "new"):  # c125: 2010-06-01, within 3,650 days
+        for when in (at, at + pd.Timedelta(days=8)):
+            _served_equals_trained(reader, trained, customer, when)
+    items = np.array(CATALOGUE, dtype=object)
+    assert np.isnan(reader.read("c000", items, at)[c.ORDERS_TOTAL]).all()  # unknown, as trained
+    assert np.isnan(reader.read("c000", items, at)[c.TIMES_BOUGHT]).all()  # the 2000 pair too
+    assert (reader.read("new", items, at)[c.ORDERS_TOTAL] == 1).all()
 
     # the project's wrapper under the same rule when given the moment (defaults and flag)
-    rows = [{c.USER_ID: u, c.ITEM_ID: "I1", c.REQUEST_TS: at} for u in ("old", "new")]
+    rows = [{c.USER_ID: u, c.ITEM_ID: "I1", c.REQUEST_TS: at} for u in ("c000", "new")]
     frame = read(store, rows, as_of=end).set_index(c.USER_ID)
-    assert not frame.loc["old", "customer_profile_known"]
-    assert frame.loc["old", c.ORDERS_TOTAL] == c.DEFAULT_FEATURE_VALUES[c.ORDERS_TOTAL]
+    assert not frame.loc["c000", "customer_profile_known"]
+    assert frame.loc["c000", c.ORDERS_TOTAL] == c.DEFAULT_FEATURE_VALUES[c.ORDERS_TOTAL]
     assert frame.loc["new", "customer_profile_known"] and frame.loc["new", c.ORDERS_TOTAL] == 1
     first = read(store, rows, service=FEATURE_SERVICE_V1, as_of=end).set_index(c.USER_ID)
-    assert not first.loc["old", "customer_item_known"] and first.loc["new", "customer_item_known"]
-    assert np.isnan(reader.read("old", items, at)[c.ORDERS_TOTAL]).all()  # unknown, as trained
-    assert (reader.read("new", items, at)[c.ORDERS_TOTAL] == 1).all()
-    assert np.isnan(reader.read("old", items, at)[c.TIMES_BOUGHT]).all()  # the 2000 pair too
+    assert not first.loc["c000", "customer_item_known"] and first.loc["new", "customer_item_known"]
 
-    ignores_ttl = FeastOnlineReader(store, catalogue)  # a reader serving expired rows: skew
+    ignores_ttl = FeastOnlineReader(store, CATALOGUE)  # a reader serving expired rows: skew
     ignores_ttl._ttls = dict.fromkeys(ignores_ttl._ttls)
-    skewed = consistency_report(store, stored, end, reader=ignores_ttl)
+    skewed = consistency_report(store, stored, end, reader=ignores_ttl, sample_size=200)
     assert skewed.mismatches == 0 and skewed.served_mismatches > 0 and not skewed.passed
-    assert "| customer_profile | old |" in skewed.examples
+    assert "| customer_profile | c0" in skewed.examples

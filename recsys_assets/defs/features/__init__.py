@@ -31,9 +31,12 @@ defs = dg.Definitions(
 
 def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The domain's resources in the environment of ``settings`` (read once, when
-    :mod:`recsys_assets.definitions` loads): the Feast repository and its config file."""
+    :mod:`recsys_assets.definitions` loads): the Feast repository, its config file and the
+    TTLs set for some views."""
     return {
         "feature_store": FeatureStoreResource(
-            repo_path=str(settings.feature_repo), config_file=settings.feature_store_yaml
+            repo_path=str(settings.feature_repo),
+            config_file=settings.feature_store_yaml,
+            ttl_days={view: float(days) for view, days in settings.features.ttl_days.items()},
         )
     }

@@ -26,6 +26,7 @@ from recsys_assets.features.store import (
     to_feast_table,
     write_table,
 )
+from recsys_assets.features.ttl import TTL_FILE, ttl_days
 from recsys_assets.ingestion.validation import restore_event_dtypes
 from recsys_assets.serving.model import FeastOnlineReader
 
@@ -103,11 +104,15 @@ def feature_tables(
 
 
 def repo_code_version(repo_path) -> str:
-    """A hash of the repository's declarations and configs: apply again when it changes."""
+    """A hash of the repository's declarations and configs, and of the TTLs the last apply
+    derived from the data (data/view_ttls.json): the registry changes when any of them does."""
     digest = hashlib.sha256()
+    ttls = repo_path / "data" / TTL_FILE
     for path in sorted(repo_path.rglob("*")):
-        if path.suffix in (".py", ".yaml") and "data" not in path.relative_to(repo_path).parts:
-            digest.update(path.relative_to(repo_path).as_posix().encode())
+        relative = path.relative_to(repo_path)
+        declared = path.suffix in (".py", ".yaml") and "data" not in relative.parts
+        if declared or path == ttls:
+            digest.update(relative.as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -123,11 +128,12 @@ def repo_code_version(repo_path) -> str:
 )
 def feature_registry(feature_store: FeatureStoreResource) -> dg.MaterializeResult:
     """The Feast registry: entities, feature views and versioned feature services declared in
-    feature_repo/, applied with `feast apply`. A broken repository fails here with Feast's
+    feature_repo/, applied with `feast apply`, each view with the TTL derived from the feature
+    tables (or set in ``features.ttl_days``). A broken repository fails here with Feast's
     message and the previous registry stays in use."""
     repo = feature_store.repo
     try:
-        output = repo.apply()
+        output = repo.apply(ttl_days=feature_store.ttl_days)
     except FeatureRepoError as exc:
         raise dg.Failure(description=str(exc)) from exc
     store = feature_store.store()
@@ -139,6 +145,8 @@ def feature_registry(feature_store: FeatureStoreResource) -> dg.MaterializeResul
             "repo": dg.MetadataValue.path(str(repo.path)),
             "config_file": repo.config_file,
             "feature_views": views,
+            "ttl_days": ttl_days({v.name: v.ttl for v in store.list_feature_views()}),
+            "ttl_overrides": dict(feature_store.ttl_days),
             "on_demand_feature_views": sorted(v.name for v in store.list_on_demand_feature_views()),
             "feature_services": services,
             "apply_output": dg.MetadataValue.md(f"```\n{output.strip()[-2000:]}\n```"),
