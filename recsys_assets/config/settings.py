@@ -113,12 +113,21 @@ class ServingSettings:
             )
 
 
+AUTO = "auto"  # a drift window that follows the data's cadence
+AUTO_WINDOWS = ("reference_days", "window_days")  # the settings that may be AUTO
+
+
 @dataclass(frozen=True)
 class MonitoringSettings:
     """Monitors and retraining triggers, per environment (docs/monitoring.md)."""
 
-    reference_days: float = 28.0  # reference window: the last days the serving model saw
-    window_days: float = 2.0  # current window: the latest landed days
+    # The drift windows, in days or "auto" (the default when a file leaves them out): the
+    # fewest whole days that hold min_window_lines purchase lines (reference: at least 28 days,
+    # current: at least 1; the served-list windows: min_lists lists each), so they follow the
+    # data's cadence: a day of a busy shop, weeks of a sparse one.
+    reference_days: float | str = AUTO  # reference window: the last days the serving model saw
+    window_days: float | str = AUTO  # current window: the latest landed days
+    min_window_lines: int = 500  # "auto" data windows hold at least this many purchase lines
     sample_rows: int = 20_000  # each side of a drift comparison is sampled to this many rows
     drift_share: float = 0.5  # data drift: share of the ranker features drifted (Evidently default)
     item_mix_distance: float = 0.05  # data drift: JS distance of bought items beyond chance
@@ -134,8 +143,13 @@ class MonitoringSettings:
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
-            if not isinstance(value, int | float) or value < 0:
-                raise ValueError(f"monitoring.{name} must be a non-negative number, not {value!r}")
+            if name in AUTO_WINDOWS and value == AUTO:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                also = f" or {AUTO!r}" if name in AUTO_WINDOWS else ""
+                raise ValueError(
+                    f"monitoring.{name} must be a non-negative number{also}, not {value!r}"
+                )
 
 
 def _resolve(value: Any) -> str | SecretRef:

@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from recsys_assets.config.settings import AUTO
 from recsys_assets.core import jsonl
 
 # Event kinds, in the order one incident goes through them.
@@ -424,22 +425,71 @@ def monitoring_windows(
     latest_ts: pd.Timestamp | str,
     model_data_end: pd.Timestamp | str,
     *,
-    reference_days: float,
-    window_days: float,
+    reference_days: float | str,
+    window_days: float | str,
+    purchase_ts: pd.Series | None = None,
+    min_lines: int = 0,
 ) -> Windows | None:
     """The two windows a drift monitor compares; None when no data landed after the model's
-    data end (nothing new to compare)."""
+    data end (nothing new to compare).
+
+    A window of ``"auto"`` days follows the data's cadence (:func:`auto_window_days` over the
+    ``purchase_ts``, the landed purchase times): the reference is the fewest whole days before
+    the data end, at least :data:`AUTO_MIN_REFERENCE_DAYS`, that hold ``min_lines`` purchase
+    lines; the current window the fewest whole days back from the latest event, at least
+    :data:`AUTO_MIN_WINDOW_DAYS`, that hold them (all the lines since the data end when they
+    are fewer). A busy shop gets a day, a sparse one weeks."""
     latest = _ts(latest_ts).tz_localize(None)
     data_end = _ts(model_data_end).tz_localize(None)
     if latest <= data_end:
         return None
     # both ends exclusive of the next event: include the latest and the data-end events
     end = latest + pd.Timedelta(microseconds=1)
+    reference_end = data_end + pd.Timedelta(microseconds=1)
+    if AUTO in (reference_days, window_days):
+        if purchase_ts is None:
+            raise ValueError("auto monitoring windows need the purchase times (purchase_ts)")
+        ts = pd.Series(pd.to_datetime(pd.Series(purchase_ts), utc=True)).dt.tz_localize(None)
+        before, after = ts[ts < reference_end], ts[(ts >= reference_end) & (ts < end)]
+        if reference_days == AUTO:
+            reference_days = auto_window_days(
+                reference_end - before, min_lines, at_least=AUTO_MIN_REFERENCE_DAYS
+            )
+        if window_days == AUTO:
+            window_days = auto_window_days(end - after, min_lines, at_least=AUTO_MIN_WINDOW_DAYS)
     return Windows(
-        reference_start=data_end - pd.Timedelta(days=reference_days),
-        reference_end=data_end + pd.Timedelta(microseconds=1),
-        current_start=max(
-            data_end + pd.Timedelta(microseconds=1), end - pd.Timedelta(days=window_days)
-        ),
+        reference_start=data_end - pd.Timedelta(days=float(reference_days)),
+        reference_end=reference_end,
+        current_start=max(reference_end, end - pd.Timedelta(days=float(window_days))),
         current_end=end,
     )
+
+
+AUTO_MIN_REFERENCE_DAYS = 28.0  # an "auto" reference covers at least four weeks
+AUTO_MIN_WINDOW_DAYS = 1.0  # an "auto" current window at least a day
+
+
+def auto_window_days(offsets: pd.Series, count: int, *, at_least: float) -> float:
+    """The fewest whole days ``d >= at_least`` that a window needs to hold ``count`` events,
+    given each event's distance from the window's fixed end (``offsets``, timedeltas; an event
+    is inside when its distance is at most ``d``); when there are fewer events, the days that
+    hold them all. ``at_least`` with no events."""
+    days = pd.to_timedelta(pd.Series(offsets)).dropna() / pd.Timedelta(days=1)
+    if days.empty or count <= 0:
+        return float(at_least)
+    k = min(int(count), len(days))
+    needed = float(days.nsmallest(k).iloc[-1])
+    return float(max(at_least, math.ceil(needed)))
+
+
+def served_window_days(ts: pd.Series, count: int) -> float:
+    """The days of the served-list windows (the model's first days of serving and its latest,
+    of equal length) for ``"auto"``: the fewest whole days, at least one, in which both hold
+    ``count`` lists; where the lists are fewer, the windows then overlap (nothing to compare)."""
+    stamps = pd.Series(pd.to_datetime(pd.Series(ts), utc=True))
+    if stamps.empty:
+        return AUTO_MIN_WINDOW_DAYS
+    tick = pd.Timedelta(microseconds=1)  # the first window ends before first + days: strictly
+    first = auto_window_days(stamps - stamps.min() + tick, count, at_least=AUTO_MIN_WINDOW_DAYS)
+    latest = auto_window_days(stamps.max() - stamps + tick, count, at_least=AUTO_MIN_WINDOW_DAYS)
+    return max(first, latest)

@@ -5,7 +5,8 @@ thresholds from ``monitoring`` in the environment's settings (docs/monitoring.md
 
 - ``data_drift_report``: Evidently data drift over the ranker's input features of the purchase
   lines (reference: the last ``reference_days`` before the serving model's data end; current:
-  the latest ``window_days`` landed since), plus the mix of bought items;
+  the latest ``window_days`` landed since; ``"auto"`` days hold ``min_window_lines`` purchase
+  lines each), plus the mix of bought items;
 - ``data_quality_report``: types, ranges, missing values and sparsity of the current window,
   so that a broken feed is told apart from a real shift in behaviour;
 - ``prediction_drift_report``: served scores and recommended items (the service's served log)
@@ -179,6 +180,8 @@ class Landed:
                 model["data_end"],
                 reference_days=settings.reference_days,
                 window_days=settings.window_days,
+                purchase_ts=events.loc[events[c.EVENT_TYPE] == c.PURCHASE, c.EVENT_TS],
+                min_lines=settings.min_window_lines,
             )
         returns = returns_from_quarantine(restore_event_dtypes(quarantined_events))
         return cls(events, returns, model, windows)
@@ -350,12 +353,17 @@ def served_lists(model_version: str) -> pd.DataFrame:
     return served.sort_values("ts", kind="stable").reset_index(drop=True)
 
 
-def first_and_latest(served: pd.DataFrame, days: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+def first_and_latest(
+    served: pd.DataFrame, days: float | str, min_lists: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The lists of the model's first ``days`` of serving and of the latest ``days``; the
-    second is empty while the two would overlap."""
+    second is empty while the two would overlap. ``"auto"`` days: the fewest whole days in
+    which both hold ``min_lists`` lists (:func:`.loop.served_window_days`)."""
     if served.empty:
         return served, served
-    span = pd.Timedelta(days=days)
+    if days == loop.AUTO:
+        days = loop.served_window_days(served["ts"], min_lists)
+    span = pd.Timedelta(days=float(days))
     first = served.loc[served["ts"] < served["ts"].min() + span]
     latest = served.loc[served["ts"] > served["ts"].max() - span]
     if latest["ts"].min() < first["ts"].max() + pd.Timedelta(seconds=1):
@@ -375,7 +383,9 @@ def prediction_drift_report() -> dg.MaterializeResult:
     model = serving_model()
     if model is None:
         return skipped("prediction_drift", "no promoted model yet")
-    reference, current = first_and_latest(served_lists(model["version"]), settings.window_days)
+    reference, current = first_and_latest(
+        served_lists(model["version"]), settings.window_days, settings.min_lists
+    )
     if reference.empty or current.empty:
         return skipped(
             "prediction_drift",
@@ -440,7 +450,7 @@ def live_performance(validated_events: pd.DataFrame) -> dg.MaterializeResult:
         served = served.loc[
             served["ts"] + pd.Timedelta(days=settings.label_horizon_days) <= horizon_end
         ]
-    reference, current = first_and_latest(served, settings.window_days)
+    reference, current = first_and_latest(served, settings.window_days, settings.min_lists)
     if reference.empty or current.empty:
         return skipped(
             "performance", "not enough scored lists: the first and latest window overlap"
