@@ -1,9 +1,9 @@
 """Event sources: a small YAML config maps any interactions file onto the canonical event table.
 
 A source is one of
-- ``kind: file``: a CSV (plain or gzip-compressed) or parquet export, or every file a glob pattern
-  matches, with a column mapping (the default UCI Online Retail copy is just such a file, see
-  ``data/sources/online_retail.yaml``);
+- ``kind: file``: a CSV (plain or gzip-compressed), parquet or Excel (.xlsx) export, or every
+  file a glob pattern matches, with a column mapping (the default UCI Online Retail copy is just
+  such a file, see ``data/sources/online_retail.yaml``);
 - ``kind: synthetic``: the seeded generator in :mod:`recsys_assets.ingestion.synthetic`;
 - ``kind: feedback``: the recommendation service's feedback log (JSON lines, fixed schema, see
   :mod:`recsys_assets.ingestion.feedback`): served traffic read back as events.
@@ -16,9 +16,11 @@ customers, ...) are not errors here: they are quarantined later with a reason pe
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import json
+import zipfile
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,9 @@ from recsys_assets.core import constants as c
 from recsys_assets.ingestion import feedback
 
 SOURCE_KINDS = ("file", "synthetic", "feedback")
-SUPPORTED_FORMATS = ("csv", "parquet")
+SUPPORTED_FORMATS = ("csv", "parquet", "excel")
+FORMAT_OF_SUFFIX = {"xlsx": "excel", "xlsm": "excel"}  # file suffixes named after their format
+ALL_SHEETS = "all"  # ``sheets: all``: every worksheet of a workbook, in workbook order
 PARTITION_GRANULARITIES = ("daily", "monthly")
 NUMERIC_FIELDS = (c.QUANTITY, c.UNIT_PRICE)
 ID_FIELDS = (c.USER_ID, c.ITEM_ID, c.ORDER_ID)
@@ -63,10 +67,12 @@ class SourceSpec:
     name: str
     kind: str = "file"  # one of SOURCE_KINDS
     path: Path | None = None  # resolved path of the file (kind: file) or log (kind: feedback)
-    format: str | None = None  # "csv" or "parquet" (kind: file)
+    format: str | None = None  # "csv", "parquet" or "excel" (kind: file)
     columns: dict[str, str] = field(default_factory=dict)  # canonical field -> source column
-    header: bool = True  # False: a CSV without a header row, its column names are ``names``
+    header: bool = True  # False: a CSV (or sheet) without a header row, its columns are ``names``
     names: tuple[str, ...] = ()  # column names of a headerless CSV, in file order
+    sheets: str | tuple[str, ...] | None = None  # excel: names in reading order, or ALL_SHEETS;
+    # None: the workbook's only sheet
     timestamp_format: str | None = None  # strptime format; ISO 8601 when unset
     timestamp_unit: str | None = None  # "s" or "ms": event_ts holds Unix timestamps (UTC)
     event_types: dict[str, str] = field(default_factory=dict)  # source value -> EVENT_TYPES
@@ -107,6 +113,7 @@ _SPEC_KEYS = {
     "columns",
     "header",
     "names",
+    "sheets",
     "timestamp_format",
     "timestamp_unit",
     "event_types",
@@ -126,6 +133,7 @@ _SPEC_KEYS = {
 _LATER = {
     "header",
     "names",
+    "sheets",
     "timestamp_unit",
     "event_types",
     "rating_column",
@@ -179,8 +187,14 @@ def load_source_spec(config_path: str | Path) -> SourceSpec:
     gzipped = path.name.lower().endswith(".gz")
     fmt = raw.get("format") or Path(path.name[:-3] if gzipped else path.name).suffix
     fmt = str(fmt).lstrip(".").lower()
+    fmt = FORMAT_OF_SUFFIX.get(fmt, fmt)
     if gzipped and fmt != "csv":
         raise SourceError(f"{config_path}: gzip-compressed files must be csv, not {fmt}")
+    if fmt == "xls":
+        raise SourceError(
+            f"{config_path}: {path.name} is an old binary Excel workbook (.xls), which cannot be "
+            "read; save it as .xlsx"
+        )
     if fmt not in SUPPORTED_FORMATS:
         raise SourceError(
             f"{config_path}: format {fmt!r} of {path.name} is not supported; "
@@ -210,6 +224,7 @@ def load_source_spec(config_path: str | Path) -> SourceSpec:
         columns=columns,
         header=header,
         names=names,
+        sheets=_parse_sheets(config_path, raw, fmt),
         timestamp_format=raw.get("timestamp_format"),
         timestamp_unit=_parse_timestamp_unit(config_path, raw),
         event_types=_parse_event_types(config_path, raw, columns),
@@ -305,7 +320,8 @@ def _parse_rating(
 def _parse_header(
     config_path: Path, raw: dict[str, Any], fmt: str, columns: dict[str, str]
 ) -> tuple[bool, tuple[str, ...]]:
-    """``header: false`` with ``names``: a CSV whose first row is data; mapped columns are named."""
+    """``header: false`` with ``names``: a CSV (or sheet) whose first row is data; mapped columns
+    are named."""
     header = raw.get("header", True)
     if not isinstance(header, bool):
         raise SourceError(f"{config_path}: 'header' must be true or false, got {header!r}")
@@ -316,8 +332,10 @@ def _parse_header(
                 f"{config_path}: 'names' is only for a file without a header (set 'header: false')"
             )
         return True, ()
-    if fmt != "csv":
-        raise SourceError(f"{config_path}: 'header: false' applies to csv files only, not {fmt}")
+    if fmt not in ("csv", "excel"):
+        raise SourceError(
+            f"{config_path}: 'header: false' applies to csv and excel files only, not {fmt}"
+        )
     if not isinstance(names, list) or not names:
         raise SourceError(
             f"{config_path}: 'header: false' needs 'names', the list of the file's column names "
@@ -332,6 +350,30 @@ def _parse_header(
         described = ", ".join(f"'{col}' (mapped to {f})" for f, col in unnamed.items())
         raise SourceError(f"{config_path}: column(s) {described} not in 'names' {names}")
     return False, tuple(names)
+
+
+def _parse_sheets(config_path: Path, raw: dict[str, Any], fmt: str) -> str | tuple[str, ...] | None:
+    """``sheets``: one sheet name, a list of them (read in that order), or ``all``."""
+    sheets = raw.get("sheets")
+    if sheets is None:
+        return None
+    if fmt != "excel":
+        raise SourceError(f"{config_path}: 'sheets' applies to excel workbooks only, not {fmt}")
+    if sheets == ALL_SHEETS:
+        return ALL_SHEETS
+    listed = sheets if isinstance(sheets, list) else [sheets]
+    if not listed or any(
+        isinstance(s, bool) or not isinstance(s, str | int) or not str(s) for s in listed
+    ):
+        raise SourceError(
+            f"{config_path}: 'sheets' must be a sheet name, a list of sheet names or "
+            f"{ALL_SHEETS!r}, got {sheets!r}"
+        )
+    names = [str(s) for s in listed]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SourceError(f"{config_path}: 'sheets' lists {repeated} more than once")
+    return tuple(names)
 
 
 def _parse_partitions(config_path: Path, raw: dict[str, Any]) -> PartitionSpec:
@@ -488,12 +530,21 @@ _EVENTS_CACHE_SIZE = 2
 
 
 def _file_events(spec: SourceSpec) -> pd.DataFrame:
-    """Each matched file read and checked on its own (messages name it), rows numbered on."""
+    """Each matched file (each selected sheet of a workbook) read and checked on its own
+    (messages name it), rows numbered on."""
     parts, first_row = [], 0
     for path in source_files(spec):
         one = replace(spec, path=path)
-        parts.append(to_canonical(_read_file(one), one, first_row=first_row))
-        first_row += len(parts[-1])
+        frames = _read_workbook(one) if one.format == "excel" else {None: _read_file(one)}
+        for sheet, frame in frames.items():
+            try:
+                parts.append(to_canonical(frame, one, first_row=first_row))
+            except SourceError as exc:
+                if sheet is None:
+                    raise
+                message = str(exc).removeprefix(f"{path}: ")
+                raise SourceError(f"{_in_sheet(path, sheet)}: {message}") from exc
+            first_row += len(parts[-1])
     return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
@@ -534,14 +585,18 @@ def _synthetic_events(spec: SourceSpec) -> pd.DataFrame:
     return to_canonical(generated, replace(spec, columns=identity))
 
 
-def _read_file(spec: SourceSpec) -> pd.DataFrame:
-    path = spec.path
-    assert path is not None
-    wanted = list(dict.fromkeys(spec.read_columns.values()))
+def _check_not_empty(path: Path) -> None:
     if not path.exists():
         raise SourceError(f"{path}: source file not found")
     if path.stat().st_size == 0:
         raise SourceError(f"{path}: source file is empty (0 bytes)")
+
+
+def _read_file(spec: SourceSpec) -> pd.DataFrame:
+    path = spec.path
+    assert path is not None
+    wanted = list(dict.fromkeys(spec.read_columns.values()))
+    _check_not_empty(path)
     try:
         if spec.format == "parquet":
             import pyarrow.parquet as pq
@@ -576,13 +631,139 @@ def _read_file(spec: SourceSpec) -> pd.DataFrame:
     return frame
 
 
-def _require_columns(spec: SourceSpec, available: list[str]) -> None:
+def _require_columns(
+    spec: SourceSpec, available: list[str], where: str | None = None, what: str = "file"
+) -> None:
     missing = {f: col for f, col in spec.read_columns.items() if col not in available}
     if missing:
         described = ", ".join(f"'{col}' (mapped to {f})" for f, col in missing.items())
         raise SourceError(
-            f"{spec.path}: column(s) {described} not found; the file has columns {available}"
+            f"{where or spec.path}: column(s) {described} not found; the {what} has columns "
+            f"{available}"
         )
+
+
+def _in_sheet(path: Path, sheet: str) -> str:
+    """How messages name one sheet of a workbook."""
+    return f"{path}, sheet {sheet!r}"
+
+
+def _read_workbook(spec: SourceSpec) -> dict[str, pd.DataFrame]:
+    """The selected sheets of an .xlsx workbook, in reading order, each checked on its own.
+
+    Cells keep the types the workbook stores (numbers, datetimes, text), as a parquet column
+    does: text stays text (``00123`` keeps its zeros); ids, numbers and timestamps then go
+    through the same parsing as a CSV's."""
+    import openpyxl
+
+    path = spec.path
+    assert path is not None
+    _check_not_empty(path)
+    try:
+        handle = path.open("rb")  # a handle: openpyxl refuses a path by its suffix
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read source file: {exc.strerror}") from exc
+    with handle:
+        try:
+            book = openpyxl.load_workbook(handle, read_only=True, data_only=True, keep_links=False)
+        except zipfile.BadZipFile as exc:
+            raise SourceError(
+                f"{path}: cannot read excel file: not an .xlsx workbook ({exc})"
+            ) from exc
+        except Exception as exc:  # a damaged package: openpyxl's and zipfile's errors say what
+            raise SourceError(f"{path}: cannot read excel file: {exc}") from exc
+        try:
+            return _read_sheets(spec, book)
+        except SourceError:
+            raise
+        except Exception as exc:  # a damaged sheet inside a readable package
+            raise SourceError(f"{path}: cannot read excel file: {exc}") from exc
+        finally:
+            book.close()
+
+
+def _read_sheets(spec: SourceSpec, book: Any) -> dict[str, pd.DataFrame]:
+    """The sheets ``sheets`` selects (the only one when unset), each read on its own."""
+    path = spec.path
+    assert path is not None
+    available = [sheet.title for sheet in book.worksheets]
+    if spec.sheets is None and len(available) != 1:
+        raise SourceError(
+            f"{path}: the workbook has {len(available)} sheets {available}; set 'sheets' to "
+            f"the one(s) to read (a name, a list of names, or {ALL_SHEETS})"
+        )
+    every = spec.sheets is None or spec.sheets == ALL_SHEETS
+    selected = available if every else list(spec.sheets or ())
+    missing = [name for name in selected if name not in available]
+    if missing:
+        raise SourceError(
+            f"{path}: sheet(s) {missing} not found; the workbook has sheets {available}"
+        )
+    return {name: _read_sheet(spec, book[name], _in_sheet(path, name)) for name in selected}
+
+
+def _read_sheet(spec: SourceSpec, sheet: Any, where: str) -> pd.DataFrame:
+    """One worksheet's mapped columns; blank rows are skipped and empty text is a blank cell,
+    as in a CSV."""
+    sheet.reset_dimensions()  # some writers record a wrong sheet size; read every stored cell
+    rows = (row for row in sheet.iter_rows(values_only=True) if any(_filled(v) for v in row))
+    if spec.header:
+        header = next(rows, None)
+        if header is None:
+            raise SourceError(f"{where}: the sheet is empty (no header or rows)")
+        columns = [_header_text(v, i) for i, v in enumerate(header[: _width(header)])]
+        _require_columns(spec, columns, where, "sheet")
+    else:
+        columns = list(spec.names)
+    wanted = list(dict.fromkeys(spec.read_columns.values()))
+    at = [columns.index(name) for name in wanted]  # the first column of a name, as for a CSV
+    cells: list[list[Any]] = [[] for _ in wanted]
+    first_row, width = None, 0
+    for row in rows:
+        if first_row is None:
+            first_row = row
+        if not spec.header:
+            width = max(width, _width(row))
+        for values, i in zip(cells, at, strict=True):
+            value = row[i] if i < len(row) else None
+            values.append(None if value == "" else value)
+    if first_row is None:
+        raise SourceError(
+            f"{where}: the sheet has a header but no rows"
+            if spec.header
+            else f"{where}: the sheet is empty (no rows)"
+        )
+    if not spec.header and width != len(columns):
+        shown = ["" if v is None else v for v in first_row[: _width(first_row)]]
+        raise SourceError(
+            f"{where}: the sheet has {width} column(s) but 'names' lists {len(columns)}: "
+            f"{columns} (first row: {shown})"
+        )
+    return pd.DataFrame(
+        {
+            name: pd.Series(values, dtype=object).infer_objects()
+            for name, values in zip(wanted, cells, strict=True)
+        }
+    )
+
+
+def _filled(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+def _width(row: tuple[Any, ...]) -> int:
+    """Cells up to the last filled one."""
+    return max((i + 1 for i, v in enumerate(row) if _filled(v)), default=0)
+
+
+def _header_text(value: Any, position: int) -> str:
+    """A header cell as the column's name: text as written, 2011.0 as "2011", blank "Unnamed: i"
+    (as pandas names a CSV's blank header)."""
+    if value is None:
+        return f"Unnamed: {position}"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def to_canonical(frame: pd.DataFrame, spec: SourceSpec, first_row: int = 0) -> pd.DataFrame:
@@ -630,7 +811,8 @@ def _parse_timestamps(values: pd.Series, spec: SourceSpec) -> pd.Series:
         setting = "timestamp_unit"
         parsed = _parse_unix(values, spec, column)
     else:
-        text = values.astype("string")
+        dates = _date_cells(values)
+        text = (values.where(~dates) if dates.any() else values).astype("string")
         fmt = spec.timestamp_format or "ISO8601"
         try:
             parsed = pd.to_datetime(text, format=fmt, errors="coerce")
@@ -639,6 +821,8 @@ def _parse_timestamps(values: pd.Series, spec: SourceSpec) -> pd.Series:
                 f"{spec.path}: column '{column}' (event timestamp): cannot parse with format "
                 f"{fmt!r}: {exc}"
             ) from exc
+        if dates.any():  # date cells as they are; the format is for the text ones
+            parsed = parsed.where(~dates, pd.to_datetime(values.where(dates), errors="coerce"))
     bad = parsed.isna()
     if bad.any():
         examples = values[bad].astype("string").fillna("<empty>").unique()[:5].tolist()
@@ -651,6 +835,13 @@ def _parse_timestamps(values: pd.Series, spec: SourceSpec) -> pd.Series:
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     return parsed.astype("datetime64[ns]").reset_index(drop=True)
+
+
+def _date_cells(values: pd.Series) -> pd.Series:
+    """Which values are dates already: a workbook column can mix date cells and text cells."""
+    if values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) == "string":
+        return pd.Series(False, index=values.index)
+    return values.map(lambda v: isinstance(v, dt.date)).astype(bool)
 
 
 def _rating_event_types(values: pd.Series, spec: SourceSpec) -> pd.Series:

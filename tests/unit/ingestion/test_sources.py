@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from dataclasses import asdict
 
 import numpy as np
+import openpyxl
 import pandas as pd
 import pytest
 
@@ -170,7 +172,9 @@ def test_explicit_timestamp_format(write_source):
     [
         ("name: x\npath: e.csv\ncolumns: {user_id: u, item_id: i}\n", r"required field\(s\)"),
         ("name: x\npath: e.csv\ncolums: {}\n", r"unknown setting\(s\) \['colums'\]"),
-        ("name: x\npath: e.xlsx\ncolumns: {user_id: u, item_id: i, event_ts: t}\n", "format"),
+        ("name: x\npath: e.json\ncolumns: {user_id: u, item_id: i, event_ts: t}\n", "format"),
+        ("name: x\npath: e.xls\ncolumns: {user_id: u, item_id: i, event_ts: t}\n",
+         r"old binary Excel workbook \(\.xls\).*save it as \.xlsx"),
         ("name: x\npath: e.csv\ncolumns: {user: u, item_id: i, event_ts: t}\n", "unknown field"),
         ("name: [unclosed\n", "not valid YAML"),
         ("- just\n- a list\n", "must be a mapping"),
@@ -499,3 +503,298 @@ def test_corrupt_gzip_fails(tmp_path):
 def test_gzip_is_for_csv_only(tmp_path):
     with pytest.raises(SourceError, match=r"shop\.yaml: gzip-compressed files must be csv"):
         load_source_spec(_pattern_source(tmp_path, "exports/events.parquet.gz", extra=""))
+
+
+# --- Excel workbooks ------------------------------------------------------------------------
+
+SHEET_HEAD = ["customer", "sku", "ts", "qty", "price", "order"]
+# GOOD_CSV's rows as a workbook stores them: numbers, datetimes and text, a float customer id
+GOOD_ROWS = [
+    [17850.0, "85123A", dt.datetime(2011, 1, 3, 8, 26), 6, 2.55, 536365],
+    [17850.0, 71053, dt.datetime(2011, 1, 3, 8, 26), 6, 3.39, 536365],
+    [13047, "84406B", dt.datetime(2011, 2, 1, 9), 8, 2.75, "C536366"],
+]
+YEARS = ("Year 2009-2010", "Year 2010-2011")
+
+
+def _workbook(path, sheets: dict[str, list[list]]) -> None:
+    """Save an .xlsx whose sheets hold the given rows (the first row of each is its header)."""
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    book.save(path)
+
+
+def _excel_source(tmp_path, extra="", path="orders.xlsx", columns=None):
+    columns = columns or {
+        "user_id": "customer",
+        "item_id": "sku",
+        "event_ts": "ts",
+        "quantity": "qty",
+        "unit_price": "price",
+        "order_id": "order",
+    }
+    config = tmp_path / "shop.yaml"
+    mapping = ", ".join(f"{field}: {column}" for field, column in columns.items())
+    config.write_text(f"name: shop\npath: {path}\ncolumns: {{{mapping}}}\n{extra}")
+    return config
+
+
+def _two_years(tmp_path, path="orders.xlsx", **more: list[list]) -> None:
+    _workbook(
+        tmp_path / path,
+        {
+            YEARS[0]: [SHEET_HEAD, [1, "a", dt.datetime(2010, 1, 5), 1, 1.0, 100]],
+            YEARS[1]: [SHEET_HEAD, [2, "b", dt.datetime(2011, 1, 5), 2, 2.0, 200],
+                       [3, "c", dt.datetime(2011, 2, 5), 3, 3.0, 201]],
+            **more,
+        },
+    )  # fmt: skip
+
+
+def test_excel_sheet_reads_as_the_same_events_as_the_csv(tmp_path, write_source):
+    _workbook(tmp_path / "orders.xlsx", {"Sheet1": [SHEET_HEAD, *GOOD_ROWS]})
+    spec = load_source_spec(_excel_source(tmp_path))
+    assert (spec.format, spec.sheets) == ("excel", None)  # inferred from .xlsx; its only sheet
+    events = load_events(spec)
+    assert events[c.USER_ID].tolist() == ["17850", "17850", "13047"]  # not "17850.0"
+    assert events[c.ITEM_ID].tolist() == ["85123A", "71053", "84406B"]  # a number cell: "71053"
+    assert events[c.ORDER_ID].tolist() == ["536365", "536365", "C536366"]
+    assert events[c.QUANTITY].tolist() == [6.0, 6.0, 8.0]
+    assert events[c.UNIT_PRICE].tolist() == pytest.approx([2.55, 3.39, 2.75])
+    assert events[c.EVENT_TS].tolist() == [
+        pd.Timestamp("2011-01-03 08:26"),
+        pd.Timestamp("2011-01-03 08:26"),
+        pd.Timestamp("2011-02-01 09:00"),
+    ]
+    from_csv = load_events(load_source_spec(write_source(GOOD_CSV)))
+    pd.testing.assert_frame_equal(events, from_csv)
+
+
+EMPTY_TEXT = "to-be-emptied"
+
+
+def _empty_the_text(path, text: str) -> None:
+    """Make the cells holding ``text`` hold empty text, as a formula such as =IF(...; "") leaves
+    in a saved workbook (openpyxl writes no cell for "")."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        parts = {name: archive.read(name) for name in archive.namelist()}
+    marker = f"<t>{text}</t>".encode()
+    sheet = "xl/worksheets/sheet1.xml"  # openpyxl writes text inline, in the sheet
+    assert marker in parts[sheet]
+    parts[sheet] = parts[sheet].replace(marker, b"<t></t>")
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+
+
+def test_excel_text_cells_stay_text_and_blank_rows_are_skipped(tmp_path):
+    rows = [
+        SHEET_HEAD,
+        [None, "00123", "2011-01-03 08:26:00", 1, EMPTY_TEXT, "NA"],  # text id keeps its zeros
+        [None, None, None, None, None, None],  # a blank row, as a blank CSV line: skipped
+        [None, "x", dt.datetime(2011, 1, 4), 2, 1.5, " 9 "],
+    ]
+    _workbook(tmp_path / "orders.xlsx", {"Sheet1": rows})
+    _empty_the_text(tmp_path / "orders.xlsx", EMPTY_TEXT)
+    events = load_events(load_source_spec(_excel_source(tmp_path)))
+    assert events[c.ITEM_ID].tolist() == ["00123", "x"]
+    assert events[c.USER_ID].isna().tolist() == [True, True]
+    assert events[c.ORDER_ID].tolist() == ["NA", "9"]  # "NA" is text, as in a CSV; trimmed
+    assert np.isnan(events[c.UNIT_PRICE].iloc[0])  # empty text in a number column: missing
+    # a text cell parsed as ISO 8601, a date cell taken as it is, in the same column
+    assert events[c.EVENT_TS].tolist() == [
+        pd.Timestamp("2011-01-03 08:26"),
+        pd.Timestamp("2011-01-04"),
+    ]
+    assert events[c.SOURCE_ROW].tolist() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("sheets", "users"),
+    [
+        (f"[{YEARS[1]}, {YEARS[0]}]", ["2", "3", "1"]),  # the listed order, not the workbook's
+        (f"{YEARS[1]}", ["2", "3"]),  # one name
+        ("all", ["1", "2", "3", "4"]),  # every sheet, in workbook order
+    ],
+)
+def test_excel_sheets_are_read_and_concatenated_in_order(tmp_path, sheets, users):
+    _two_years(tmp_path, Extra=[SHEET_HEAD, [4, "d", dt.datetime(2011, 3, 1), 1, 1.0, 300]])
+    events = load_events(load_source_spec(_excel_source(tmp_path, f"sheets: {sheets}\n")))
+    assert events[c.USER_ID].tolist() == users
+    assert events[c.SOURCE_ROW].tolist() == list(range(len(users)))  # numbered on
+    assert events[c.EVENT_ID].tolist() == [f"shop:{i}" for i in range(len(users))]
+
+
+def test_excel_workbook_of_several_sheets_needs_a_sheet_selection(tmp_path):
+    _two_years(tmp_path)
+    with pytest.raises(
+        SourceError,
+        match=r"orders\.xlsx: the workbook has 2 sheets \['Year 2009-2010', 'Year 2010-2011'\]; "
+        r"set 'sheets'",
+    ):
+        load_events(load_source_spec(_excel_source(tmp_path)))
+
+
+def test_excel_missing_sheet_names_the_file_the_sheet_and_the_sheets_there(tmp_path):
+    _two_years(tmp_path)
+    config = _excel_source(tmp_path, f"sheets: [{YEARS[0]}, Year 2011]\n")
+    with pytest.raises(
+        SourceError,
+        match=r"orders\.xlsx: sheet\(s\) \['Year 2011'\] not found; the workbook has sheets "
+        r"\['Year 2009-2010', 'Year 2010-2011'\]",
+    ):
+        load_events(load_source_spec(config))
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([["customer", "ts", "qty", "price", "order"], [2, dt.datetime(2011, 1, 5), 2, 2.0, 2]],
+         r"orders\.xlsx, sheet 'Year 2010-2011': column\(s\) 'sku' \(mapped to item_id\) not "
+         r"found; the sheet has columns \['customer', 'ts', 'qty', 'price', 'order'\]"),
+        ([SHEET_HEAD], r"orders\.xlsx, sheet 'Year 2010-2011': the sheet has a header but no rows"),
+        ([], r"orders\.xlsx, sheet 'Year 2010-2011': the sheet is empty"),
+        ([SHEET_HEAD, [2, "b", dt.datetime(2011, 1, 5), 2, 2.0, 200], [3, "c", "soon", 1, 1, 1]],
+         r"orders\.xlsx, sheet 'Year 2010-2011': column 'ts' \(event timestamp\).*'soon'.*"
+         r"row 1\)"),  # the row within that sheet
+        ([SHEET_HEAD, [2, "b", dt.datetime(2011, 1, 5), "two", 2.0, 200]],
+         r"orders\.xlsx, sheet 'Year 2010-2011': column 'qty' \(quantity\) must hold numbers.*"
+         r"'two'"),
+    ],
+)  # fmt: skip
+def test_excel_every_sheet_read_is_checked_and_named(tmp_path, rows, message):
+    _two_years(tmp_path, **{YEARS[1]: rows})
+    with pytest.raises(SourceError, match=message):
+        load_events(load_source_spec(_excel_source(tmp_path, "sheets: all\n")))
+
+
+def _not_a_workbook_zip(path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("hello.txt", "a zip, but no workbook inside")
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (lambda p: p.write_text("customer,sku,ts\n1,x,2011-01-01\n"),
+         r"orders\.xlsx: cannot read excel file: not an \.xlsx workbook \(File is not a zip "
+         r"file\)"),
+        (_not_a_workbook_zip, r"orders\.xlsx: cannot read excel file: "),
+        (lambda p: p.write_bytes(b""), r"orders\.xlsx: source file is empty \(0 bytes\)"),
+    ],
+)  # fmt: skip
+def test_unreadable_workbook_fails_naming_the_file(tmp_path, write, message):
+    write(tmp_path / "orders.xlsx")
+    with pytest.raises(SourceError, match=message):
+        load_events(load_source_spec(_excel_source(tmp_path)))
+
+
+def test_excel_with_event_types_and_unix_timestamps(tmp_path):
+    rows = [
+        ["visitor", "item", "ts", "ev"],
+        [1, "a", 1293840000000, "view"],
+        [1.0, "a", 1293872400500, "addtocart "],
+        [2, 7, 1293872400500.0, "transaction"],
+    ]
+    _workbook(tmp_path / "orders.xlsx", {"Sheet1": rows})
+    config = _excel_source(
+        tmp_path, "timestamp_unit: ms\n" + RETAIL_ROCKET, columns=EVENTS_WITH_TYPES
+    )
+    events = load_events(load_source_spec(config))
+    assert events[c.EVENT_TYPE].tolist() == ["view", "add_to_cart", "purchase"]
+    assert events[c.USER_ID].tolist() == ["1", "1", "2"]
+    assert events[c.ITEM_ID].tolist() == ["a", "a", "7"]
+    assert events[c.EVENT_TS].tolist() == [
+        pd.Timestamp("2011-01-01 00:00:00"),
+        pd.Timestamp("2011-01-01 09:00:00.500"),
+        pd.Timestamp("2011-01-01 09:00:00.500"),
+    ]
+
+
+def test_excel_with_ratings_and_a_text_date_format(tmp_path):
+    rows = [
+        ["user", "movie", "ts", "stars"],
+        [1, "a", "03/01/2011", 5],
+        [1, "b", "04/01/2011", 3.5],
+        [2, "a", dt.datetime(2011, 1, 5), None],  # a date cell next to text dates
+    ]
+    _workbook(tmp_path / "orders.xlsx", {"Sheet1": rows})
+    extra = RATED + 'timestamp_format: "%d/%m/%Y"\n'
+    events = load_events(load_source_spec(_excel_source(tmp_path, extra, columns=RATINGS)))
+    assert events[c.EVENT_TYPE].tolist()[:2] == ["purchase", "view"]
+    assert pd.isna(events[c.EVENT_TYPE].iloc[2])
+    assert events[c.EVENT_TS].tolist() == [
+        pd.Timestamp("2011-01-03"),
+        pd.Timestamp("2011-01-04"),
+        pd.Timestamp("2011-01-05"),
+    ]
+
+
+def test_headerless_sheet_with_names(tmp_path):
+    _workbook(tmp_path / "orders.xlsx", {"Sheet1": GOOD_ROWS})
+    events = load_events(load_source_spec(_excel_source(tmp_path, HEADERLESS)))
+    assert events[c.USER_ID].tolist() == ["17850", "17850", "13047"]  # the first row is data
+
+    _workbook(tmp_path / "orders.xlsx", {"Sheet1": [row[:5] for row in GOOD_ROWS]})
+    with pytest.raises(
+        SourceError, match=r"orders\.xlsx, sheet 'Sheet1': the sheet has 5 column\(s\) but 'names'"
+    ):
+        load_events(load_source_spec(_excel_source(tmp_path, HEADERLESS)))
+
+
+def test_glob_of_workbooks_reads_each_in_name_order(tmp_path):
+    _two_years(tmp_path, "exports/b.xlsx")
+    _workbook(
+        tmp_path / "exports" / "a.xlsx",
+        {"Only": [SHEET_HEAD, [9, "z", dt.datetime(2009, 6, 1), 1, 1.0, 1]]},
+    )
+    config = _excel_source(tmp_path, "sheets: all\n", path="exports/*.xlsx")
+    events = load_events(load_source_spec(config))
+    assert events[c.USER_ID].tolist() == ["9", "1", "2", "3"]  # a.xlsx, then b.xlsx's sheets
+    assert source_fingerprint(load_source_spec(config))["files"] == ["a.xlsx", "b.xlsx"]
+
+
+def test_fingerprint_covers_the_workbook_and_the_sheet_selection(tmp_path):
+    _two_years(tmp_path)
+    hashes = {}
+    for extra in (f"sheets: {YEARS[0]}\n", f"sheets: [{YEARS[0]}]\n", "sheets: all\n",
+                  f"sheets: [{YEARS[0]}, {YEARS[1]}]\n", ""):  # fmt: skip
+        hashes[extra] = source_fingerprint(load_source_spec(_excel_source(tmp_path, extra)))
+    configs = {extra: f["config_sha256"] for extra, f in hashes.items()}
+    assert configs[f"sheets: {YEARS[0]}\n"] == configs[f"sheets: [{YEARS[0]}]\n"]  # same sheets
+    assert len(set(configs.values())) == 4  # any other selection is another config
+    assert len({f["sha256"] for f in hashes.values()}) == 1  # the same workbook
+
+    spec = load_source_spec(_excel_source(tmp_path, "sheets: all\n"))
+    before = source_fingerprint(spec)["sha256"]
+    _two_years(tmp_path, Extra=[SHEET_HEAD, [4, "d", dt.datetime(2011, 3, 1), 1, 1.0, 300]])
+    assert source_fingerprint(spec)["sha256"] != before  # a changed workbook is a new input
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "message"),
+    [
+        ("orders.csv", "sheets: all\n", r"'sheets' applies to excel workbooks only, not csv"),
+        ("orders.xlsx", "sheets: []\n", r"'sheets' must be a sheet name, a list of sheet names"),
+        ("orders.xlsx", "sheets: {a: 1}\n", r"'sheets' must be a sheet name"),
+        ("orders.xlsx", "sheets: [a, b, a]\n", r"'sheets' lists \['a'\] more than once"),
+    ],
+)
+def test_bad_sheet_settings(tmp_path, path, extra, message):
+    with pytest.raises(SourceError, match=r"shop\.yaml: " + message):
+        load_source_spec(_excel_source(tmp_path, extra, path=path))
+
+
+def test_format_excel_set_explicitly(tmp_path):
+    _workbook(tmp_path / "orders.dat", {"Sheet1": [SHEET_HEAD, *GOOD_ROWS]})
+    spec = load_source_spec(_excel_source(tmp_path, "format: excel\n", path="orders.dat"))
+    assert len(load_events(spec)) == 3
