@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pytest
 
 from tests.integration.support import ingest_partition
@@ -143,6 +145,56 @@ def test_bad_input_fails_clearly_and_keeps_stored_partitions(case, source, tmp_p
 
     content, message = BAD_INPUTS[case]
     (tmp_path / "events.csv").write_text(content)
+    result = ingest_partition(source, warehouse, JANUARY, instance)
+
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    error = failure.event_specific_data.error
+    text = error.message + "".join(cause.message for cause in [error.cause] if cause is not None)
+    assert re.search(message, text), text
+    assert {t: _count(warehouse, t) for t in before} == before
+
+
+def _orders_workbook(path: Path, sheets: tuple[str, str] = ("2011-01", "2011-02")) -> None:
+    """EVENTS_CSV as an .xlsx: January's rows in one sheet, February's in the other."""
+    frame = pd.read_csv(io.StringIO(EVENTS_CSV), parse_dates=["ts"])
+    with pd.ExcelWriter(path, engine="openpyxl") as writer:
+        for sheet, rows in zip(sheets, (frame.ts < FEBRUARY, frame.ts >= FEBRUARY), strict=True):
+            frame[rows].to_excel(writer, sheet_name=sheet, index=False)
+
+
+BAD_WORKBOOKS = {
+    "corrupt workbook": (
+        lambda path: path.write_text(EVENTS_CSV),
+        r"events\.xlsx: cannot read excel file: not an \.xlsx workbook",
+    ),
+    "sheet renamed": (
+        lambda path: _orders_workbook(path, ("Jan", "2011-02")),
+        r"events\.xlsx: sheet\(s\) \['2011-01'\] not found; the workbook has sheets "
+        r"\['Jan', '2011-02'\]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_WORKBOOKS))
+def test_bad_workbook_fails_clearly_and_keeps_stored_partitions(
+    case, write_source, tmp_path, instance
+):
+    source = write_source(
+        "",
+        filename="events.xlsx",
+        extra='sheets: ["2011-01", "2011-02"]\n'
+        'cancellation_prefix: "C"\nproduct_item_pattern: "^\\\\d"\n',
+    )
+    _orders_workbook(tmp_path / "events.xlsx")
+    warehouse = tmp_path / "w.duckdb"
+    assert ingest_partition(source, warehouse, JANUARY, instance).success
+    assert ingest_partition(source, warehouse, FEBRUARY, instance).success
+    before = {t: _count(warehouse, t) for t in ("raw_events", "validated_events")}
+    assert before == {"raw_events": 9, "validated_events": 4}  # as from the CSV
+
+    write, message = BAD_WORKBOOKS[case]
+    write(tmp_path / "events.xlsx")
     result = ingest_partition(source, warehouse, JANUARY, instance)
 
     assert not result.success
