@@ -41,6 +41,7 @@ metrics: install
 ## Redis-store test uses).
 test: install lint
 	scripts/ensure_redis.sh
+	scripts/ensure_promtool.sh
 	$(BIN)/python -m pytest -m "slow or not slow"
 
 ## The default suite: unit and quick integration tests (pytest's default leaves out `slow`).
