@@ -59,6 +59,7 @@ import pandas as pd
 
 from recsys_assets.core import constants as c
 from recsys_assets.evaluation.protocol import order_keys, purchases_only
+from recsys_assets.features.ttl import table_ttls
 from recsys_assets.training.candidates import CandidateGenerator
 from recsys_assets.training.ranker import (
     LABEL,
@@ -479,7 +480,7 @@ def reduced_training_frame(
     )
     if report is not None:
         report.update(candidate_rows=len(pairs), training_rows=len(kept))
-    frame = training_frame(kept, tables=tables)
+    frame = training_frame(kept, tables=tables, ttls=table_ttls(tables, dict(config.ttl_days)))
     frame = frame.sort_values([QID, c.ITEM_ID], kind="mergesort").reset_index(drop=True)
     return frame, tables
 

@@ -220,7 +220,12 @@ def _validation_ndcg(figures: dict[str, Any]) -> float | str:
 def ranker_config_for(split: Split) -> tuple[RankerConfig, RankerSchedule]:
     """The ranker's configuration on ``split``: cutoffs and label window from its time scale."""
     schedule = ranker_schedule(split)
-    return RankerConfig(cutoffs=schedule.cutoffs, label_days=schedule.label_days), schedule
+    config = RankerConfig(
+        cutoffs=schedule.cutoffs,
+        label_days=schedule.label_days,
+        ttl_days=tuple(get_settings().features.ttl_days.items()),  # the views' TTL override
+    )
+    return config, schedule
 
 
 def ranker_validation(split: Split, returns: pd.DataFrame | None) -> dict[str, Any]:

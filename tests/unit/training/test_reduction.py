@@ -277,8 +277,10 @@ def test_warm_start_adds_rounds_on_the_new_cutoff_only(shop):
     ranker = fit_reduced_ranker(shop, RANK_SPLIT, RANKER, reduction=reduction, previous=previous)
     assert ranker.train_stats["warm_start"] is True
     assert ranker.train_stats["cutoffs"] == [str(DAY86.date())]
-    assert ranker.train_stats["trees"] == RANKER.num_boost_round + 7
-    assert previous.booster.num_boosted_rounds() == RANKER.num_boost_round  # not modified
+    # the previous booster's rounds (its own early stopping chose them) plus the warm rounds
+    rounds = previous.train_stats["rounds"]
+    assert ranker.train_stats["trees"] == rounds + 7
+    assert previous.booster.num_boosted_rounds() == rounds  # not modified
     assert ranker.features == previous.features
     assert ranker.split_ts == RANK_SPLIT
     recs = ranker.recommend(sorted(shop[c.USER_ID].unique()), 5)
