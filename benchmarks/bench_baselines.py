@@ -145,7 +145,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     started = time.perf_counter()
     events = load_uci().valid
-    split = temporal_split(events)
+    split = temporal_split(events, c.DEFAULT_SPLIT)
     print(f"load + validate + split: {time.perf_counter() - started:.1f} s")
     print(f"split: {split.description}")
     print(f"top {args.n} candidates for {len(split.users):,} evaluated customers; k = {args.k}")

@@ -189,16 +189,17 @@ def _has_prices(events: pd.DataFrame) -> bool:
 
 def temporal_split(
     events: pd.DataFrame,
-    split_ts: str | pd.Timestamp = DEFAULT_SPLIT,
+    split_ts: str | pd.Timestamp | None = None,
     *,
     product_pattern: str | None = None,
 ) -> Split:
     """Split events in time under the project's protocol (see the module notes).
 
-    ``split_ts`` is the first instant of the test period. When it is not inside the data's
-    time range (first event < split_ts <= last event), the last
-    ``constants.FALLBACK_TEST_FRACTION`` (10%) of the time range is the test period and the
-    description says so. Raises ValueError when no purchase is left after filtering.
+    ``split_ts`` is the first instant of the test period (a source sets it with ``split_date``).
+    When it is None (none configured) or not inside the data's time range (first event <
+    split_ts <= last event), the last ``constants.FALLBACK_TEST_FRACTION`` (10%) of the time
+    range is the test period and the description says so. Raises ValueError when no purchase
+    is left after filtering.
     """
     purchases, notes = purchases_only(events, product_pattern=product_pattern)
     if purchases.empty:
@@ -209,16 +210,21 @@ def temporal_split(
 
     ts = purchases[c.EVENT_TS]
     first, last = ts.min(), ts.max()
-    requested = pd.Timestamp(split_ts)
-    if first < requested <= last:
+    requested = None if split_ts is None else pd.Timestamp(split_ts)
+    share = c.FALLBACK_TEST_FRACTION
+    if requested is not None and first < requested <= last:
         cut = requested
         parts.append(f"split at {cut}: train before, test from it on")
     else:
-        share = c.FALLBACK_TEST_FRACTION
         cut = first + (last - first) * (1 - share)
+        why = (
+            "no split date configured"
+            if requested is None
+            else f"split date {requested} is outside the data's time range"
+        )
         parts.append(
-            f"split date {requested} is outside the data's time range ({first} .. {last}): "
-            f"test = the last {share:.0%} of the time range, from {cut} on"
+            f"{why} ({first} .. {last}): test = the last {share:.0%} of the time range, "
+            f"from {cut} on"
         )
 
     in_train = (ts < cut).to_numpy()

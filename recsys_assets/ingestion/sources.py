@@ -83,6 +83,8 @@ class SourceSpec:
     missing_tokens: tuple[str, ...] = ()  # literal strings that mean "missing" (e.g. "nan")
     partitions: PartitionSpec = field(default_factory=PartitionSpec)
     synthetic: dict[str, Any] = field(default_factory=dict)  # generator knobs (kind: synthetic)
+    split_date: str | None = None  # first day of the evaluation's test period; None: the last
+    # 10% of the data's time range (it shapes the evaluation, not the events: not hashed)
     config_path: Path | None = None  # the YAML this spec came from
 
     @property
@@ -108,6 +110,7 @@ class SourceSpec:
 _SPEC_KEYS = {
     "name",
     "kind",
+    "split_date",
     "path",
     "format",
     "columns",
@@ -168,6 +171,7 @@ def load_source_spec(config_path: str | Path) -> SourceSpec:
         partitions=partitions,
         config_path=config_path,
         missing_tokens=tuple(str(t) for t in raw.get("missing_tokens") or ()),
+        split_date=_parse_split_date(config_path, raw),
     )
     if kind == "synthetic":
         return SourceSpec(
@@ -233,6 +237,19 @@ def load_source_spec(config_path: str | Path) -> SourceSpec:
         cancellation_prefix=raw.get("cancellation_prefix"),
         product_item_pattern=raw.get("product_item_pattern"),
     )
+
+
+def _parse_split_date(config_path: Path, raw: dict[str, Any]) -> str | None:
+    """``split_date``: an ISO date (or date and time) the evaluation's test period starts at."""
+    value = raw.get("split_date")
+    if value is None:
+        return None
+    try:
+        return pd.Timestamp(str(value)).isoformat()
+    except ValueError as exc:
+        raise SourceError(
+            f"{config_path}: 'split_date' must be an ISO date such as 2011-11-01, got {value!r}"
+        ) from exc
 
 
 def _feedback_spec(
@@ -443,12 +460,16 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
 _LATER_SETTINGS = {f.name: f for f in fields(SourceSpec) if f.name in _LATER}
 
 
+_NOT_EVENT_SETTINGS = ("config_path", "split_date")  # change no event: outside the config hash
+
+
 def config_sha256(spec: SourceSpec) -> str:
     """A hash of every setting that shapes the events (mapping, rules' settings, partitions)."""
     settings = {
         k: v
         for k, v in asdict(spec).items()
-        if k != "config_path" and not (k in _LATER_SETTINGS and v == _default(_LATER_SETTINGS[k]))
+        if k not in _NOT_EVENT_SETTINGS
+        and not (k in _LATER_SETTINGS and v == _default(_LATER_SETTINGS[k]))
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -33,6 +33,7 @@ from recsys_assets.evaluation.protocol import (
 )
 from recsys_assets.features.store import FEATURE_SERVICE
 from recsys_assets.features.tables import returns_from_quarantine
+from recsys_assets.ingestion.sources import load_source_spec
 from recsys_assets.ingestion.validation import restore_event_dtypes
 from recsys_assets.training.baselines import SIMPLE_MODELS
 from recsys_assets.training.ranker import Ranker, RankerConfig, feature_lineage, fit_ranker
@@ -54,11 +55,13 @@ HEADLINE = ("ndcg", "map", "recall", "hit_rate", "mrr", "coverage")
     kinds={"pandas"},
 )
 def evaluation_split(validated_events: pd.DataFrame) -> dg.Output[Split]:
-    """The fixed temporal protocol: purchases before 2011-11-01 train, from then on test;
-    customers with purchases in both periods are evaluated (docs in evaluation/protocol.py). Other
-    data without that date uses its last 10% of time as test, and the description says so. The
-    validation period (the test period's length, just before it) is where models are chosen."""
-    split = temporal_split(restore_event_dtypes(validated_events))
+    """The temporal protocol: purchases before the source's ``split_date`` train, from then on
+    test (UCI Online Retail: 2011-11-01); customers with purchases in both periods are evaluated
+    (docs in evaluation/protocol.py). A source without one, or whose date is outside its data,
+    uses its last 10% of time as test, and the description says so. The validation period (the
+    test period's length, just before it) is where models are chosen."""
+    spec = load_source_spec(get_settings().data_config)
+    split = temporal_split(restore_event_dtypes(validated_events), spec.split_date)
     validation = validation_split(split)
     return dg.Output(
         split,

@@ -11,6 +11,7 @@ import pytest
 from recsys_assets.core import constants as c
 from recsys_assets.evaluation.metrics import per_user_metrics
 from recsys_assets.evaluation.protocol import (
+    DEFAULT_SPLIT,
     EDGE_LARGE_BASKET,
     EDGE_ONE_ORDER,
     EDGE_UNSEEN_ITEMS,
@@ -82,7 +83,7 @@ ROWS = [
 
 @pytest.fixture
 def split():
-    return temporal_split(_events(ROWS))
+    return temporal_split(_events(ROWS), DEFAULT_SPLIT)
 
 
 def test_split_keeps_customers_of_both_periods_and_distinct_test_items(split) -> None:
@@ -107,8 +108,8 @@ def test_split_keeps_customers_of_both_periods_and_distinct_test_items(split) ->
 
 def test_product_pattern_only_filters_when_given() -> None:
     rows = [*ROWS, ("2011-10-02 10:00", "u1", "POST", 1, 18.0, "o1", GB)]
-    assert "POST" in temporal_split(_events(rows)).catalogue
-    split = temporal_split(_events(rows), product_pattern=r"^[A-Z]$")
+    assert "POST" in temporal_split(_events(rows), DEFAULT_SPLIT).catalogue
+    split = temporal_split(_events(rows), DEFAULT_SPLIT, product_pattern=r"^[A-Z]$")
     assert "POST" not in split.catalogue
     assert "not matching" in split.description
 
@@ -117,24 +118,27 @@ def test_split_outside_the_data_falls_back_to_the_last_tenth() -> None:
     days = pd.date_range("2020-01-01", periods=11, freq="D")
     rows = [(str(day), user, "X", 1, 1.0, f"{user}{i}", GB) for i, day in enumerate(days)
             for user in ("a", "b")]  # fmt: skip
-    split = temporal_split(_events(rows))  # 2011-11-01 is before the data
+    split = temporal_split(_events(rows))  # no split date configured
     assert split.split_ts == pd.Timestamp("2020-01-10")  # 10 days x 0.9 after the start
     assert split.test[c.EVENT_TS].min() == pd.Timestamp("2020-01-10")
     assert split.users.tolist() == ["a", "b"]
-    assert "outside the data's time range" in split.description
+    assert split.description.count("no split date configured") == 1
     assert "last 10% of the time range" in split.description
+    outside = temporal_split(_events(rows), DEFAULT_SPLIT)  # 2011-11-01 is before the data
+    assert outside.split_ts == pd.Timestamp("2020-01-10")
+    assert "split date 2011-11-01 00:00:00 is outside the data's time range" in outside.description
     assert temporal_split(_events(rows), "2030-01-01").split_ts == pd.Timestamp("2020-01-10")
 
 
 def test_no_prices_are_said_and_make_revenue_unavailable() -> None:
     events = _events(ROWS).drop(columns=[c.UNIT_PRICE])
-    split = temporal_split(events)
+    split = temporal_split(events, DEFAULT_SPLIT)
     assert not split.has_prices
     assert NO_PRICES in split.description
     recs = pd.DataFrame({c.USER_ID: ["u1"], c.ITEM_ID: ["A"], c.RANK: [1]})
     revenue = evaluate(recs, split)["revenue"]
     assert revenue["available"] is False and math.isnan(revenue["total"])
-    null_prices = temporal_split(_events(ROWS).assign(**{c.UNIT_PRICE: np.nan}))
+    null_prices = temporal_split(_events(ROWS).assign(**{c.UNIT_PRICE: np.nan}), DEFAULT_SPLIT)
     assert NO_PRICES in null_prices.description
 
 
@@ -148,7 +152,7 @@ def test_segments_by_training_orders_and_most_frequent_country(split) -> None:
 
 def test_segments_without_orders_or_countries() -> None:
     events = _events(ROWS).drop(columns=[c.ORDER_ID, c.COUNTRY, c.EVENT_TYPE, c.QUANTITY])
-    segments = user_segments(temporal_split(events)).set_index(c.USER_ID)
+    segments = user_segments(temporal_split(events, DEFAULT_SPLIT)).set_index(c.USER_ID)
     # Without order ids an order is an instant: u1 bought at two instants in training.
     assert segments.loc["u1", SEGMENT_ORDERS] == REPEAT
     assert segments.loc["u2", SEGMENT_ORDERS] == ONE_ORDER
@@ -161,7 +165,7 @@ def test_most_frequent_country_ties_go_alphabetically() -> None:
         ("2011-10-02", "u", "B", 1, 1.0, "o2", FR),
         ("2011-11-02", "u", "A", 1, 1.0, "o3", GB),
     ]
-    segments = user_segments(temporal_split(_events(rows)))
+    segments = user_segments(temporal_split(_events(rows), DEFAULT_SPLIT))
     assert segments[SEGMENT_COUNTRY].tolist() == [REST]  # France < United Kingdom
 
 

@@ -798,3 +798,22 @@ def test_format_excel_set_explicitly(tmp_path):
     _workbook(tmp_path / "orders.dat", {"Sheet1": [SHEET_HEAD, *GOOD_ROWS]})
     spec = load_source_spec(_excel_source(tmp_path, "format: excel\n", path="orders.dat"))
     assert len(load_events(spec)) == 3
+
+
+# --- The evaluation's split date ---------------------------------------------------------------
+
+
+def test_split_date_is_read_and_stays_outside_the_config_hash(write_source):
+    plain = load_source_spec(write_source(GOOD_CSV))
+    dated = load_source_spec(write_source(GOOD_CSV, extra="split_date: 2011-11-01\n"))
+    assert plain.split_date is None
+    assert dated.split_date == "2011-11-01T00:00:00"
+    # it shapes the evaluation, not the events: changing it must not re-ingest anything
+    assert config_sha256(dated) == config_sha256(plain)
+    uci = load_source_spec(PROJECT_ROOT / "data" / "sources" / "online_retail.yaml")
+    assert uci.split_date == "2011-11-01T00:00:00"
+
+
+def test_a_split_date_that_is_no_date_names_the_setting(write_source):
+    with pytest.raises(SourceError, match=r"shop\.yaml: 'split_date' must be an ISO date"):
+        load_source_spec(write_source(GOOD_CSV, extra="split_date: next tuesday\n"))
