@@ -181,7 +181,9 @@ def test_a_champion_from_other_data_is_paired_on_this_split(shop):
 
     gate = run["meta"]["check:quality_gate"]
     assert gate["champion_basis"] == "re-evaluated on this split"
-    assert gate["figures"]["champion_ndcg"] == pytest.approx(0.25706, abs=1e-5)
+    # the demo's own booster: it scores on this split what the challenger scored
+    ours = challenger_per_user(workdir)
+    assert gate["figures"]["champion_ndcg"] == pytest.approx(np.mean(list(ours.values())), abs=1e-9)
     paired = gate["figures"].get("paired")  # the re-evaluated champion's per-customer figures
     assert paired is not None and paired["n_users"] == 59
     assert paired["relative"] == pytest.approx(0.0, abs=1e-9)
