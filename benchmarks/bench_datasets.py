@@ -22,8 +22,8 @@ BentoML store, logs and ledger), and records:
 - the aim: whether the promoted model's NDCG@10 is at least the best simple baseline's (every
   model but the ranker), or reaches it within its bootstrap band.
 
-Datasets (``--small``: the quick matrix, about 10 minutes on 2 shared cores, half of it the
-synthetic shop's million events; default: the full one):
+Datasets (``--small``: the quick matrix, 4-10 minutes on 2 shared cores, the synthetic shop's
+million events the longest; default: the full one):
 
 - ``online_retail``: UCI Online Retail, data/sources/online_retail.yaml (full only);
 - ``online_retail_ii``: Online Retail II, sheet 2009-2010, from the shared datasets folder;
@@ -737,7 +737,26 @@ the latency (a warning only, in dev). Peak MB: the kernel's peak RSS of the demo
 largest child (`wait4`); tree MB: the peak of the tree's summed RSS, sampled every 0.5 s."""
 
 
-def render(results: list[dict[str, Any]], *, argv: list[str], small: bool, total_s: float) -> str:
+def code_version() -> str:
+    """The commit the pipeline ran from, and whether tracked files differed from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT, capture_output=True, text=True,
+        ).stdout.splitlines()  # fmt: skip
+    except OSError:
+        return "unknown (no git)"
+    if not head:
+        return "unknown (not a git checkout)"
+    return f"commit {head}" + (f" with {len(changed)} changed tracked file(s)" if changed else "")
+
+
+def render(
+    results: list[dict[str, Any]], *, argv: list[str], small: bool, total_s: float, code: str
+) -> str:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     mode = "small (--small: quick matrix, scaled-down generated shapes)" if small else "full"
     lines = [
@@ -748,6 +767,17 @@ def render(results: list[dict[str, Any]], *, argv: list[str], small: bool, total
         "",
         f"Machine: {machine()}",
         "",
+        f"Code: {code}.",
+        "",
+        *(
+            [
+                "The small matrix leaves out the UCI-size datasets and scales the generated shapes "
+                "down; the full matrix is `.venv/bin/python benchmarks/bench_datasets.py`.",
+                "",
+            ]
+            if small
+            else []
+        ),
         METHOD.format(environment=ENVIRONMENT),
         "",
         "## Summary",
@@ -865,7 +895,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.check_sources:
             return check_sources(matrix, workdir, args.small, shared)
-        started, results = time.perf_counter(), []
+        started, results, code = time.perf_counter(), [], code_version()
         for dataset in matrix:
             print(f"\n{dataset.name}: {dataset.title} ...", flush=True)
             result = run_dataset(dataset, workdir, args.small, shared, timeout)
@@ -884,7 +914,7 @@ def main(argv: list[str] | None = None) -> int:
             if result.get("error"):
                 print(f"  error: {result['error']}", flush=True)
         total = time.perf_counter() - started
-        page = render(results, argv=argv, small=args.small, total_s=total)
+        page = render(results, argv=argv, small=args.small, total_s=total, code=code)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(page)
         print(f"\nwrote {args.out} (total {total:.0f} s)")
